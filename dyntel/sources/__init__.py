@@ -1,0 +1,52 @@
+"""Where event bytes come from: recordings on disk and live kernel streams.
+
+Every source sits behind `Source`: it yields `Event`s in the order a reader should see them and keeps `SourceStats`,
+where records it could not use are counted with their byte offset instead of stopping the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dyntel.event import Event
+
+MAX_KEPT_PROBLEMS = 100
+
+
+@dataclass(slots=True)
+class Problem:
+    """One record a source could not use."""
+
+    offset: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"byte {self.offset}: {self.message}"
+
+
+@dataclass(slots=True)
+class SourceStats:
+    records: int = 0  # records read, of any kind
+    events: int = 0  # events yielded
+    skipped: dict[str, int] = field(default_factory=dict)  # records not turned into events, by reason
+    bad: int = 0  # records that were malformed
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS bad records
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def problem(self, offset: int, message: str) -> None:
+        self.bad += 1
+        if len(self.problems) < MAX_KEPT_PROBLEMS:
+            self.problems.append(Problem(offset, message))
+
+
+class Source(Protocol):
+    """A stream of events and the counts of what it read."""
+
+    name: str  # what the user named: a path, or a live session's description
+    stats: SourceStats
+
+    def events(self) -> Iterator[Event]: ...
