@@ -11,17 +11,18 @@ from typing import TextIO
 from dyntel.errors import DyntelError
 
 
-def _utf8_out() -> TextIO:
+def _utf8_out(path: str | None) -> TextIO:
     # Event strings keep undecodable bytes as surrogate escapes; give them back as the original bytes.
-    return io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
-                            newline="\n", write_through=False, line_buffering=False)
+    buffer = open(path, "wb") if path else sys.stdout.buffer  # noqa: SIM115 - the caller closes it
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline="\n",
+                            write_through=False, line_buffering=False)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from dyntel.event_json import format_event, json_string
     from dyntel.sources.recordings import open_recording
 
-    out = _utf8_out()
+    out = _utf8_out(args.output)
     status = 0
     if args.format == "json":
         out.write("{")
@@ -54,7 +55,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 print(f"  ... and {stats.bad - 10} more", file=sys.stderr)
     if args.format == "json":
         out.write("\n}\n")
-    out.flush()
+    if args.output:
+        out.close()
+    else:
+        out.flush()
     return status
 
 
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("files", nargs="+", metavar="FILE", help="recording to read; - reads standard input")
     d.add_argument("--format", choices=("json", "jsonl"), default="json",
                    help="json: one object {file: [EVENT, ...]} (as perf-decode prints); jsonl: one EVENT a line")
+    d.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     d.add_argument("--strict", action="store_true", help="exit 2 when any record was malformed and skipped")
     d.set_defaults(func=cmd_decode)
     return p

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable, Sequence
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any
 
 from dyntel.event import ArrayKind, Event, FieldInfo, Schema, schema_cached
@@ -121,7 +121,9 @@ def _no_values(v: Sequence[Any]) -> str:
     return ""
 
 
-def _field_formatter(info: FieldInfo, value_formatter: Callable[[FieldInfo], Callable[[Any], str]]) -> Callable[[Any], str]:
+def _field_formatter(
+    info: FieldInfo, value_formatter: Callable[[FieldInfo], Callable[[Any], str]]
+) -> Callable[[Any], str]:
     """A function from a field's value to its JSON text (arrays and structs included)."""
     if info.children is not None:
         inner = values_writer(info.children)
