@@ -27,6 +27,18 @@ class RecordingReader(Protocol):
     def open_source(self, path: str, stream: BinaryIO) -> Source: ...
 
 
+def open_recording_bytes(data: bytes, name: str) -> Source:
+    """A Source over a recording already in memory (tests, and recordings received from elsewhere)."""
+    import io
+
+    head = data[:SNIFF_BYTES]
+    for module_name in READERS:
+        reader = cast(RecordingReader, importlib.import_module(module_name))
+        if reader.sniff(head, name):
+            return reader.open_source(name, io.BytesIO(data))
+    raise UnsupportedFormat(f"{name}: not a recording dyntel reads; it starts with {head[:8]!r}")
+
+
 def open_recording(path: str) -> Source:
     """A Source over the recording at `path` ("-" reads standard input, e.g. `perf record -o -`)."""
     if path == "-":
