@@ -1,0 +1,62 @@
+"""`dyntel decode` is a drop-in for the reference perf-decode: same events, same fields, same order.
+
+Runs the real command line on the reference corpus and compares with what perf-decode printed for the same files,
+parsed as JSON with key order and duplicate keys kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from conftest import corpus_file, load_reference_json
+
+CASES = [
+    ("linuxtracepoints/perf.data", "linuxtracepoints/perf.data.linux.json"),
+    ("linuxtracepoints/EventHeaderInterceptorLE64.dat", "linuxtracepoints/EventHeaderInterceptorLE64.dat.linux.json"),
+]
+
+
+def run_decode(*args: str) -> bytes:
+    proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "decode", *args], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+def parse(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8", "surrogateescape"), object_pairs_hook=list)
+
+
+def first_difference(ours: list[Any], ref: list[Any]) -> str:
+    for i, (a, b) in enumerate(zip(ours, ref, strict=False)):
+        if a != b:
+            return f"event {i}:\n ours: {a}\n  ref: {b}"
+    return f"event counts differ: ours {len(ours)}, reference {len(ref)}"
+
+
+@pytest.mark.parametrize(("rec", "ref"), CASES)
+def test_json_equals_reference(rec: str, ref: str) -> None:
+    path = corpus_file(rec)
+    [(_, ref_events)] = load_reference_json(corpus_file(ref))
+    [(label, events)] = parse(run_decode(str(path), "--format", "json"))
+    assert label == str(path)
+    assert events == ref_events, first_difference(events, ref_events)
+
+
+@pytest.mark.parametrize(("rec", "ref"), CASES)
+def test_jsonl_equals_reference(rec: str, ref: str) -> None:
+    [(_, ref_events)] = load_reference_json(corpus_file(ref))
+    lines = run_decode(str(corpus_file(rec)), "--format", "jsonl").splitlines()
+    events = [parse(line) for line in lines]
+    assert events == ref_events, first_difference(events, ref_events)
+
+
+def test_unknown_file_is_a_clear_error(tmp_path: Any) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("hello\n")
+    proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "decode", str(bogus)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "not a recording dyntel reads" in proc.stderr and str(bogus) in proc.stderr
