@@ -434,15 +434,16 @@ def test_every_truncation_of_a_format_is_parsed_or_named() -> None:
 
 
 def test_garbled_formats_raise_decode_error_naming_the_line() -> None:
-    bad = {
-        "\tfield:long id;\toffset:8;\tsize:8;": "\tfield:long id;\toffset:8;\tsize:eight;",
-        "\tfield:unsigned long args[6];": "\tfield:unsigned long args[6];\tjunk",
-        "\tfield:long id;\toffset:8;": "\tfield:long id;\toffset:99999;",
-        "ID: 443": "ID: forty",
-        "name: sys_enter": "sys_enter",
-        "\tsize:48;\tsigned:0;": "\tsize:48;\tsigned:x;",
-    }
-    for old, new in bad.items():
+    bad = [
+        ("\tfield:long id;\toffset:8;\tsize:8;", "\tfield:long id;\toffset:8;\tsize:eight;"),
+        ("\tfield:unsigned long args[6];", "\tfield:unsigned long args[6];\tjunk"),
+        ("\tfield:long id;\toffset:8;", "\tfield:long id;\toffset:99999;"),
+        ("ID: 443", "ID: forty"),
+        ("name: sys_enter", "sys_enter"),
+        ("\tsize:48;\tsigned:0;", "\tsize:48;\tsigned:x;"),
+        ("\tfield:unsigned long args[6];", "\n\tfield:unsigned long args[6];"),  # a blank line too many
+    ]
+    for old, new in bad:
         text = SYS_ENTER.replace(old, new, 1)
         assert text != SYS_ENTER
         with pytest.raises(DecodeError, match=r"line \d+"):

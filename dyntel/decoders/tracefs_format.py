@@ -259,7 +259,7 @@ for _names, _show, _size in (
 
 def parse_field(declaration: str, offset: int, size: int, signed: bool | None, long_size: int = 8) -> FormatField:
     """Deduce a field's name, array shape, element size and display from its declaration, as the reference does."""
-    long64 = long_size != 4
+    long64 = long_size in (0, 8)  # 0: the recording did not say; the reference then assumes its own 64-bit host
     n_long = 0
     short = unsigned = signed_kw = struct_kw = data_loc = rel_loc = array = pointer = False
     name = ""
@@ -473,7 +473,7 @@ def parse_format(
     """Parse a tracefs format file.
 
     `system` names the tracepoint's system when the caller knows it (a format file does not say). `long_size` is
-    sizeof(long) in the traced kernel: 4 for a 32-bit kernel; any other value (0 = unknown) means 8, as in the
+    sizeof(long) in the traced kernel; 0 means unknown and is taken as 8, any value but 0 and 8 as 4, as in the
     reference. Bytes are read as UTF-8, with undecodable bytes kept as surrogate escapes.
 
     strict=True (the default) raises DecodeError, naming the line, for anything the reference would silently skip
@@ -527,6 +527,9 @@ def parse_format(
             event_id = number
         elif prop == "print fmt":
             print_fmt = value
+        elif strict and prop in ("field", "field special"):
+            # The reference ignores it; here it means a blank line too many inside the field list.
+            raise err(line_no, "a field line after the end of the 'format:' section", line)
         elif prop == "format":
             if saw_format and strict:
                 raise err(line_no, "a second 'format:' section")
