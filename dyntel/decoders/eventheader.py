@@ -1,0 +1,204 @@
+"""EventHeader events (eventheader.h, LinuxTracepoints) to `Event`s.
+
+An EventHeader event is the payload of a user_events tracepoint named `Provider_L<level>K<keyword>[Options]`:
+
+    eventheader (8 bytes)          flags, version, id, tag, opcode, level
+    extension blocks, if flagged   uint16 size, uint16 kind (0x8000: another block follows), size bytes
+    payload                        laid out by the Metadata extension
+
+`EventHeaderDecoder.decode` checks the header and extensions as the reference decoder does, then runs the payload
+decoder compiled for the event's metadata (see eventheader_compile). Compiled types are a pure function of the
+metadata bytes and the event's byte order, so they live in a `TypeCache` that decoders share by default: a reader
+opened twice, or a thousand times by a fuzz test, compiles each event type once.
+
+Errors: `NotEventHeader` (a `DecodeError`) when the tracepoint name or the header does not make an EventHeader event;
+the reference then decodes the sample as plain tracefs fields, and so should the caller. A plain `DecodeError` when
+the payload does not match its metadata; the reference prints nothing for such an event. Either way
+`DecodeError.offset` is relative to the first byte of the eventheader (`data[offset]`); add the sample's position
+with `DecodeError.at`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
+from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
+from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
+from dyntel.errors import DecodeError
+from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
+
+__all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache"]
+
+HEADER_SIZE = 8
+FLAG_POINTER64 = 0x01
+FLAG_LITTLE_ENDIAN = 0x02
+FLAG_EXTENSION = 0x04
+EXTENSION_METADATA = 1
+EXTENSION_ACTIVITY_ID = 2
+EXTENSION_CHAIN = 0x8000
+
+_HEADER_LE = struct.Struct("<BHHBB").unpack_from  # after the flags byte: version, id, tag, opcode, level
+_HEADER_BE = struct.Struct(">BHHBB").unpack_from
+_EXTENSION_LE = struct.Struct("<HH").unpack_from
+_EXTENSION_BE = struct.Struct(">HH").unpack_from
+
+
+class NotEventHeader(DecodeError):
+    """The sample is not an EventHeader event; decode it as plain tracefs fields."""
+
+
+@dataclass(slots=True, eq=False)
+class EventType:
+    """One compiled event type: what every event with the same metadata (and byte order) shares."""
+
+    event_name: str
+    schema: Schema
+    decode: PayloadDecoder
+    compiled: CompiledPayload | None
+    not_eventheader: str | None  # why events of this "type" are not EventHeader events
+
+
+class TypeCache:
+    """Compiled event types by (metadata bytes, big-endian). Bounded: past `max_types` it starts over, so a stream
+    of ever-changing metadata (a fuzzer, a hostile writer) costs compile time but not memory."""
+
+    def __init__(self, max_types: int = 4096) -> None:
+        self.max_types = max_types
+        self.compiles = 0
+        self._types: dict[tuple[bytes, bool], EventType] = {}
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def get(self, meta: bytes, big_endian: bool) -> EventType:
+        key = (meta, big_endian)
+        t = self._types.get(key)
+        if t is None:
+            t = self._compile(meta, big_endian)
+            if len(self._types) >= self.max_types:
+                self._types.clear()
+            self._types[key] = t
+        return t
+
+    def _compile(self, meta: bytes, big_endian: bool) -> EventType:
+        self.compiles += 1
+        if b"\0" not in meta:
+            return EventType("", Schema(()), _no_payload, None, "event name in the metadata has no NUL")
+        parsed = parse_metadata(meta, big_endian)
+        compiled = compile_payload(parsed.fields, big_endian, parsed.error)
+        return EventType(parsed.event_name, build_schema(parsed.fields), compiled.decode, compiled, None)
+
+
+def _no_payload(buf: bytes, pos: int, end: int) -> list[object]:
+    return []
+
+
+SHARED_TYPES = TypeCache()
+
+
+class EventHeaderDecoder:
+    """Decodes EventHeader events. One per reader: it keeps the parsed tracepoint names it has seen."""
+
+    def __init__(self, types: TypeCache | None = None) -> None:
+        self.types = SHARED_TYPES if types is None else types
+        self._names: dict[str, TracepointName | str] = {}
+
+    def tracepoint_name(self, name: str) -> TracepointName:
+        """The parsed name, or NotEventHeader when it is not an EventHeader tracepoint name."""
+        parsed = self._names.get(name)
+        if parsed is None:
+            try:
+                parsed = parse_tracepoint_name(name)
+            except ValueError as e:
+                parsed = str(e)
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[name] = parsed
+        if type(parsed) is str:
+            raise NotEventHeader(parsed, 0)
+        assert isinstance(parsed, TracepointName)
+        return parsed
+
+    def decode(self, tracepoint_name: str, data: bytes, offset: int = 0, end: int | None = None) -> Event:
+        """The event in `data[offset:end]`, which starts with the eventheader.
+
+        The caller fills in time, cpu, pid and tid. Raises NotEventHeader or DecodeError (see the module docstring);
+        nothing else.
+        """
+        if type(data) is not bytes:
+            data = bytes(data[offset:end])
+            offset, end = 0, len(data)
+        elif end is None:
+            end = len(data)
+        parsed = self._names.get(tracepoint_name)
+        tp = parsed if type(parsed) is TracepointName else self.tracepoint_name(tracepoint_name)
+        size = end - offset
+        if size < HEADER_SIZE or size > 0x7FFFFFFF:
+            raise NotEventHeader(f"{size} bytes is not the size of an EventHeader event", 0)
+        flags = data[offset]
+        if flags & ~(FLAG_POINTER64 | FLAG_LITTLE_ENDIAN | FLAG_EXTENSION):
+            raise NotEventHeader(f"unknown eventheader flags 0x{flags:X}", 0)
+        big = not flags & FLAG_LITTLE_ENDIAN
+        version, id_, tag, opcode, level = (_HEADER_BE if big else _HEADER_LE)(data, offset + 1)
+        if level != tp.level:
+            raise NotEventHeader(f"eventheader level {level} is not the level in the tracepoint name ({tp.level})", 7)
+        pos = offset + HEADER_SIZE
+        meta = activity = related = None
+        if flags & FLAG_EXTENSION:
+            read_extension = _EXTENSION_BE if big else _EXTENSION_LE
+            kind = EXTENSION_CHAIN
+            while kind & EXTENSION_CHAIN:
+                if end - pos < 4:
+                    raise NotEventHeader("extension block header runs past the end of the event", pos - offset)
+                ext_size, kind = read_extension(data, pos)
+                pos += 4
+                if end - pos < ext_size:
+                    raise NotEventHeader(
+                        f"{ext_size}-byte extension block runs past the end of the event", pos - offset
+                    )
+                ext_kind = kind & ~EXTENSION_CHAIN
+                if ext_kind == EXTENSION_METADATA:
+                    if meta is not None:
+                        raise NotEventHeader("second metadata extension", pos - 4 - offset)
+                    meta = data[pos : pos + ext_size]
+                elif ext_kind == EXTENSION_ACTIVITY_ID:
+                    if activity is not None or (ext_size != 16 and ext_size != 32):
+                        raise NotEventHeader(
+                            "second activity id extension" if activity is not None
+                            else f"activity id extension of {ext_size} bytes (16 or 32 expected)",
+                            pos - 4 - offset,
+                        )
+                    activity = data[pos : pos + 16]
+                    if ext_size == 32:
+                        related = data[pos + 16 : pos + 32]
+                elif ext_kind == 0:
+                    raise NotEventHeader("extension block of kind 0", pos - 4 - offset)
+                pos += ext_size
+        if meta is None:
+            raise NotEventHeader("no metadata extension", 0)
+        t = self.types.get(meta, big)
+        if t.not_eventheader is not None:
+            raise NotEventHeader(t.not_eventheader, 0)
+        try:
+            values = t.decode(data, pos, end)
+        except PayloadError as e:
+            raise DecodeError(f"{tp.provider}:{t.event_name}: {e.message}", e.pos - offset) from None
+        except (struct.error, IndexError, ValueError, OverflowError) as e:  # a defect, but still one bad event
+            raise DecodeError(f"{tp.provider}:{t.event_name}: {e}", pos - offset) from None
+        return Event(
+            provider=tp.provider,
+            name=t.event_name,
+            schema=t.schema,
+            values=values,
+            source=SOURCE_USER_EVENTS,
+            level=level,
+            keyword=tp.keyword,
+            opcode=opcode,
+            id=id_,
+            version=version,
+            tag=tag,
+            activity=activity,
+            related_activity=related,
+        )
