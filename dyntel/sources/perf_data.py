@@ -1,0 +1,740 @@
+"""perf.data recordings, file mode and pipe mode, as a `Source` of tracepoint and user_events events.
+
+File mode (`perf record -o FILE`): the header locates the attrs, the data section and the feature sections; the
+file is mapped into memory and the data section is read in place. Pipe mode (`perf record -o -`): a 16-byte header,
+then the same metadata as records in the stream (HEADER_ATTR, HEADER_FEATURE, HEADER_TRACING_DATA, EVENT_UPDATE,
+FINISHED_INIT) ahead of the samples; the stream is read front to back in large chunks, never seeking, so standard
+input works. Big-endian recordings are read with every integer byte-swapped.
+
+Events come out as perf-decode (LinuxTracepoints' reference decoder) prints them: only PERF_RECORD_SAMPLE becomes an
+event; the samples of each round (up to a FINISHED_ROUND) are sorted by time, keeping file order for equal times,
+and then yielded. Every other record is counted in `stats.skipped` by its type name. A record that cannot be read
+(a size under 8 bytes, a record running past the end, a sample whose fields overrun it) is a counted problem with
+its byte offset, and reading goes on from the next record, or from the next place that looks like a record boundary
+when the size cannot be trusted.
+
+Call chains are kept as perf stores them: a tuple of u64 with the PERF_CONTEXT_* markers (kernel, user, ...) among
+the addresses, so that a reader can tell which addresses are kernel and which are user space
+(`dyntel.sources.perf_abi.CONTEXT_MAX` and above are markers).
+
+Time: with HEADER_CLOCK_DATA (what `perf record -k CLOCK_...` writes) the clock's offset to the Unix epoch is
+known, and `Event.time` is nanoseconds since the epoch (`time_is_wall=True`). Otherwise it is perf's raw clock
+(`time_is_wall=False`), as perf script shows it. This is the reference's rule; HEADER_CLOCKID alone does not say
+where the clock started (and despite its name holds the clock's resolution).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import mmap
+import os
+import stat
+import struct
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO
+
+from dyntel.errors import DecodeError
+from dyntel.event import (
+    EMPTY_SCHEMA,
+    SOURCE_FILE,
+    SOURCE_TRACEPOINT,
+    SOURCE_USER_EVENTS,
+    Encoding,
+    Event,
+    FieldInfo,
+    Format,
+    Schema,
+)
+from dyntel.sources import SourceStats
+from dyntel.sources import perf_abi as abi
+from dyntel.sources.perf_header import (
+    Attr,
+    Features,
+    FileHeader,
+    HeaderError,
+    byte_order,
+    feature_sections,
+    parse_attrs_section,
+    parse_event_update_name,
+    parse_file_header,
+    parse_header_attr_record,
+    parse_pipe_header,
+)
+from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser
+from dyntel.sources.perf_tracing_data import TracingData, parse_tracing_data
+
+# How samples are ordered. "round" is perf-decode's order: each round's samples (up to a FINISHED_ROUND) sorted by
+# time, equal times in file order. "file" is the order of the records in the file, which is what the reference
+# library's own test (decode-perf-utest) prints, and so what the corpus' perf.data.linux.json holds.
+DEFAULT_ORDER = "round"
+
+CHUNK = 4 << 20  # pipe-mode read size: large enough that the per-read cost vanishes, small enough to stream
+MAX_RECORD = 0xFFFF  # perf_event_header.size is a u16
+
+# Events with no tracepoint format still show their payload, as the reference does: one hex-bytes field.
+RAW_SCHEMA = Schema((FieldInfo("raw", Encoding.BINARY_LENGTH16_CHAR8, Format.HEX_BYTES),))
+
+# Parsed tracefs formats by (system, text, long size): the same formats come back in every recording of a machine,
+# and parsing one (and compiling its decoder, which the format keeps) costs far more than reading a small file.
+_FORMATS: dict[tuple[str, str, int], Any] = {}
+_MAX_FORMATS = 4096
+
+_OFFSET_MASK = (1 << 48) - 1  # a sample's file offset, as packed in the sort keys
+
+_SAMPLE_SKIPS = ("SAMPLE without a matching attr", "SAMPLE with an unknown sample id")
+
+_METADATA_RECORDS = frozenset({abi.RECORD_HEADER_ATTR, abi.RECORD_HEADER_TRACING_DATA, abi.RECORD_HEADER_FEATURE,
+                               abi.RECORD_EVENT_UPDATE})
+
+
+def sniff(head: bytes, path: str) -> bool:
+    return byte_order(head) is not None
+
+
+def open_source(path: str, stream: BinaryIO, order: str | None = None) -> PerfDataSource:
+    return PerfDataSource(path, stream, order)
+
+
+def _raw_values(raw: bytes | None) -> tuple[bytes]:
+    return (b"" if raw is None else raw,)
+
+
+class PerfDataSource:
+    """One perf.data recording. Metadata (attrs, formats, clock) is filled in as `events()` reads the file."""
+
+    def __init__(self, name: str, stream: BinaryIO, order: str | None = None) -> None:
+        self.name = name
+        self.order = order or DEFAULT_ORDER  # "round": time order within each round, as perf-decode; "file"
+        self.stats = SourceStats()
+        self._stream = stream
+        self.header: FileHeader | None = None
+        self.big_endian = False
+        self.attrs: list[Attr] = []
+        self.features = Features()
+        self.tracing: TracingData | None = None
+        self.formats: dict[int, Any] = {}  # tracepoint id -> TracepointFormat
+        self._by_id: dict[int, Attr] = {}
+        self._update_names: dict[int, str] = {}  # sample id -> name, from pipe mode's EVENT_UPDATE records
+        self._parsers: dict[int, SampleParser] = {}  # sample id -> compiled parser, rebuilt when metadata changes
+        self._attr_parsers: dict[int, SampleParser] = {}  # id(attr) -> compiled parser
+        self._common_type: tuple[int, int] | None = None  # (offset, size) of common_type in the first format
+        self._warned: set[str] = set()
+        self._base = 0  # file offset of buf[0] of the window being read (pipe mode reads in chunks)
+        self._eventheader: Any = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Reading
+
+    def events(self) -> Iterator[Event]:
+        """The samples as Events: sorted by time within each round (order "round"), or in file order ("file").
+
+        The file's header and metadata sections are read by this call; the records, as the iterator is consumed.
+        """
+        # Standard input stays open: it is not ours, and `dyntel decode - -` would find it closed.
+        closers: list[Callable[[], None]] = [] if self._stream is sys.stdin.buffer else [self._stream.close]
+        plan: tuple[Any, int, int, Callable[[int], bytes] | None, int] | None = None
+        try:
+            buf = self._whole_file(closers)
+            plan = self._prepare_buffer(buf) if buf is not None else self._prepare_stream()
+        finally:
+            if plan is None:
+                _close_all(closers)
+        if plan is None:
+            return iter(())
+        return self._loop(*plan, closers)
+
+    def _problem(self, offset: int, message: str) -> None:
+        self.stats.problem(offset, message)
+
+    def _whole_file(self, closers: list[Callable[[], None]]) -> Any:
+        """The recording as one buffer when it can be had without reading a pipe: a mapped regular file, or the
+        bytes of an in-memory stream. None for pipes (read as a stream instead)."""
+        stream = self._stream
+        if isinstance(stream, io.BytesIO):
+            return stream.getvalue()
+        try:
+            fd = stream.fileno()
+            st = os.fstat(fd)
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size == 0:
+            return b""
+        try:
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            try:
+                stream.seek(0)
+                return stream.read()
+            except OSError:
+                return None
+        closers.append(mm.close)
+        with contextlib.suppress(AttributeError, OSError):  # a hint only, and not on every platform
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+        return mm
+
+    def _prepare_buffer(self, buf: Any) -> tuple[Any, int, int, None, int] | None:
+        """Header and metadata of a recording held whole; the data section's bounds, or None when unreadable."""
+        size = len(buf)
+        try:
+            hdr = parse_pipe_header(bytes(buf[:16]))
+        except HeaderError as e:
+            self._problem(e.offset, e.message if size >= 16 else "file ends inside the 16-byte perf header")
+            return None
+        self.big_endian = hdr.big_endian
+        if hdr.pipe:
+            self.header = hdr
+            return buf, 16, size, None, 0
+        try:
+            hdr = parse_file_header(bytes(buf[: abi.FILE_HEADER_SIZE]), size)
+        except HeaderError as e:
+            self._problem(e.offset, e.message)
+            return None
+        self.header = hdr
+        self._load_file_metadata(buf, hdr, size)
+        start, end = hdr.data_offset, hdr.data_offset + hdr.data_size
+        if start > size:
+            self._problem(40, f"data section starts at byte {start}, past the end of the file ({size} bytes)")
+            return None
+        if end > size:
+            self._problem(40, f"data section ({hdr.data_size} bytes at {start}) runs past the end of the file "
+                              f"({size} bytes): the recording is truncated")
+            end = size
+        return buf, start, end, None, 0
+
+    def _load_file_metadata(self, buf: Any, hdr: FileHeader, size: int) -> None:
+        try:
+            attrs = parse_attrs_section(buf, hdr, size)
+        except HeaderError as e:
+            self._problem(e.offset, e.message)
+            attrs = []
+        for attr in attrs:
+            self._add_attr(attr)
+        features, errors = feature_sections(buf, hdr, size)
+        for err in errors:
+            self._problem(err.offset, err.message)
+        for bit, blob in features.items():
+            self._add_feature(bit, blob)
+
+    def _prepare_stream(self) -> tuple[Any, int, int, Callable[[int], bytes] | None, int] | None:
+        """The 16-byte header of a stream; a pipe-mode stream is then read record by record, in chunks."""
+        stream = self._stream
+        read: Callable[[int], bytes] = getattr(stream, "read1", None) or stream.read
+        head = b""
+        while len(head) < 16:
+            more = read(16 - len(head))
+            if not more:
+                break
+            head += more
+        try:
+            hdr = parse_pipe_header(head)
+        except HeaderError as e:
+            self._problem(e.offset, e.message if len(head) >= 16 else "stream ends inside the 16-byte perf header")
+            return None
+        self.big_endian = hdr.big_endian
+        self.header = hdr
+        if not hdr.pipe:
+            # A file-mode recording on a pipe: its sections are found by offset, so it has to be read whole.
+            rest = [head]
+            while chunk := stream.read(CHUNK):
+                rest.append(chunk)
+            return self._prepare_buffer(b"".join(rest))
+        return b"", 0, 0, read, 16
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The record loop
+
+    def _loop(self, buf: Any, pos: int, end: int, read: Callable[[int], bytes] | None, base: int,
+              closers: list[Callable[[], None]]) -> Iterator[Event]:
+        """Read records in buf[pos:end]; with `read`, refill from it when a record is incomplete (pipe mode).
+
+        This is the hot loop, in two passes per round. The first walks the records and, for each sample, keeps
+        one integer: its time, its offset in the round and its size, packed so that sorting the integers sorts
+        the samples by time and, for equal times, by file order. At the round's end the integers are sorted and
+        the second pass turns each sample into an Event just before yielding it. Building Events only as they
+        are consumed keeps few of them alive at once, which matters more than it seems: a round can hold tens of
+        thousands of samples, and that many live objects make every garbage collection pass slow.
+
+        In file order no sorting is needed and samples become Events as they are read.
+        """
+        be = int(self.big_endian)
+        header = abi.RECORD_HEADER[be].unpack_from
+        u32 = abi.U32[be].unpack_from
+        u64 = abi.U64[be].unpack_from
+        counts: dict[int, int] = {}
+        keys: list[int] = []
+        add_key = keys.append
+        parsers = self._parsers
+        problem = self._problem
+        stats = self.stats
+        failed = 0  # samples that were problems
+        yielded = 0
+        self._base = base
+        id_off, default, time_off = self._dispatch()
+        # Samples without a time keep file order (the reference sorts them all as time 0).
+        sort = self.order == "round" and time_off > 0
+        # The record header and, for a sample, its time, in one unpack (for other records `t` means nothing).
+        header_time = _header_time(be, time_off)
+        eof = read is None
+        flush = False  # a FINISHED_ROUND ended the first pass over a round
+        try:
+            while True:
+                while end - pos >= 8:
+                    try:
+                        rtype, size, t = header_time(buf, pos)
+                    except struct.error:  # a short record at the very end of the buffer
+                        rtype, size = header(buf, pos)
+                    nxt = pos + size
+                    if rtype == 9 and nxt <= end and size >= 8:
+                        if sort:
+                            add_key(t << 64 | (base + pos) << 16 | size)
+                            pos = nxt
+                            continue
+                        # file order: straight to an Event
+                        if id_off:
+                            if id_off + 8 > size:
+                                problem(base + pos, f"SAMPLE of {size} bytes has no room for its sample id")
+                                failed += 1
+                                pos = nxt
+                                continue
+                            ident = u64(buf, pos + id_off)[0]
+                            parser = parsers.get(ident)
+                            if parser is None:
+                                parser = self._parser_for_id(ident)
+                        else:
+                            parser = default
+                        try:
+                            event = parser(buf, pos, nxt)
+                        except SampleError as e:
+                            problem(base + pos + e.offset, e.message)
+                            failed += 1
+                        except Exception as e:  # a decoder failing on bad bytes must not end the file
+                            problem(base + pos, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
+                            failed += 1
+                        else:
+                            if event is not None:
+                                yielded += 1
+                                yield event
+                        pos = nxt
+                        continue
+
+                    # Not a complete sample: everything else, at a slower pace.
+                    if size < 8:
+                        found = self._resync(buf, pos, end, header, eof)
+                        if found is None and not eof:
+                            break  # look again with more of the stream
+                        bad = f"record of type {rtype} has size {size}, less than its 8-byte header"
+                        if found is None:
+                            problem(base + pos, bad + "; no record boundary follows, the rest is not read")
+                            pos = end
+                            break
+                        problem(base + pos, f"{bad}; skipped {found - pos} bytes to the next record boundary")
+                        pos = found
+                        continue
+                    if nxt > end:
+                        break  # incomplete: refill, or report the truncation below
+                    extra = 0
+                    if rtype == abi.RECORD_HEADER_TRACING_DATA and size >= 12:
+                        extra = u32(buf, pos + 8)[0]  # the tracing data follows the record
+                    elif rtype == abi.RECORD_AUXTRACE and size >= 16:
+                        extra = u64(buf, pos + 8)[0]  # so does the AUX area data
+                    if nxt + extra > end:
+                        break  # incomplete: refill, or report the truncation below
+                    counts[rtype] = counts.get(rtype, 0) + 1
+                    if rtype == abi.RECORD_FINISHED_ROUND:
+                        if keys:
+                            pos = nxt
+                            flush = True
+                            break
+                    elif rtype in _METADATA_RECORDS:
+                        self._metadata_record(rtype, buf, pos, nxt, extra)
+                        id_off, default, time_off = self._dispatch()
+                        sort = self.order == "round" and time_off > 0
+                        header_time = _header_time(be, time_off)
+                    pos = nxt + extra
+
+                if not flush and eof and pos < end:
+                    self._report_truncated(buf, pos, end, header)
+                    pos = end
+                if keys and (flush or eof):
+                    # The second pass over a round, inline in this generator (a nested one costs per event).
+                    keys.sort()
+                    for k in keys:
+                        p = (k >> 16 & _OFFSET_MASK) - base
+                        q = p + (k & 0xFFFF)
+                        if id_off:
+                            if id_off + 8 > q - p:
+                                problem(base + p, f"SAMPLE of {q - p} bytes has no room for its sample id")
+                                failed += 1
+                                continue
+                            ident = u64(buf, p + id_off)[0]
+                            parser = parsers.get(ident)
+                            if parser is None:
+                                parser = self._parser_for_id(ident)
+                        else:
+                            parser = default
+                        try:
+                            event = parser(buf, p, q)
+                        except SampleError as err:
+                            problem(base + p + err.offset, err.message)
+                            failed += 1
+                        except Exception as err:  # a decoder failing on bad bytes must not end the file
+                            problem(base + p, f"SAMPLE could not be decoded: {type(err).__name__}: {err}")
+                            failed += 1
+                        else:
+                            if event is not None:
+                                yielded += 1
+                                yield event
+                    keys.clear()
+                if flush:
+                    flush = False
+                    continue
+                if eof:
+                    break
+                # Pipe mode: keep the unread tail (and this round's samples) and append what the stream has.
+                assert read is not None
+                keep = min(pos, (keys[0] >> 16 & _OFFSET_MASK) - base) if keys else pos
+                filled = _refill(read, bytes(buf[keep:end]), pos - keep, header, u32, u64)
+                if filled is None:
+                    eof = True
+                    continue
+                buf, eof = filled
+                base += keep
+                pos -= keep
+                end = len(buf)
+                self._base = base
+        finally:
+            stats.events += yielded
+            samples = yielded + len(keys) + failed + sum(stats.skipped.get(r, 0) for r in _SAMPLE_SKIPS)
+            stats.records += samples + sum(counts.values())
+            skipped = stats.skipped
+            for rtype, n in counts.items():
+                if n:
+                    name = abi.record_name(rtype)
+                    skipped[name] = skipped.get(name, 0) + n
+            _close_all(closers)
+
+    def _report_truncated(self, buf: Any, pos: int, end: int, header: Callable[..., tuple[int, int]]) -> None:
+        base = self._base
+        left = end - pos
+        if left < 8:
+            self._problem(base + pos, f"data ends {left} bytes into a record header: the recording is truncated")
+            return
+        rtype, size = header(buf, pos)
+        self._problem(base + pos, f"{abi.record_name(rtype)} record of {size} bytes runs past the end of the data "
+                                  f"({left} bytes left): the recording is truncated")
+
+    def _resync(self, buf: Any, pos: int, end: int, header: Callable[..., tuple[int, int]],
+                eof: bool) -> int | None:
+        """The next offset after a bad record header where two plausible records follow each other.
+
+        A record is at most 64 KiB, so the search looks no further than that. In pipe mode, before the end of the
+        stream, the window must hold the whole search range; otherwise None asks for more data first.
+        """
+        limit = pos + 8 + MAX_RECORD
+        if not eof and end < limit + 16:
+            return None
+        known = abi.RECORD_NAMES
+        stop = min(limit, end - 8)
+        for cand in range(pos + 1, stop + 1):
+            rtype, size = header(buf, cand)
+            if rtype not in known or size < 8 or cand + size > end:
+                continue
+            after = cand + size
+            if after == end:
+                return cand
+            if after + 8 <= end:
+                t2, s2 = header(buf, after)
+                if t2 in known and s2 >= 8 and after + s2 <= end:
+                    return cand
+        return None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Metadata
+
+    def _metadata_record(self, rtype: int, buf: Any, pos: int, end: int, extra: int) -> None:
+        be = self.big_endian
+        base = self._base
+        if rtype == abi.RECORD_HEADER_ATTR:
+            try:
+                self._add_attr(parse_header_attr_record(buf, pos, end, be))
+            except HeaderError as e:
+                self._problem(base + e.offset, e.message)
+        elif rtype == abi.RECORD_HEADER_TRACING_DATA:
+            if self.tracing is None:
+                self._set_tracing_data(bytes(buf[end : end + extra]), base + end)
+        elif rtype == abi.RECORD_HEADER_FEATURE:
+            if end - pos >= 16:
+                bit = abi.U64[int(be)].unpack_from(buf, pos + 8)[0]
+                if bit < abi.HEADER_FEATURE_BITS:
+                    self._add_feature(bit, bytes(buf[pos + 16 : end]), base + pos + 16)
+        elif rtype == abi.RECORD_EVENT_UPDATE:
+            update = parse_event_update_name(buf, pos, end, be)
+            if update is not None:
+                ident, name = update
+                self._update_names[ident] = name
+                attr = self._by_id.get(ident)
+                if attr is not None and not attr.name:
+                    attr.name = name
+        self._metadata_changed()
+
+    def _add_attr(self, attr: Attr) -> None:
+        self.attrs.append(attr)
+        for ident in attr.ids:
+            self._by_id[ident] = attr
+            if not attr.name and ident in self._update_names:
+                attr.name = self._update_names[ident]
+        self._metadata_changed()
+
+    def _add_feature(self, bit: int, blob: bytes, offset: int = 0) -> None:
+        self.features.add(bit, blob, self.big_endian)
+        if bit == abi.HEADER_TRACING_DATA and self.tracing is None:
+            self._set_tracing_data(blob, offset)
+        elif bit == abi.HEADER_EVENT_DESC:
+            self._apply_event_desc()
+        self._metadata_changed()
+
+    def _apply_event_desc(self) -> None:
+        """Names (and any attrs not seen yet) from HEADER_EVENT_DESC, matched to the attrs by sample id."""
+        descs = self.features.event_desc
+        for i, desc in enumerate(descs):
+            matched = False
+            for ident in desc.ids:
+                attr = self._by_id.get(ident)
+                if attr is None:
+                    self._by_id[ident] = desc.attr
+                    if desc.attr not in self.attrs:
+                        self.attrs.append(desc.attr)
+                else:
+                    attr.name = desc.name
+                matched = True
+            if not matched and i < len(self.attrs) and not self.attrs[i].name:
+                # No ids (a one-event recording without PERF_SAMPLE_ID): the descriptions follow the attrs' order.
+                self.attrs[i].name = desc.name
+
+    def _set_tracing_data(self, blob: bytes, offset: int) -> None:
+        td = parse_tracing_data(blob)
+        self.tracing = td
+        if td.error is not None:
+            self._problem(offset + td.error_offset, td.error)
+        try:
+            from dyntel.decoders.tracefs_format import parse_format
+        except ImportError:
+            return
+        for ev in td.events:
+            cache_key = (ev.system, ev.text, td.long_size)
+            try:
+                fmt = _FORMATS.get(cache_key)
+                if fmt is None:
+                    fmt = parse_format(ev.text, ev.system, td.long_size, strict=False)
+                    if len(_FORMATS) >= _MAX_FORMATS:
+                        _FORMATS.clear()
+                    _FORMATS[cache_key] = fmt
+            except DecodeError as e:
+                self._warn_once(f"format of {ev.system}: {e.message}", offset)
+                continue
+            except Exception as e:  # a bad format loses its event's fields, not the file
+                self._warn_once(f"format of {ev.system} could not be read: {type(e).__name__}: {e}", offset)
+                continue
+            common = self._common_type_of(fmt)
+            if common is None:
+                continue
+            if self._common_type is None:
+                self._common_type = common
+            elif common != self._common_type:
+                continue  # the reference drops formats whose common_type is not where the first one's is
+            self.formats.setdefault(fmt.id, fmt)
+
+    @staticmethod
+    def _common_type_of(fmt: Any) -> tuple[int, int] | None:
+        from dyntel.event import ArrayKind
+
+        for f in fmt.fields[: fmt.common_field_count]:
+            if f.name == "common_type":
+                if f.offset < 128 and f.size in (1, 2, 4) and f.array == ArrayKind.NONE:
+                    return (f.offset, f.size)
+                return None
+        return None
+
+    def _warn_once(self, message: str, offset: int) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self._problem(offset, message)
+
+    def _metadata_changed(self) -> None:
+        self._parsers.clear()
+        self._attr_parsers.clear()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sample parsers
+
+    def _dispatch(self) -> tuple[int, SampleParser, int]:
+        """(offset of the sample id in a SAMPLE, or 0 when samples carry none; the parser to use then; offset of
+        the sample time, or 0 when samples carry none)."""
+        attrs = self.attrs
+        if not attrs:
+            return 0, self._no_attr, 0
+        first = attrs[0]
+        if len({(a.sample_id_offset, a.sample_time_offset) for a in attrs}) > 1:
+            # perf itself refuses such a file; go on with the first attr's layout
+            self._warn_once("the attrs disagree on where a sample's id or time is; using the first attr's", 0)
+        time_off = first.sample_time_offset or 0
+        id_off = first.sample_id_offset
+        if id_off is None:
+            return 0, self._parser_for_attr(first), time_off
+        return id_off, self._no_attr, time_off
+
+    def _no_attr(self, buf: Any, pos: int, end: int) -> None:
+        self.stats.skip("SAMPLE without a matching attr")
+
+    def _parser_for_id(self, ident: int) -> SampleParser:
+        attr = self._by_id.get(ident)
+        if attr is None:
+            if len(self.attrs) == 1:
+                attr = self.attrs[0]  # as perf does: with one event, every sample is that event's
+            else:
+                self._parsers[ident] = self._unknown_id
+                return self._unknown_id
+        parser = self._parser_for_attr(attr)
+        self._parsers[ident] = parser
+        return parser
+
+    def _unknown_id(self, buf: Any, pos: int, end: int) -> None:
+        self.stats.skip("SAMPLE with an unknown sample id")
+
+    def _parser_for_attr(self, attr: Attr) -> SampleParser:
+        parser = self._attr_parsers.get(id(attr))
+        if parser is None:
+            parser = self._attr_parsers[id(attr)] = compile_sample_parser(attr, self.big_endian, self._recipe(attr))
+        return parser
+
+    def _recipe(self, attr: Attr) -> Recipe:
+        be = self.big_endian
+        fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
+        clock = self.features.clock
+        offset = clock.offset_ns if clock is not None else 0
+        wall = clock is not None
+        if not attr.name and fmt is not None:
+            provider, name = fmt.system, fmt.name
+        else:
+            provider, colon, name = attr.name.partition(":")
+            if not colon:
+                name = ""
+        has_raw = bool(attr.sample_type & abi.SAMPLE_RAW)
+        if fmt is None:
+            source = SOURCE_TRACEPOINT if attr.type == abi.TYPE_TRACEPOINT else SOURCE_FILE
+            if has_raw:
+                return Recipe(provider, name, RAW_SCHEMA, source, decode=_raw_values, time_offset=offset,
+                              time_is_wall=wall)
+            return Recipe(provider, name, EMPTY_SCHEMA, source, time_offset=offset, time_is_wall=wall)
+        source = SOURCE_USER_EVENTS if fmt.system == "user_events" else SOURCE_TRACEPOINT
+        decode: Callable[..., Sequence[Any]] = fmt.decoder(be) if hasattr(fmt, "decoder") else (
+            lambda raw, _d=fmt.decode, _be=be: _d(raw, _be))
+        if not has_raw:
+            tracefs_decode = decode
+            decode = lambda raw, _d=tracefs_decode: _d(b"")  # noqa: E731 - the reference reads no bytes then
+        recipe = Recipe(provider, name, fmt.schema, source, decode=decode, time_offset=offset, time_is_wall=wall)
+        if fmt.kind == "eventheader" and has_raw:
+            recipe.build = self._eventheader_builder(fmt, recipe)
+        return recipe
+
+    def _eventheader_builder(self, fmt: Any, tracefs: Recipe) -> Callable[..., Event | None]:
+        """For user_events written with EventHeader: decode by the header; when the bytes are not EventHeader,
+        fall back to the tracefs fields, as the reference does."""
+        decoder = self._eventheader
+        if decoder is None:
+            try:
+                from dyntel.decoders.eventheader import EventHeaderDecoder
+            except ImportError:
+                decoder = False
+            else:
+                decoder = EventHeaderDecoder()
+            self._eventheader = decoder
+        tp_name: str = fmt.name
+        eh_offset: int = fmt.eventheader_offset
+        provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
+        wall = tracefs.time_is_wall
+        tracefs_decode = tracefs.decode
+        assert tracefs_decode is not None
+        eh_decode = decoder.decode if decoder else None
+
+        def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
+                  chain: tuple[int, ...] | None) -> Event:
+            if eh_decode is not None and raw is not None:
+                try:
+                    event: Event = eh_decode(tp_name, raw, eh_offset)
+                except DecodeError:
+                    pass
+                else:
+                    event.source = SOURCE_USER_EVENTS
+                    event.time = time
+                    event.time_is_wall = wall
+                    event.cpu = cpu
+                    event.pid = pid
+                    event.tid = tid
+                    event.callchain = chain
+                    return event
+            return Event(provider, name, schema, tracefs_decode(raw), source, time, wall, cpu, pid, tid,
+                         callchain=chain)
+
+        return build
+
+
+def _refill(read: Callable[[int], bytes], tail: bytes, pos: int, header: Callable[..., tuple[int, int]],
+            u32: Callable[..., tuple[int]], u64: Callable[..., tuple[int]]) -> tuple[bytes, bool] | None:
+    """`tail` followed by more of the stream: (buffer, stream ended), or None when the stream has ended already.
+
+    Reads what the stream has now rather than waiting for a full chunk, so that a live `perf record -o -` is
+    decoded as it comes. Two cases gather more before joining, so that the bytes copied stay proportional to the
+    stream's size: a tail that is already large (a long round kept for sorting) grows at least twofold, and a
+    record bigger than what is at hand (tracing data can be megabytes) is read whole.
+    """
+    first = read(CHUNK)
+    if not first:
+        return None
+    pieces = [tail, first]
+    have = len(tail) + len(first)
+    want = 2 * len(tail) if len(tail) > CHUNK else 0
+    head = (tail[pos : pos + 16] + first[:16])[:16]  # the first unread record's header
+    want = max(want, pos + _record_size(head, header, u32, u64))
+    eof = False
+    while have < want:
+        more = read(max(CHUNK, want - have))
+        if not more:
+            eof = True
+            break
+        pieces.append(more)
+        have += len(more)
+    return b"".join(pieces), eof
+
+
+def _record_size(head: bytes, header: Callable[..., tuple[int, int]], u32: Callable[..., tuple[int]],
+                 u64: Callable[..., tuple[int]]) -> int:
+    """Bytes the record starting `head` needs, counting data that follows some records (8 without a header)."""
+    if len(head) < 8:
+        return 8
+    rtype, size = header(head, 0)
+    if rtype == abi.RECORD_HEADER_TRACING_DATA and size >= 12 and len(head) >= 12:
+        return int(size + u32(head, 8)[0])
+    if rtype == abi.RECORD_AUXTRACE and size >= 16 and len(head) >= 16:
+        return int(size + u64(head, 8)[0])
+    return max(size, 8)
+
+
+def _header_time(big_endian: int, time_off: int) -> Callable[[Any, int], tuple[int, int, int]]:
+    """unpack_from for (type, size, u64 at time_off) of a record; the u64 is the time when the record is a sample."""
+    at = max(time_off, 8)
+    fmt = (">" if big_endian else "<") + f"I2xH{at - 8}xQ"
+    unpack: Callable[[Any, int], tuple[int, int, int]] = struct.Struct(fmt).unpack_from
+    return unpack
+
+
+def _close_all(closers: list[Callable[[], None]]) -> None:
+    for close in reversed(closers):
+        # closing what was already closed, or a map with a view still alive: nothing to report
+        with contextlib.suppress(OSError, BufferError, ValueError):
+            close()
+    closers.clear()
