@@ -7,7 +7,8 @@ The file is a sequence of records, with no file header:
     tracepoint name, NUL-terminated
     the event: eventheader, extensions, payload (in the byte order its flags say)
 
-There is no time, cpu or process: events carry only what the eventheader says.
+There is no time, cpu or process: events carry only what the eventheader says. Tagged fields are named
+"name;tag=0xN", as the reference's .dat tools (decode-file-sample, decode-dat-utest) print them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class InterceptorDatSource:
         self.name = name
         self.stats = SourceStats()
         self._stream = stream
-        self._decoder = decoder or EventHeaderDecoder()
+        self._decoder = decoder or EventHeaderDecoder(tagged_names=True)
 
     def events(self) -> Iterator[Event]:
         stats = self.stats
