@@ -147,6 +147,7 @@ CASES = [
     ("z16 lone low", f(Z16), b"\x00\xdca\x00\0\0"),
     ("z16 high at end", f(Z16), b"a\x00\x3d\xd8\0\0"),
     ("z16 high high low", f(Z16), b"\x3d\xd8\x3d\xd8\x00\xde\0\0"),
+    ("z16 plane 2 pair", f(Z16), "\U00020000\U0010FFFF".encode("utf-16-le") + b"\0\0"),
     ("z16 odd nul", f(Z16), b"\x41\x00\x00\x42\x00\x00"),
     ("z16 hexbytes", f(Z16, HEXB), b"h\0j\0\0\0"),
     ("z16 bom be", f(Z16, BOM), b"\xfe\xff\x00h\x00i\0\0"),
@@ -364,6 +365,8 @@ EXPECTED = {
     'z16 lone low': '"\\udced\\udcb0\\udc80a"',
     'z16 high at end': '"a\\udced\\udca0\\udcbd"',
     'z16 high high low': '"\\udced\\udca0\\udcbd\\ud83d\\ude00"',
+    # The reference joins a pair with | instead of +: from U+20000 up, (cp - 0x10000) | 0x10000.
+    'z16 plane 2 pair': '"\\ud800\\udc00\\udbbf\\udfff"',
     'z16 odd nul': '"A\\u4200"',
     'z16 hexbytes': '"68 00 6a 00"',
     'z16 bom be': '"hi"',

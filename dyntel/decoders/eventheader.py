@@ -136,7 +136,7 @@ class EventHeaderDecoder:
         if type(data) is not bytes:
             data = bytes(data[offset:end])
             offset, end = 0, len(data)
-        elif end is None:
+        elif end is None or end > len(data):
             end = len(data)
         parsed = self._names.get(tracepoint_name)
         tp = parsed if type(parsed) is TracepointName else self.tracepoint_name(tracepoint_name)

@@ -43,7 +43,8 @@ _UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED = {1: "b", 2: "h", 4: "i", 8: "q"}
 _ZSTRING = {7: 1, 8: 2, 9: 4}  # zero-terminated encodings: code unit size
 _LENGTH16 = {10: 1, 11: 2, 12: 4, 13: 1}  # length-prefixed encodings: code unit size
-_BINARY = 13
+_STRING_LENGTH16_CHAR8 = 10
+_BINARY_LENGTH16_CHAR8 = 13
 
 
 class PayloadError(Exception):
@@ -366,8 +367,9 @@ class _Generator:
             return latin1_text
         if fmt in (_F.STRING_UTF_BOM, _F.STRING_XML, _F.STRING_JSON):
             return bom_or(plain)
-        if f.encoding in (_BINARY, 10) and fmt in SIZED_FORMATS:
-            fallback: Callable[[bytes], Any] = plain if f.encoding == 10 else bytes
+        if f.encoding in (_STRING_LENGTH16_CHAR8, _BINARY_LENGTH16_CHAR8) and fmt in SIZED_FORMATS:
+            # Lengths the format does not fit fall back to the encoding's default: text, or hex bytes.
+            fallback: Callable[[bytes], Any] = plain if f.encoding == _STRING_LENGTH16_CHAR8 else bytes
             return _sized_reader(fmt, big, fallback)
         return plain
 

@@ -91,14 +91,26 @@ def _utf8_lenient(b: bytes) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
+_PLANE_2 = "\U00020000"
+
+
+def _as_reference_pairs(s: str) -> str:
+    """The reference joins a surrogate pair with `|` where UTF-16 adds 0x10000, so from U+20000 up it writes
+    (cp - 0x10000) | 0x10000 (U+20000 comes out as U+10000). Its output is what these strings must hold."""
+    return "".join(chr(ord(c) - 0x10000 | 0x10000) if c >= _PLANE_2 else c for c in s)
+
+
 def utf16_text(b: bytes, big_endian: bool) -> str:
     codec = "utf-16-be" if big_endian else "utf-16-le"
     try:
-        return b.decode(codec)
+        s = b.decode(codec)
     except UnicodeDecodeError:
         # Unpaired surrogates: the reference writes each as its 3-byte form.
-        s = b.decode(codec, "surrogatepass")
+        s = _as_reference_pairs(b.decode(codec, "surrogatepass"))
         return s.encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape")
+    if s.isascii() or max(s) < _PLANE_2:
+        return s
+    return _as_reference_pairs(s)
 
 
 def utf16le_text(b: bytes) -> str:
