@@ -110,6 +110,11 @@ class PerfDataSource:
         self.stats = SourceStats()
         self._stream = stream
         self.header: FileHeader | None = None
+        # The whole recording (mapped file or bytes) and its data section's bounds, once `events()` has read the
+        # metadata of a recording held whole; None for a pipe read as a stream. For native fast paths that write
+        # samples straight from the buffer; valid until the events iterator is exhausted or closed.
+        self.buffer: Any = None
+        self.data_range: tuple[int, int] | None = None
         self.big_endian = False
         self.attrs: list[Attr] = []
         self.features = Features()
@@ -185,8 +190,10 @@ class PerfDataSource:
             self._problem(e.offset, e.message if size >= 16 else "file ends inside the 16-byte perf header")
             return None
         self.big_endian = hdr.big_endian
+        self.buffer = buf
         if hdr.pipe:
             self.header = hdr
+            self.data_range = (16, size)
             return buf, 16, size, None, 0
         try:
             hdr = parse_file_header(bytes(buf[: abi.FILE_HEADER_SIZE]), size)
@@ -203,6 +210,7 @@ class PerfDataSource:
             self._problem(40, f"data section ({hdr.data_size} bytes at {start}) runs past the end of the file "
                               f"({size} bytes): the recording is truncated")
             end = size
+        self.data_range = (start, end)
         return buf, start, end, None, 0
 
     def _load_file_metadata(self, buf: Any, hdr: FileHeader, size: int) -> None:
@@ -611,18 +619,23 @@ class PerfDataSource:
             parser = self._attr_parsers[id(attr)] = compile_sample_parser(attr, self.big_endian, self._recipe(attr))
         return parser
 
+    def event_name(self, attr: Attr) -> tuple[str, str]:
+        """(provider, event) for the samples of `attr`, as the reference names a sample it does not decode as
+        EventHeader: from the "system:event" name of HEADER_EVENT_DESC (all of it the provider when it has no
+        colon), else from the tracepoint format."""
+        fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
+        if not attr.name and fmt is not None:
+            return fmt.system, fmt.name
+        provider, colon, name = attr.name.partition(":")
+        return provider, name if colon else ""
+
     def _recipe(self, attr: Attr) -> Recipe:
         be = self.big_endian
         fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
         clock = self.features.clock
         offset = clock.offset_ns if clock is not None else 0
         wall = clock is not None
-        if not attr.name and fmt is not None:
-            provider, name = fmt.system, fmt.name
-        else:
-            provider, colon, name = attr.name.partition(":")
-            if not colon:
-                name = ""
+        provider, name = self.event_name(attr)
         has_raw = bool(attr.sample_type & abi.SAMPLE_RAW)
         if fmt is None:
             source = SOURCE_TRACEPOINT if attr.type == abi.TYPE_TRACEPOINT else SOURCE_FILE
