@@ -699,3 +699,73 @@ def test_recorded_pipe_mode_from_a_pipe(tmp_path: Path) -> None:
         events = list(src.events())
     assert src.stats.bad == 0
     assert [summary(e) for e in events] == [summary(e) for e in expected]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The native fast path writes exactly what the Python path writes, or declines
+
+
+def _fast_output(path: Path, tmp_path: Path, **seps: bytes) -> bytes | None:
+    from dyntel.sources import perf_fast
+
+    pytest.importorskip("dyntel._speedups")
+    out = tmp_path / "fast.out"
+    with path.open("rb") as f, out.open("wb") as sink:
+        src = perf_data.open_source(str(path), f)
+        events = src.events()
+        written = perf_fast.write_samples(src, sink.fileno(), **seps)
+        if written is None:
+            assert out.stat().st_size == 0
+            list(events)
+            return None
+        events.close()
+        assert written == src.stats.events
+    return out.read_bytes()
+
+
+def _python_output(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return b"".join((format_event(e) + "\n").encode("utf-8", "surrogateescape")
+                        for e in perf_data.open_source(str(path), f).events())
+
+
+@pytest.mark.parametrize("st", [ST_TRACE, ST_TRACE | abi.SAMPLE_CALLCHAIN | abi.SAMPLE_IDENTIFIER,
+                                ST_TRACE | abi.SAMPLE_ID | abi.SAMPLE_STREAM_ID | abi.SAMPLE_ADDR])
+@pytest.mark.parametrize("clock", [False, True])
+def test_fast_path_writes_what_the_python_path_writes(st: int, clock: bool, tmp_path: Path) -> None:
+    path = tmp_path / "rec.data"
+    path.write_bytes(sys_enter_recording(False, st=st, clock=clock))
+    fast = _fast_output(path, tmp_path)
+    assert fast is not None and fast == _python_output(path)
+    json_framed = _fast_output(path, tmp_path, first_sep=b"\n ", sep=b",\n ", suffix=b"")
+    assert json_framed is not None and json_framed.startswith(b"\n {") and json_framed.count(b",\n {") == 5
+
+
+@pytest.mark.parametrize("case", ["big-endian", "pipe", "read", "corrupt"])
+def test_fast_path_declines_what_it_does_not_cover(case: str, tmp_path: Path) -> None:
+    if case == "corrupt":
+        # a RAW size that runs past its sample
+        raw = bytearray(sys_enter_recording(False))
+        data_off = struct.unpack_from("<Q", raw, 40)[0]
+        struct.pack_into("<I", raw, data_off + 8 + 40, 4000)
+        data = bytes(raw)
+    else:
+        data = {
+            "big-endian": lambda: sys_enter_recording(True),
+            "pipe": lambda: sys_enter_recording(False, pipe=True),
+            "read": lambda: sys_enter_recording(False, st=ST_TRACE | abi.SAMPLE_READ),
+        }[case]()
+    path = tmp_path / "rec.data"
+    path.write_bytes(data)
+    assert _fast_output(path, tmp_path) is None
+
+
+def test_fast_path_declines_the_corpus_for_its_eventheader_events(tmp_path: Path) -> None:
+    assert _fast_output(corpus_file("linuxtracepoints/perf.data"), tmp_path) is None
+
+
+@pytest.mark.kernel
+def test_fast_path_on_a_recording(tmp_path: Path) -> None:
+    path = _record(tmp_path, pipe=False)
+    fast = _fast_output(path, tmp_path)
+    assert fast is not None and fast == _python_output(path)
