@@ -10,6 +10,7 @@ Every function tries the strict codec first: valid text, by far the common case,
 
 from __future__ import annotations
 
+import codecs
 import struct
 from collections.abc import Callable
 
@@ -46,49 +47,22 @@ def latin1_text(b: bytes) -> str:
     return b.decode("latin-1")
 
 
+def _reference_utf8_error(e: UnicodeError) -> tuple[str, int]:
+    """Python's strict UTF-8 decoder stops exactly where the reference stops accepting, except at surrogates (ED A0..BF
+    xx), which the reference passes through: those 3 bytes are kept as they are; any other byte where decoding fails
+    is read as Latin-1, and decoding resumes at the next byte, as in the reference."""
+    assert isinstance(e, UnicodeDecodeError)
+    b, i = e.object, e.start
+    if b[i] == 0xED and len(b) - i >= 3 and 0xA0 <= b[i + 1] <= 0xBF and 0x80 <= b[i + 2] <= 0xBF:
+        return chr(0xDCED) + chr(0xDC00 + b[i + 1]) + chr(0xDC00 + b[i + 2]), i + 3
+    return chr(b[i]), i + 1
+
+
+codecs.register_error("dyntel.reference-utf8", _reference_utf8_error)
+
+
 def utf8_text(b: bytes) -> str:
-    try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        return _utf8_lenient(b)
-
-
-def _utf8_lenient(b: bytes) -> str:
-    out = bytearray()
-    n = len(b)
-    i = 0
-    while i < n:
-        b0 = b[i]
-        if b0 < 0x80:
-            out.append(b0)
-            i += 1
-            continue
-        size = 0
-        if 0xC0 <= b0 <= 0xDF:
-            if n - i >= 2 and b[i + 1] & 0xC0 == 0x80 and ((b0 & 0x1F) << 6 | b[i + 1] & 0x3F) >= 0x80:
-                size = 2
-        elif 0xE0 <= b0 <= 0xEF:
-            # Surrogates (ED A0..BF xx) are passed through, as the reference does.
-            if (
-                n - i >= 3
-                and b[i + 1] & 0xC0 == 0x80
-                and b[i + 2] & 0xC0 == 0x80
-                and ((b0 & 0x0F) << 12 | (b[i + 1] & 0x3F) << 6 | b[i + 2] & 0x3F) >= 0x800
-            ):
-                size = 3
-        elif 0xF0 <= b0 <= 0xF4 and n - i >= 4:
-            b1, b2, b3 = b[i + 1], b[i + 2], b[i + 3]
-            if b1 & 0xC0 == 0x80 and b2 & 0xC0 == 0x80 and b3 & 0xC0 == 0x80:
-                cp = (b0 & 0x07) << 18 | (b1 & 0x3F) << 12 | (b2 & 0x3F) << 6 | b3 & 0x3F
-                if 0x10000 <= cp <= 0x10FFFF:
-                    size = 4
-        if size:
-            out += b[i : i + size]
-            i += size
-        else:
-            out += bytes((0xC0 | b0 >> 6, 0x80 | b0 & 0x3F))  # the byte read as Latin-1
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
+    return b.decode("utf-8", "dyntel.reference-utf8")
 
 
 _PLANE_2 = "\U00020000"
