@@ -319,6 +319,9 @@ class PerfDataSource:
                         except SampleError as e:
                             problem(base + pos + e.offset, e.message)
                             failed += 1
+                        except DecodeError as e:
+                            problem(base + pos, f"SAMPLE not decoded: {e.message}")
+                            failed += 1
                         except Exception as e:  # a decoder failing on bad bytes must not end the file
                             problem(base + pos, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
                             failed += 1
@@ -388,6 +391,9 @@ class PerfDataSource:
                             event = parser(buf, p, q)
                         except SampleError as err:
                             problem(base + p + err.offset, err.message)
+                            failed += 1
+                        except DecodeError as err:
+                            problem(base + p, f"SAMPLE not decoded: {err.message}")
                             failed += 1
                         except Exception as err:  # a decoder failing on bad bytes must not end the file
                             problem(base + p, f"SAMPLE could not be decoded: {type(err).__name__}: {err}")
@@ -655,9 +661,11 @@ class PerfDataSource:
         return recipe
 
     def _eventheader_builder(self, fmt: Any, tracefs: Recipe) -> Callable[..., Event | None]:
-        """For user_events written with EventHeader: decode by the header; when the bytes are not EventHeader,
-        fall back to the tracefs fields, as the reference does."""
+        """For user_events written with EventHeader: decode by the header. Bytes that are not EventHeader fall back
+        to the tracefs fields, as in the reference; an EventHeader payload that contradicts its own metadata is a
+        DecodeError, which the record loop counts as a problem (the reference prints nothing for it either)."""
         decoder = self._eventheader
+        not_eventheader: type[Exception] = DecodeError
         if decoder is None:
             try:
                 from dyntel.decoders.eventheader import EventHeaderDecoder
@@ -666,6 +674,10 @@ class PerfDataSource:
             else:
                 decoder = EventHeaderDecoder()
             self._eventheader = decoder
+        if decoder:
+            from dyntel.decoders.eventheader import NotEventHeader
+
+            not_eventheader = NotEventHeader
         tp_name: str = fmt.name
         eh_offset: int = fmt.eventheader_offset
         provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
@@ -679,7 +691,7 @@ class PerfDataSource:
             if eh_decode is not None and raw is not None:
                 try:
                     event: Event = eh_decode(tp_name, raw, eh_offset)
-                except DecodeError:
+                except not_eventheader:
                     pass
                 else:
                     event.source = SOURCE_USER_EVENTS
