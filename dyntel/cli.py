@@ -34,15 +34,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
             status = 1
             continue
         events = source.events()
+        tags = source.field_tags
         if args.format == "jsonl":
             write = out.write
             for event in events:
-                write(format_event(event) + "\n")
+                write(format_event(event, tags) + "\n")
         else:
             out.write(("," if i else "") + "\n" + json_string(source.name) + ": [")
             sep = "\n "
             for event in events:
-                out.write(sep + format_event(event))
+                out.write(sep + format_event(event, tags))
                 sep = ",\n "
             out.write(" ]")
         stats = source.stats

@@ -87,27 +87,43 @@ def format_meta(event: Event) -> str:
     return '"meta":{' + ",".join(parts) + "}"
 
 
-def format_event(event: Event) -> str:
-    """One EVENT as a single line of JSON."""
+def format_event(event: Event, field_tags: bool = False) -> str:
+    """One EVENT as a single line of JSON.
+
+    `field_tags`: show an EventHeader field's tag in its key, "name;tag=0xN", as the reference's .dat tools do
+    (its perf.data output of the corpus does not). Names in the schema stay plain, so rules read `fields.name`.
+    """
     n = json_string(event.provider + ":" + event.name)
-    body = values_writer(event.schema)(event.values)
+    body = values_writer(event.schema, field_tags)(event.values)
     return "{" + '"n":' + n + body + "," + format_meta(event) + "}"
 
 
-def values_writer(schema: Schema) -> ValuesWriter:
+def values_writer(schema: Schema, field_tags: bool = False) -> ValuesWriter:
     """The compiled writer of a schema's values: returns `,"name":value` for each field, in order."""
-    writer: ValuesWriter = schema_cached(schema, "event_json", _compile_values_writer)
+    if field_tags:
+        tagged: ValuesWriter = schema_cached(schema, "event_json_tags", _compile_tagged_writer)
+        return tagged
+    writer: ValuesWriter = schema_cached(schema, "event_json", _compile_plain_writer)
     return writer
 
 
-def _compile_values_writer(schema: Schema) -> ValuesWriter:
+def _compile_plain_writer(schema: Schema) -> ValuesWriter:
+    return _compile_values_writer(schema, False)
+
+
+def _compile_tagged_writer(schema: Schema) -> ValuesWriter:
+    return _compile_values_writer(schema, True)
+
+
+def _compile_values_writer(schema: Schema, field_tags: bool) -> ValuesWriter:
     from dyntel.decoders.value_format import value_formatter
 
     env: dict[str, Any] = {}
     text: list[str] = []
     for i, info in enumerate(schema.fields):
-        env[f"_f{i}"] = _field_formatter(info, value_formatter)
-        literal = "," + json_string(info.name) + ":"
+        env[f"_f{i}"] = _field_formatter(info, value_formatter, field_tags)
+        name = f"{info.name};tag=0x{info.tag:X}" if field_tags and info.tag else info.name
+        literal = "," + json_string(name) + ":"
         text.append(literal.replace("{", "{{").replace("}", "}}") + f"{{_f{i}(v[{i}])}}")
     if not text:
         return _no_values
@@ -122,11 +138,11 @@ def _no_values(v: Sequence[Any]) -> str:
 
 
 def _field_formatter(
-    info: FieldInfo, value_formatter: Callable[[FieldInfo], Callable[[Any], str]]
+    info: FieldInfo, value_formatter: Callable[[FieldInfo], Callable[[Any], str]], field_tags: bool
 ) -> Callable[[Any], str]:
     """A function from a field's value to its JSON text (arrays and structs included)."""
     if info.children is not None:
-        inner = values_writer(info.children)
+        inner = values_writer(info.children, field_tags)
 
         def struct_fmt(v: Sequence[Any]) -> str:
             return "{" + inner(v)[1:] + "}"

@@ -43,7 +43,7 @@ def test_corpus_equals_the_reference_event_for_event() -> None:
     assert source.stats.bad == 0 and source.stats.records == source.stats.events == len(events) == 374
     assert len(ref_events) == 374  # type: ignore[arg-type]
     for i, (event, ref) in enumerate(zip(events, ref_events, strict=True)):  # type: ignore[call-overload]
-        ours = json.loads(format_event(event), object_pairs_hook=list)
+        ours = json.loads(format_event(event, source.field_tags), object_pairs_hook=list)
         assert ours == ref, f"event {i}:\n ours: {ours}\n  ref: {ref}"
 
 
@@ -76,9 +76,10 @@ def test_events_carry_only_what_the_eventheader_says() -> None:
 def test_tagged_fields_are_named_as_the_reference_dat_tools_print_them() -> None:
     meta = b"E\0a\0\x82\x81\x12\x00"
     event_data = struct.pack("<BBHHBBHH", 7, 0, 0, 0, 0, 5, len(meta), 1) + meta + b"\x05"
-    [event], _ = read(record(b"P_L5K1", event_data))
-    assert event.schema.fields[0].tag == 0x12
-    assert json.loads(format_event(event))["a;tag=0x12"] == 5
+    [event], source = read(record(b"P_L5K1", event_data))
+    assert event.schema.fields[0].tag == 0x12 and event.fields == {"a": 5}
+    assert source.field_tags
+    assert json.loads(format_event(event, source.field_tags))["a;tag=0x12"] == 5
 
 
 def test_a_bad_record_is_counted_and_the_next_one_read() -> None:

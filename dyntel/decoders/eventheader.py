@@ -61,34 +61,34 @@ class EventType:
 
 
 class TypeCache:
-    """Compiled event types by (metadata bytes, big-endian, tagged names). Bounded: past `max_types` it starts
+    """Compiled event types by (metadata bytes, big-endian). Bounded: past `max_types` it starts
     over, so a stream of ever-changing metadata (a fuzzer, a hostile writer) costs compile time but not memory."""
 
     def __init__(self, max_types: int = 4096) -> None:
         self.max_types = max_types
         self.compiles = 0
-        self._types: dict[tuple[bytes, bool, bool], EventType] = {}
+        self._types: dict[tuple[bytes, bool], EventType] = {}
 
     def __len__(self) -> int:
         return len(self._types)
 
-    def get(self, meta: bytes, big_endian: bool, tagged_names: bool = False) -> EventType:
-        key = (meta, big_endian, tagged_names)
+    def get(self, meta: bytes, big_endian: bool) -> EventType:
+        key = (meta, big_endian)
         t = self._types.get(key)
         if t is None:
-            t = self._compile(meta, big_endian, tagged_names)
+            t = self._compile(meta, big_endian)
             if len(self._types) >= self.max_types:
                 self._types.clear()
             self._types[key] = t
         return t
 
-    def _compile(self, meta: bytes, big_endian: bool, tagged_names: bool) -> EventType:
+    def _compile(self, meta: bytes, big_endian: bool) -> EventType:
         self.compiles += 1
         if b"\0" not in meta:
             return EventType("", Schema(()), _no_payload, None, "event name in the metadata has no NUL")
         parsed = parse_metadata(meta, big_endian)
         compiled = compile_payload(parsed.fields, big_endian, parsed.error)
-        schema = build_schema(parsed.fields, tagged_names)
+        schema = build_schema(parsed.fields)
         return EventType(parsed.event_name, schema, compiled.decode, compiled, None)
 
 
@@ -102,13 +102,11 @@ SHARED_TYPES = TypeCache()
 class EventHeaderDecoder:
     """Decodes EventHeader events. One per reader: it keeps the parsed tracepoint names it has seen.
 
-    `tagged_names`: name a field that has a tag "name;tag=0xN" in the schema (and so in the JSON), as the
-    reference's .dat tools print it; `FieldInfo.tag` holds the tag either way.
+    A field's tag is in `FieldInfo.tag`; `format_event(..., field_tags=True)` shows it as the .dat tools do.
     """
 
-    def __init__(self, types: TypeCache | None = None, tagged_names: bool = False) -> None:
+    def __init__(self, types: TypeCache | None = None) -> None:
         self.types = SHARED_TYPES if types is None else types
-        self.tagged_names = tagged_names
         self._names: dict[str, TracepointName | str] = {}
 
     def tracepoint_name(self, name: str) -> TracepointName:
@@ -184,7 +182,7 @@ class EventHeaderDecoder:
                 pos += ext_size
         if meta is None:
             raise NotEventHeader("no metadata extension", 0)
-        t = self.types.get(meta, big, self.tagged_names)
+        t = self.types.get(meta, big)
         if t.not_eventheader is not None:
             raise NotEventHeader(t.not_eventheader, 0)
         try:

@@ -150,17 +150,15 @@ def parse_metadata(meta: bytes, big_endian: bool) -> ParsedMetadata:
     return ParsedMetadata(event_name, fields, None)
 
 
-def field_info(f: FieldDef, tagged_names: bool = False) -> FieldInfo:
-    """The schema entry of a field. With `tagged_names`, a tagged field is named "name;tag=0xN", the member name the
-    reference's JSON shows when asked for field tags (its .dat tools ask; the perf.data output in the corpus does
-    not)."""
+def field_info(f: FieldDef) -> FieldInfo:
+    """The schema entry of a field; its tag goes to FieldInfo.tag, its name stays as written."""
     children = None
     if f.children is not None:
-        children = Schema(tuple(field_info(c, tagged_names) for c in f.children))
+        children = Schema(tuple(field_info(c) for c in f.children))
     encoding = Encoding(f.encoding) if f.encoding < ENCODING_MAX else Encoding.INVALID
     fmt = Format(f.format) if f.children is None and f.format <= max(Format) else Format.DEFAULT
     return FieldInfo(
-        name=f"{f.name};tag=0x{f.tag:X}" if tagged_names and f.tag else f.name,
+        name=f.name,
         encoding=encoding,
         format=fmt,
         array=f.array,
@@ -171,5 +169,5 @@ def field_info(f: FieldDef, tagged_names: bool = False) -> FieldInfo:
     )
 
 
-def build_schema(fields: list[FieldDef], tagged_names: bool = False) -> Schema:
-    return Schema(tuple(field_info(f, tagged_names) for f in fields))
+def build_schema(fields: list[FieldDef]) -> Schema:
+    return Schema(tuple(field_info(f) for f in fields))

@@ -48,5 +48,6 @@ class Source(Protocol):
 
     name: str  # what the user named: a path, or a live session's description
     stats: SourceStats
+    field_tags: bool  # whether its reference output shows EventHeader field tags in JSON keys
 
     def events(self) -> Iterator[Event]: ...

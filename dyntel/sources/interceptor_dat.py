@@ -75,7 +75,9 @@ class InterceptorDatSource:
         self.name = name
         self.stats = SourceStats()
         self._stream = stream
-        self._decoder = decoder or EventHeaderDecoder(tagged_names=True)
+        self._decoder = decoder or EventHeaderDecoder()
+        # The reference's .dat tools print field tags in the keys; see format_event.
+        self.field_tags = True
 
     def events(self) -> Iterator[Event]:
         stats = self.stats
