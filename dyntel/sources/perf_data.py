@@ -32,7 +32,7 @@ import os
 import stat
 import struct
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, BinaryIO
 
 from dyntel.errors import DecodeError
@@ -132,7 +132,7 @@ class PerfDataSource:
     # ----------------------------------------------------------------------------------------------------------
     # Reading
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         """The samples as Events: sorted by time within each round (order "round"), or in file order ("file").
 
         The file's header and metadata sections are read by this call; the records, as the iterator is consumed.
@@ -147,7 +147,7 @@ class PerfDataSource:
             if plan is None:
                 _close_all(closers)
         if plan is None:
-            return iter(())
+            return _no_events()
         return self._loop(*plan, closers)
 
     def _problem(self, offset: int, message: str) -> None:
@@ -256,7 +256,7 @@ class PerfDataSource:
     # The record loop
 
     def _loop(self, buf: Any, pos: int, end: int, read: Callable[[int], bytes] | None, base: int,
-              closers: list[Callable[[], None]]) -> Iterator[Event]:
+              closers: list[Callable[[], None]]) -> Generator[Event, None, None]:
         """Read records in buf[pos:end]; with `read`, refill from it when a record is incomplete (pipe mode).
 
         This is the hot loop, in two passes per round. The first walks the records and, for each sample, keeps
@@ -755,6 +755,10 @@ def _header_time(big_endian: int, time_off: int) -> Callable[[Any, int], tuple[i
     fmt = (">" if big_endian else "<") + f"I2xH{at - 8}xQ"
     unpack: Callable[[Any, int], tuple[int, int, int]] = struct.Struct(fmt).unpack_from
     return unpack
+
+
+def _no_events() -> Generator[Event, None, None]:
+    yield from ()
 
 
 def _close_all(closers: list[Callable[[], None]]) -> None:
