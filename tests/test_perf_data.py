@@ -769,3 +769,14 @@ def test_fast_path_on_a_recording(tmp_path: Path) -> None:
     path = _record(tmp_path, pipe=False)
     fast = _fast_output(path, tmp_path)
     assert fast is not None and fast == _python_output(path)
+
+
+def test_short_sample_at_the_end_and_compressed_records() -> None:
+    st = ST_TRACE | abi.SAMPLE_IDENTIFIER
+    head = perf_pipe(False, [(attr_bytes(False, st), [1])], b"", {})
+    events, src = decode(head + record(False, abi.RECORD_SAMPLE, b"\1" * 8))
+    assert events == [] and src.stats.bad == 1
+    assert src.stats.problems[0].offset == len(head) + 8  # where the fixed fields should have started
+    events, src = decode(head + record(False, abi.RECORD_COMPRESSED, b"\1" * 8))
+    assert events == [] and src.stats.skipped["COMPRESSED"] == 1
+    assert "zstd" in src.stats.problems[0].message

@@ -8,7 +8,8 @@ input works. Big-endian recordings are read with every integer byte-swapped.
 
 Events come out as perf-decode (LinuxTracepoints' reference decoder) prints them: only PERF_RECORD_SAMPLE becomes an
 event; the samples of each round (up to a FINISHED_ROUND) are sorted by time, keeping file order for equal times,
-and then yielded. Every other record is counted in `stats.skipped` by its type name. A record that cannot be read
+and then yielded. (`order="file"` keeps file order instead, which is what the reference library's own test prints.)
+Every other record is counted in `stats.skipped` by its type name. A record that cannot be read
 (a size under 8 bytes, a record running past the end, a sample whose fields overrun it) is a counted problem with
 its byte offset, and reading goes on from the next record, or from the next place that looks like a record boundary
 when the size cannot be trusted.
@@ -295,6 +296,7 @@ class PerfDataSource:
                         rtype, size, t = header_time(buf, pos)
                     except struct.error:  # a short record at the very end of the buffer
                         rtype, size = header(buf, pos)
+                        t = 0
                     nxt = pos + size
                     if rtype == 9 and nxt <= end and size >= 8:
                         if sort:
@@ -355,6 +357,9 @@ class PerfDataSource:
                     if nxt + extra > end:
                         break  # incomplete: refill, or report the truncation below
                     counts[rtype] = counts.get(rtype, 0) + 1
+                    if rtype == abi.RECORD_COMPRESSED:
+                        self._warn_once("the samples are zstd-compressed (perf record -z), which this reader does not "
+                                        "decompress; they are skipped", base + pos)
                     if rtype == abi.RECORD_FINISHED_ROUND:
                         if keys:
                             pos = nxt
