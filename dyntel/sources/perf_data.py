@@ -109,6 +109,9 @@ class PerfDataSource:
         self.name = name
         self.order = order or DEFAULT_ORDER  # "round": time order within each round, as perf-decode; "file"
         self.stats = SourceStats()
+        # EventHeader field tags stay out of the JSON keys, as in the corpus output. (perf-decode itself, run on the
+        # corpus recording, does show them: "Struct20;tag=0xBEEF".)
+        self.field_tags = False
         self._stream = stream
         self.header: FileHeader | None = None
         # The whole recording (mapped file or bytes) and its data section's bounds, once `events()` has read the
