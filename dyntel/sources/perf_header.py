@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from dyntel.sources import perf_abi as abi
 
+MAX_IDS = 1 << 20  # sample ids per attr worth believing
+
 
 class HeaderError(Exception):
     def __init__(self, message: str, offset: int) -> None:
@@ -169,8 +171,11 @@ def parse_attrs_section(buf: bytes, hdr: FileHeader, file_size: int) -> list[Att
     for pos in range(start, start + size - entry + 1, entry):
         attr = parse_attr(buf, pos, attr_bytes, be)
         ids_off, ids_size = abi.U64X2[be].unpack_from(buf, pos + attr_bytes)
-        if ids_off + ids_size > file_size or ids_size > 0x80000000:
+        if ids_off + ids_size > file_size:
             raise HeaderError(f"ids of attr {len(attrs)} ({ids_size} bytes at {ids_off}) are outside the file", pos)
+        if ids_size > MAX_IDS * 8:
+            # perf opens one event per CPU (and per thread when following tasks); millions would be a bad size
+            raise HeaderError(f"attr {len(attrs)} claims {ids_size // 8} sample ids", pos)
         attr.ids = read_ids(buf, ids_off, ids_size, be)
         attrs.append(attr)
     return attrs
