@@ -4,7 +4,7 @@
  * Turning a million tracefs samples of a file-mode perf.data into JSON costs about 3 us a sample in the
  * tightest pure-Python loop (unpack, format, join), against under 2 us for `perf script`. This module does
  * exactly that case and nothing else: tracefs (non-EventHeader) samples of a little-endian perf.data, written
- * as the reference decoder writes them, sorted by time within each FINISHED_ROUND. Everything it is not sure
+ * as the reference decoder writes them, in file order or sorted by time within each FINISHED_ROUND. Everything it is not sure
  * about (an unknown sample layout, a malformed record, a field that runs past its sample) makes it decline
  * before writing a byte, and the Python decoder, which counts and reports such things, does the file instead.
  *
@@ -406,19 +406,19 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
 static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *kwlist[] = {"buffer", "start", "end", "sample_type", "plan_ids", "plans", "time_is_wall",
-                             "clock_offset", "first_sep", "sep", "suffix", "fd", NULL};
+                             "clock_offset", "first_sep", "sep", "suffix", "fd", "sort", NULL};
     Py_buffer view;
     Py_ssize_t start, end;
     unsigned long long sample_type;
     PyObject *plan_ids, *plan_list;
-    int time_is_wall, fd;
+    int time_is_wall, fd, sort = 1;
     long long clock_offset;
     const char *first_sep, *sep, *suffix;
     Py_ssize_t first_sep_len, sep_len, suffix_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnKO!O!pLy#y#y#i", kwlist, &view, &start, &end,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnKO!O!pLy#y#y#i|p", kwlist, &view, &start, &end,
                                      &sample_type, &PyDict_Type, &plan_ids, &PyList_Type, &plan_list,
                                      &time_is_wall, &clock_offset, &first_sep, &first_sep_len, &sep, &sep_len,
-                                     &suffix, &suffix_len, &fd))
+                                     &suffix, &suffix_len, &fd, &sort))
         return NULL;
     PyObject *result = NULL;
     Plan *plans = NULL;
@@ -469,7 +469,7 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
     Py_ssize_t begin = 0;
     for (Py_ssize_t r = 0; r < nrounds && ok; r++) {
         Py_ssize_t stop = round_ends[r];
-        if (stop > begin && (sample_type & S_TIME))
+        if (sort && stop > begin && (sample_type & S_TIME))
             qsort(samples + begin, (size_t)(stop - begin), sizeof(Sample), cmp_sample);
         for (Py_ssize_t i = begin; i < stop; i++) {
             const Sample *s = &samples[i];

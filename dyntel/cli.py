@@ -19,47 +19,19 @@ def _utf8_out(path: str | None) -> TextIO:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from dyntel.event_json import format_event, json_string
-    from dyntel.sources.recordings import open_recording
+    from dyntel.decode import DecodeOptions, decode_files
 
     out = _utf8_out(args.output)
-    status = 0
-    if args.format == "json":
-        out.write("{")
-    for i, path in enumerate(args.files):
-        try:
-            source = open_recording(path)
-        except DyntelError as e:
-            print(f"dyntel decode: {e}", file=sys.stderr)
-            status = 1
-            continue
-        events = source.events()
-        tags = source.field_tags
-        if args.format == "jsonl":
-            write = out.write
-            for event in events:
-                write(format_event(event, tags) + "\n")
+    options = DecodeOptions(format=args.format, order=args.order, native=not args.no_native)
+    try:
+        status = decode_files(args.files, out, options)
+    finally:
+        if args.output:
+            out.close()
         else:
-            out.write(("," if i else "") + "\n" + json_string(source.name) + ": [")
-            sep = "\n "
-            for event in events:
-                out.write(sep + format_event(event, tags))
-                sep = ",\n "
-            out.write(" ]")
-        stats = source.stats
-        if stats.bad:
-            status = max(status, 2 if args.strict else 0)
-            print(f"dyntel decode: {source.name}: {stats.bad} bad record(s), skipped:", file=sys.stderr)
-            for problem in stats.problems[:10]:
-                print(f"  {source.name}: {problem}", file=sys.stderr)
-            if stats.bad > 10:
-                print(f"  ... and {stats.bad - 10} more", file=sys.stderr)
-    if args.format == "json":
-        out.write("\n}\n")
-    if args.output:
-        out.close()
-    else:
-        out.flush()
+            out.flush()
+    if status == 2 and not args.strict:
+        status = 0
     return status
 
 
@@ -72,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=("json", "jsonl"), default="json",
                    help="json: one object {file: [EVENT, ...]} (as perf-decode prints); jsonl: one EVENT a line")
     d.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    d.add_argument("--order", choices=("file", "round"), default=None,
+                   help="perf.data sample order: file (default; as the reference's test decoder and the corpus) or "
+                        "round (sorted by time within each FINISHED_ROUND, as the perf-decode tool)")
+    d.add_argument("--no-native", action="store_true", help="do not use the native fast path (for comparison)")
     d.add_argument("--strict", action="store_true", help="exit 2 when any record was malformed and skipped")
     d.set_defaults(func=cmd_decode)
     return p

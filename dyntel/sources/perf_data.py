@@ -69,7 +69,7 @@ from dyntel.sources.perf_tracing_data import TracingData, parse_tracing_data
 # How samples are ordered. "round" is perf-decode's order: each round's samples (up to a FINISHED_ROUND) sorted by
 # time, equal times in file order. "file" is the order of the records in the file, which is what the reference
 # library's own test (decode-perf-utest) prints, and so what the corpus' perf.data.linux.json holds.
-DEFAULT_ORDER = "round"
+DEFAULT_ORDER = "file"
 
 CHUNK = 4 << 20  # pipe-mode read size: large enough that the per-read cost vanishes, small enough to stream
 MAX_RECORD = 0xFFFF  # perf_event_header.size is a u16

@@ -1,14 +1,14 @@
 """The native fast path for perf.data: tracefs samples written as JSON straight from the mapped file.
 
-`dyntel._speedups.write_tracefs_samples` (C, optional) walks a data section, sorts each round's samples by time as
-perf-decode does, and writes each sample in the reference's JSON without building an Event. This module prepares
-what it needs from a `PerfDataSource` whose metadata has been read (by calling `events()`): the data section, one
+`dyntel._speedups.write_tracefs_samples` (C, optional) walks a data section, in file order or sorting each round's
+samples by time as perf-decode does, and writes each sample in the reference's JSON without building an Event.
+This module prepares what it needs from a `PerfDataSource` whose metadata has been read (by calling `events()`): the data section, one
 "plan" per attr (the JSON text before the fields, and per field its name, how it is shown and where its bytes are),
 the clock offset.
 
 It covers the common case only and declines (returns None, having written nothing) for anything else, so that the
 Python decoder, which counts and reports problems, handles the file: no native module, pipe mode, big-endian files,
-file order, attrs whose sample layouts the C code cannot tell apart, EventHeader events, samples of an attr without
+attrs whose sample layouts the C code cannot tell apart, EventHeader events, samples of an attr without
 a tracepoint format, a metadata problem, and (found by the C code itself) any malformed record, unknown sample id or
 field that does not fit its sample.
 """
@@ -58,7 +58,7 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
     except ImportError:
         return None
     hdr = source.header
-    if (hdr is None or hdr.pipe or source.big_endian or source.order != "round" or source.buffer is None
+    if (hdr is None or hdr.pipe or source.big_endian or source.buffer is None
             or source.data_range is None or source.stats.bad or not source.attrs):
         return None
     attrs = source.attrs
@@ -92,7 +92,7 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
     written: int | None = _speedups.write_tracefs_samples(
         buffer=source.buffer, start=start, end=end, sample_type=sample_type, plan_ids=plan_ids, plans=plans,
         time_is_wall=clock is not None, clock_offset=clock.offset_ns if clock is not None else 0,
-        first_sep=first_sep, sep=sep, suffix=suffix, fd=fd)
+        first_sep=first_sep, sep=sep, suffix=suffix, fd=fd, sort=source.order == "round")
     if written is not None:
         source.stats.events += written
     return written
