@@ -7,12 +7,15 @@ declines before writing anything otherwise, and every event then goes through `f
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
 from dyntel.errors import DyntelError
+from dyntel.event import Event
 from dyntel.event_json import format_event, json_string
 from dyntel.sources import Source
+from dyntel.sources.perf_data import PerfDataSource
 from dyntel.sources.recordings import open_recording
 
 JSONL = "jsonl"
@@ -56,29 +59,34 @@ def decode_files(paths: list[str], out: TextIO, options: DecodeOptions, err: Tex
 
 def _write_events(source: Source, out: TextIO, options: DecodeOptions, first_sep: str, sep: str,
                   suffix: str) -> None:
-    from dyntel.sources.perf_data import PerfDataSource
-
-    if isinstance(source, PerfDataSource) and options.order:
-        source.order = options.order
-    events = source.events()
-    if options.native and isinstance(source, PerfDataSource):
-        from dyntel.sources.perf_fast import write_samples
-
-        out.flush()
-        try:
-            fd = out.buffer.fileno()  # type: ignore[attr-defined]
-        except (AttributeError, OSError, ValueError):
-            fd = None
-        # events() has read the metadata (it does so before returning its iterator), which the native writer needs.
-        if fd is not None and write_samples(source, fd, first_sep=first_sep.encode(), sep=sep.encode(),
-                                            suffix=suffix.encode()) is not None:
-            events.close()
+    events: Iterator[Event]
+    if isinstance(source, PerfDataSource):
+        if options.order:
+            source.order = options.order
+        perf_events = source.events()  # reads the metadata before it returns, which the native writer needs
+        if options.native and _write_native(source, out, first_sep, sep, suffix):
+            perf_events.close()
             return
+        events = perf_events
+    else:
+        events = source.events()
     tags = source.field_tags
     write = out.write
     for event in events:
         write(first_sep + format_event(event, tags) + suffix)
         first_sep = sep
+
+
+def _write_native(source: PerfDataSource, out: TextIO, first_sep: str, sep: str, suffix: str) -> bool:
+    from dyntel.sources.perf_fast import write_samples
+
+    out.flush()
+    try:
+        fd = out.buffer.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real file (a test's StringIO): the Python writer serves it
+    written = write_samples(source, fd, first_sep=first_sep.encode(), sep=sep.encode(), suffix=suffix.encode())
+    return written is not None
 
 
 def _report(source: Source, err: TextIO) -> bool:

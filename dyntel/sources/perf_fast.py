@@ -1,16 +1,16 @@
 """The native fast path for perf.data: tracefs samples written as JSON straight from the mapped file.
 
 `dyntel._speedups.write_tracefs_samples` (C, optional) walks a data section, in file order or sorting each round's
-samples by time as perf-decode does, and writes each sample in the reference's JSON without building an Event.
-This module prepares what it needs from a `PerfDataSource` whose metadata has been read (by calling `events()`): the data section, one
-"plan" per attr (the JSON text before the fields, and per field its name, how it is shown and where its bytes are),
-the clock offset.
+samples by time as perf-decode does, and writes each sample in the reference's JSON without building an Event. This
+module prepares what it needs from a `PerfDataSource` whose metadata has been read (by calling `events()`): the data
+section, one "plan" per attr (the JSON text before the fields, and per field its name, how it is shown and where its
+bytes are), the clock offset.
 
 It covers the common case only and declines (returns None, having written nothing) for anything else, so that the
 Python decoder, which counts and reports problems, handles the file: no native module, pipe mode, big-endian files,
-attrs whose sample layouts the C code cannot tell apart, EventHeader events, samples of an attr without
-a tracepoint format, a metadata problem, and (found by the C code itself) any malformed record, unknown sample id or
-field that does not fit its sample.
+attrs whose sample layouts the C code cannot tell apart, EventHeader events, samples of an attr without a tracepoint
+format, a metadata problem, and (found by the C code itself) any malformed record, unknown sample id or field that
+does not fit its sample.
 """
 
 from __future__ import annotations
