@@ -66,10 +66,15 @@ def main() -> int:
         perf = ["perf", "script", "-i", str(data)]
         t_perf = best_time(perf, args.repeat)
         t_dyntel = best_time(dyntel, args.repeat)
+        # The pure-Python decoder (what runs where the native writer declines: EventHeader events, pipe mode,
+        # big-endian files, bad records), for comparison; one run is enough to show its order of magnitude.
+        t_python = best_time([*dyntel, "--no-native"], 1)
         print(f"recording: {data} ({data.stat().st_size / 1e6:.1f} MB, {n} samples)")
-        print(f"perf script              {t_perf:7.3f} s  {n / t_perf / 1e6:6.3f} M samples/s")
-        print(f"dyntel decode --jsonl    {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M samples/s")
+        print(f"perf script                       {t_perf:7.3f} s  {n / t_perf / 1e6:6.3f} M samples/s")
+        print(f"dyntel decode --format jsonl      {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M samples/s")
+        print(f"  same, --no-native (pure Python) {t_python:7.3f} s  {n / t_python / 1e6:6.3f} M samples/s")
         print(f"ratio (perf script time / dyntel time): {t_perf / t_dyntel:.2f}  (target >= 1.0)")
+        print(f"ratio without the native writer:        {t_perf / t_python:.2f}")
         if args.profile:
             subprocess.run([sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "dyntel.cli", "decode",
                             "--format", "jsonl", "-o", os.devnull, str(data)], check=False)
