@@ -668,7 +668,7 @@ def perf_script_chains(path: Path) -> list[tuple[Any, ...]]:
 def test_recorded_samples_match_perf_script(tmp_path: Path, pipe: bool) -> None:
     path = _record(tmp_path, pipe)
     with path.open("rb") as f:
-        src = perf_data.open_source(str(path), f)
+        src = perf_data.open_source(str(path), f, "round")
         events = list(src.events())
     assert src.stats.bad == 0, src.stats.problems
     assert events and all(not e.time_is_wall for e in events)  # no -k: perf's own clock
