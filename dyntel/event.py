@@ -114,7 +114,8 @@ class Event:
     for a struct a sequence of values that follows the struct's own child schema. Strings whose bytes are not valid
     in their encoding keep the bad bytes as surrogate escapes (`errors="surrogateescape"`), so that a writer can give
     back exactly the bytes the reference decoder prints. A value is None where the event's bytes did not reach the
-    field (a truncated entry); the JSON shows that as null, as the reference does.
+    field (a truncated entry); the JSON shows that as null, as the reference does. Integers are decoded signed only
+    where the field's format is signed (SIGNED_INT, ERRNO, TIME); hex-shown integers are never negative.
 
     `time` is nanoseconds since the Unix epoch when `time_is_wall` is true; otherwise it is the raw clock of the
     recording (perf's clock with no known offset to wall time).

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
-from dyntel.event import ArrayKind, Event, FieldInfo, Schema, schema_cached
+from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema, schema_cached
 
 ValuesWriter = Callable[[Sequence[Any]], str]
 
@@ -55,19 +55,39 @@ _format_wall_time = _TimeFormatter()
 
 def format_meta(event: Event) -> str:
     """The `"meta":{...}` member, with the keys the reference prints and in its order."""
-    parts: list[str] = []
     t = event.time
-    if t is not None:
-        if event.time_is_wall:
-            parts.append('"time":' + _format_wall_time(t))
-        else:
-            parts.append(f'"time":{t // 1_000_000_000}.{t % 1_000_000_000:09d}')
-    if event.cpu is not None:
-        parts.append(f'"cpu":{event.cpu}')
-    if event.pid is not None:
-        parts.append(f'"pid":{event.pid}')
-    if event.tid is not None:
-        parts.append(f'"tid":{event.tid}')
+    cpu = event.cpu
+    pid = event.pid
+    tid = event.tid
+    if t is not None and event.time_is_wall and cpu is not None and pid is not None and tid is not None:
+        # Every perf sample of a recording with a clock: the common case, one format.
+        head = f'"meta":{{"time":{_format_wall_time(t)},"cpu":{cpu},"pid":{pid},"tid":{tid}'
+    else:
+        parts: list[str] = []
+        if t is not None:
+            if event.time_is_wall:
+                parts.append('"time":' + _format_wall_time(t))
+            else:
+                parts.append(f'"time":{t // 1_000_000_000}.{t % 1_000_000_000:09d}')
+        if cpu is not None:
+            parts.append(f'"cpu":{cpu}')
+        if pid is not None:
+            parts.append(f'"pid":{pid}')
+        if tid is not None:
+            parts.append(f'"tid":{tid}')
+        head = '"meta":{' + ",".join(parts)
+        if not parts:
+            return head + _event_info(event)[1:] + "}"
+    if (event.level is None and event.keyword is None and event.id is None and event.opcode is None
+            and event.version is None and event.tag is None and event.activity is None
+            and event.related_activity is None):
+        return head + "}"  # a tracefs sample: no event identity to show
+    return head + _event_info(event) + "}"
+
+
+def _event_info(event: Event) -> str:
+    """`,"id":..,"level":..` and the rest of the EventHeader identity, each only where it is set."""
+    parts: list[str] = [""]
     if event.id:
         parts.append(f'"id":{event.id}')
     if event.version:
@@ -84,7 +104,7 @@ def format_meta(event: Event) -> str:
         parts.append(f'"activity":"{format_uuid(event.activity)}"')
     if event.related_activity is not None:
         parts.append(f'"relatedActivity":"{format_uuid(event.related_activity)}"')
-    return '"meta":{' + ",".join(parts) + "}"
+    return ",".join(parts) if len(parts) > 1 else ""
 
 
 def format_event(event: Event, field_tags: bool = False) -> str:
@@ -116,21 +136,73 @@ def _compile_tagged_writer(schema: Schema) -> ValuesWriter:
 
 
 def _compile_values_writer(schema: Schema, field_tags: bool) -> ValuesWriter:
+    """Two writers in one: a single %-template for the schema, where integers (the bulk of tracepoint payloads) are
+    formatted by the template itself, and a general one that calls each field's formatter. The template declines,
+    by raising, whatever it cannot show right (None for a field the event did not reach, an array of another length
+    than the schema's), and the general writer shows it."""
     from dyntel.decoders.value_format import value_formatter
 
     env: dict[str, Any] = {}
-    text: list[str] = []
+    general: list[str] = []
+    template: list[str] = []
+    args: list[str] = []
     for i, info in enumerate(schema.fields):
         env[f"_f{i}"] = _field_formatter(info, value_formatter, field_tags)
         name = f"{info.name};tag=0x{info.tag:X}" if field_tags and info.tag else info.name
         literal = "," + json_string(name) + ":"
-        text.append(literal.replace("{", "{{").replace("}", "}}") + f"{{_f{i}(v[{i}])}}")
-    if not text:
+        general.append(literal.replace("{", "{{").replace("}", "}}") + f"{{_f{i}(v[{i}])}}")
+        template.append(literal.replace("%", "%%"))
+        spec = _int_spec(info)
+        if spec is None:
+            template.append("%s")
+            args.append(f"_f{i}(v[{i}])")
+        elif info.array == ArrayKind.NONE:
+            template.append(spec)
+            args.append(f"v[{i}]")
+        else:
+            template.append("[" + ",".join([spec] * info.fixed_count) + "]")
+            args.append(f"*v[{i}]")
+    if not general:
         return _no_values
-    src = "def _w(v):\n    return f" + repr("".join(text)) + "\n"
+    env["_T"] = "".join(template)
+    src = (
+        "def _general(v):\n"
+        f"    return f{''.join(general)!r}\n"
+        "def _w(v):\n"
+        "    try:\n"
+        f"        return _T % ({', '.join(args)},)\n"
+        "    except (TypeError, ValueError, IndexError):\n"
+        "        return _general(v)\n"
+    )
     exec(compile(src, "<event_json values writer>", "exec"), env)
     writer: ValuesWriter = env["_w"]
     return writer
+
+
+_INLINE_ENCODINGS = frozenset({Encoding.VALUE8, Encoding.VALUE16, Encoding.VALUE32, Encoding.VALUE64})
+_MAX_INLINE_ARRAY = 64
+
+
+def _int_spec(info: FieldInfo) -> str | None:
+    """The %-conversion that shows this integer field as its formatter would, or None when only the formatter can.
+
+    Decoders hand hex-shown integers over unsigned (see Event), so "%X" needs no mask; %d and %X raise on None, and
+    a wrong element count raises in the % operator, which sends the event to the general writer.
+    """
+    from dyntel.decoders.value_format import effective_format
+
+    if info.children is not None or info.encoding not in _INLINE_ENCODINGS:
+        return None
+    if info.array == ArrayKind.VARIABLE or (
+        info.array == ArrayKind.FIXED and not 0 < info.fixed_count <= _MAX_INLINE_ARRAY
+    ):
+        return None
+    fmt = effective_format(info)
+    if fmt in (Format.UNSIGNED_INT, Format.SIGNED_INT, Format.PID, Format.PORT):
+        return "%d"
+    if fmt == Format.HEX_INT:
+        return '"0x%X"'
+    return None
 
 
 def _no_values(v: Sequence[Any]) -> str:

@@ -8,7 +8,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("DYNTEL_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+def _find_corpus() -> Path:
+    """DYNTEL_CORPUS if set; else ../shared/corpus beside this checkout; else beside the checkout this one was
+    cloned from (a local `git clone . /tmp/fresh` keeps finding the corpus of the repository it came from)."""
+    if "DYNTEL_CORPUS" in os.environ:
+        return Path(os.environ["DYNTEL_CORPUS"])
+    beside = ROOT.parent / "shared" / "corpus"
+    if beside.exists():
+        return beside
+    import subprocess
+
+    url = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True,
+                         text=True, check=False).stdout.strip()
+    origin = Path(url.removeprefix("file://"))
+    if url and origin.is_absolute() and (origin.parent / "shared" / "corpus").exists():
+        return origin.parent / "shared" / "corpus"
+    return beside
+
+
+CORPUS = _find_corpus()
 
 
 def corpus_file(rel: str) -> Path:
