@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,19 @@ def load_reference_json(path: Path) -> list[tuple[str, object]]:
         text = "{" + text + "}"
     pairs: list[tuple[str, object]] = json.loads(text, object_pairs_hook=list)
     return pairs
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Turn a hang into a failure: SIGALRM after `seconds` raises TimeoutError in the code under test."""
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds}s: a hang")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

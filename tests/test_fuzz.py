@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import random
 import re
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from conftest import corpus_file
+from conftest import corpus_file, deadline
 
 from dyntel.errors import DecodeError, DyntelError, UnsupportedFormat
 from dyntel.sources.recordings import open_recording_bytes
@@ -26,18 +23,6 @@ SEED = 20261124
 PER_RUN_SECONDS = 10
 
 
-@contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"decoding took more than {seconds}s: a hang")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def decode_all(data: bytes, name: str) -> tuple[int, int]:

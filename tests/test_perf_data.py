@@ -11,16 +11,14 @@ import os
 import random
 import re
 import shutil
-import signal
 import struct
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus_file, load_reference_json
+from conftest import corpus_file, deadline, load_reference_json
 
 from dyntel.event import Event
 from dyntel.event_json import format_event
@@ -444,18 +442,6 @@ def test_bad_record_sizes_are_problems_with_offsets_and_reading_resyncs() -> Non
     assert "CALLCHAIN runs past the end" in src.stats.problems[0].message
 
 
-@contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"decoding took more than {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.mark.parametrize("pipe", [False, True], ids=["file", "pipe"])
