@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import overload
 
 from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
+from dyntel.sources import Want
 
 __all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache"]
 
@@ -108,6 +110,9 @@ class EventHeaderDecoder:
     def __init__(self, types: TypeCache | None = None) -> None:
         self.types = SHARED_TYPES if types is None else types
         self._names: dict[str, TracepointName | str] = {}
+        # want(...) answers by (tracepoint name, event type, want): the key holds the EventType, so an evicted type's
+        # id cannot be reused for another while its answer is kept.
+        self._wanted: dict[tuple[str, EventType, Want], bool] = {}
 
     def tracepoint_name(self, name: str) -> TracepointName:
         """The parsed name, or NotEventHeader when it is not an EventHeader tracepoint name."""
@@ -125,11 +130,20 @@ class EventHeaderDecoder:
         assert isinstance(parsed, TracepointName)
         return parsed
 
-    def decode(self, tracepoint_name: str, data: bytes, offset: int = 0, end: int | None = None) -> Event:
+    @overload
+    def decode(self, tracepoint_name: str, data: bytes, offset: int = 0, end: int | None = None) -> Event: ...
+
+    @overload
+    def decode(self, tracepoint_name: str, data: bytes, offset: int = 0, end: int | None = None, *,
+               want: Want | None) -> Event | None: ...
+
+    def decode(self, tracepoint_name: str, data: bytes, offset: int = 0, end: int | None = None, *,
+               want: Want | None = None) -> Event | None:
         """The event in `data[offset:end]`, which starts with the eventheader.
 
         The caller fills in time, cpu, pid and tid. Raises NotEventHeader or DecodeError (see the module docstring);
-        nothing else.
+        nothing else. With `want`, an event it does not want (asked once per tracepoint and metadata) is None: its
+        header and extensions are checked, as they must be to find the event's name, but its payload is not decoded.
         """
         if type(data) is not bytes:
             data = bytes(data[offset:end])
@@ -185,6 +199,15 @@ class EventHeaderDecoder:
         t = self.types.get(meta, big)
         if t.not_eventheader is not None:
             raise NotEventHeader(t.not_eventheader, 0)
+        if want is not None:
+            key = (tracepoint_name, t, want)
+            wanted = self._wanted.get(key)
+            if wanted is None:
+                if len(self._wanted) >= 4096:
+                    self._wanted.clear()
+                wanted = self._wanted[key] = bool(want(tp.provider, t.event_name, level))
+            if not wanted:
+                return None
         try:
             values = t.decode(data, pos, end)
         except PayloadError as e:

@@ -6,13 +6,18 @@ where records it could not use are counted with their byte offset instead of sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from dyntel.event import Event
 
 MAX_KEPT_PROBLEMS = 100
+
+# A pre-decode filter: whether anything downstream can use events of this provider and event name at this level
+# (None for events without one, such as tracefs samples). A source that has a `want` attribute and is given one asks
+# it once per event type, before decoding payloads, and counts what it drops in `stats.skipped["filtered"]`.
+Want = Callable[[str, str, int | None], bool]
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from dyntel.decoders.eventheader_name import parse_tracepoint_name
 from dyntel.decoders.eventheader_text import utf8_text
 from dyntel.errors import DecodeError
 from dyntel.event import Event
-from dyntel.sources import SourceStats
+from dyntel.sources import SourceStats, Want
 
 _READ_CHUNK = 1 << 20
 # Tracepoint names the interceptor writes: printable ASCII with no space or ':'.
@@ -78,11 +78,15 @@ class InterceptorDatSource:
         self._decoder = decoder or EventHeaderDecoder()
         # The reference's .dat tools print field tags in the keys; see format_event.
         self.field_tags = True
+        # Events no rule can match: dropped once their name is known, before their payload is decoded.
+        self.want: Want | None = None
+        self.position = 0  # bytes read so far, for progress
 
     def events(self) -> Iterator[Event]:
         stats = self.stats
         stream = self._stream
         decode = self._decoder.decode
+        want = self.want
         names: dict[bytes, str] = {}
         offset = 0
         try:
@@ -112,12 +116,17 @@ class InterceptorDatSource:
                     if name is None:
                         name = names[raw_name] = utf8_text(raw_name)
                     try:
-                        event = decode(name, body, nul + 1)
+                        event = decode(name, body, nul + 1) if want is None else decode(name, body, nul + 1,
+                                                                                        want=want)
                     except DecodeError as e:
                         stats.problem(offset + 5 + nul + (e.offset or 0), f"{name}: {e.message}")
                     else:
-                        stats.events += 1
-                        yield event
+                        if event is None:
+                            stats.skip("filtered")
+                        else:
+                            stats.events += 1
+                            yield event
                 offset += size
+                self.position = offset
         finally:
             stream.close()

@@ -48,7 +48,7 @@ from dyntel.event import (
     Format,
     Schema,
 )
-from dyntel.sources import SourceStats
+from dyntel.sources import SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources.perf_header import (
     Attr,
@@ -84,7 +84,7 @@ _MAX_FORMATS = 4096
 
 _OFFSET_MASK = (1 << 48) - 1  # a sample's file offset, as packed in the sort keys
 
-_SAMPLE_SKIPS = ("SAMPLE without a matching attr", "SAMPLE with an unknown sample id")
+_SAMPLE_SKIPS = ("SAMPLE without a matching attr", "SAMPLE with an unknown sample id", "filtered")
 
 _METADATA_RECORDS = frozenset({abi.RECORD_HEADER_ATTR, abi.RECORD_HEADER_TRACING_DATA, abi.RECORD_HEADER_FEATURE,
                                abi.RECORD_EVENT_UPDATE})
@@ -132,6 +132,12 @@ class PerfDataSource:
         self._warned: set[str] = set()
         self._base = 0  # file offset of buf[0] of the window being read (pipe mode reads in chunks)
         self._eventheader: Any = None
+        # The pre-decode filter (see dyntel.sources.Want); set it before calling events(). Samples of a tracefs
+        # event it does not want are dropped by their sample id before anything else is read from them;
+        # EventHeader samples once their metadata names the event, before the payload is decoded.
+        self.want: Want | None = None
+        self._attr_wanted: dict[int, bool] = {}  # id(attr) -> want's answer for its tracefs samples
+        self.position = 0  # file offset read up to (updated once a round), for progress
 
     # ----------------------------------------------------------------------------------------------------------
     # Reading
@@ -286,6 +292,8 @@ class PerfDataSource:
         yielded = 0
         self._base = base
         id_off, default, time_off = self._dispatch()
+        drop = self._dropped_ids() if id_off else frozenset()  # sample ids of unwanted events
+        filtered = 0
         # Samples without a time keep file order (the reference sorts them all as time 0).
         sort = self.order == "round" and time_off > 0
         # The record header and, for a sample, its time, in one unpack (for other records `t` means nothing).
@@ -302,6 +310,11 @@ class PerfDataSource:
                         t = 0
                     nxt = pos + size
                     if rtype == 9 and nxt <= end and size >= 8:
+                        # Unwanted samples cost the header read and this look-up: no sort key, no parser.
+                        if drop and id_off + 8 <= size and u64(buf, pos + id_off)[0] in drop:
+                            filtered += 1
+                            pos = nxt
+                            continue
                         if sort:
                             add_key(t << 64 | (base + pos) << 16 | size)
                             pos = nxt
@@ -364,6 +377,7 @@ class PerfDataSource:
                         self._warn_once("the samples are zstd-compressed (perf record -z), which this reader does not "
                                         "decompress; they are skipped", base + pos)
                     if rtype == abi.RECORD_FINISHED_ROUND:
+                        self.position = base + nxt
                         if keys:
                             pos = nxt
                             flush = True
@@ -371,6 +385,7 @@ class PerfDataSource:
                     elif rtype in _METADATA_RECORDS:
                         self._metadata_record(rtype, buf, pos, nxt, extra)
                         id_off, default, time_off = self._dispatch()
+                        drop = self._dropped_ids() if id_off else frozenset()
                         sort = self.order == "round" and time_off > 0
                         header_time = _header_time(be, time_off)
                     pos = nxt + extra
@@ -429,6 +444,9 @@ class PerfDataSource:
                 end = len(buf)
                 self._base = base
         finally:
+            self.position = base + pos
+            if filtered:
+                stats.skipped["filtered"] = stats.skipped.get("filtered", 0) + filtered
             stats.events += yielded
             samples = yielded + len(keys) + failed + sum(stats.skipped.get(r, 0) for r in _SAMPLE_SKIPS)
             stats.records += samples + sum(counts.values())
@@ -589,6 +607,7 @@ class PerfDataSource:
     def _metadata_changed(self) -> None:
         self._parsers.clear()
         self._attr_parsers.clear()
+        self._attr_wanted.clear()
 
     # ----------------------------------------------------------------------------------------------------------
     # Sample parsers
@@ -630,8 +649,38 @@ class PerfDataSource:
     def _parser_for_attr(self, attr: Attr) -> SampleParser:
         parser = self._attr_parsers.get(id(attr))
         if parser is None:
-            parser = self._attr_parsers[id(attr)] = compile_sample_parser(attr, self.big_endian, self._recipe(attr))
+            if self.want is not None and not self._wants_attr(attr):
+                parser = self._filtered
+            else:
+                parser = compile_sample_parser(attr, self.big_endian, self._recipe(attr))
+            self._attr_parsers[id(attr)] = parser
         return parser
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The pre-decode filter
+
+    def _wants_attr(self, attr: Attr) -> bool:
+        """Whether `want` takes the tracefs samples of `attr`. EventHeader attrs are always taken here: their
+        events are named by each sample's metadata, and the builder asks per event type."""
+        wanted = self._attr_wanted.get(id(attr))
+        if wanted is None:
+            fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
+            if fmt is not None and fmt.kind == "eventheader" and attr.sample_type & abi.SAMPLE_RAW:
+                wanted = True
+            else:
+                provider, name = self.event_name(attr)
+                wanted = self.want is None or bool(self.want(provider, name, None))
+            self._attr_wanted[id(attr)] = wanted
+        return wanted
+
+    def _dropped_ids(self) -> frozenset[int]:
+        """The sample ids of attrs whose samples `want` does not take (empty without a filter)."""
+        if self.want is None:
+            return frozenset()
+        return frozenset(ident for ident, attr in self._by_id.items() if not self._wants_attr(attr))
+
+    def _filtered(self, buf: Any, pos: int, end: int) -> None:
+        self.stats.skip("filtered")
 
     def event_name(self, attr: Attr) -> tuple[str, str]:
         """(provider, event) for the samples of `attr`, as the reference names a sample it does not decode as
@@ -693,15 +742,23 @@ class PerfDataSource:
         tracefs_decode = tracefs.decode
         assert tracefs_decode is not None
         eh_decode = decoder.decode if decoder else None
+        want = self.want
+        skip = self.stats.skip
+        # Samples that are not EventHeader after all show as tracefs fields, under the tracepoint's own name.
+        tracefs_wanted = want is None or bool(want(provider, name, None))
 
         def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
-                  chain: tuple[int, ...] | None) -> Event:
+                  chain: tuple[int, ...] | None) -> Event | None:
             if eh_decode is not None and raw is not None:
                 try:
-                    event: Event = eh_decode(tp_name, raw, eh_offset)
+                    event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
+                                           else eh_decode(tp_name, raw, eh_offset, want=want))
                 except not_eventheader:
                     pass
                 else:
+                    if event is None:
+                        skip("filtered")
+                        return None
                     event.source = SOURCE_USER_EVENTS
                     event.time = time
                     event.time_is_wall = wall
@@ -710,6 +767,9 @@ class PerfDataSource:
                     event.tid = tid
                     event.callchain = chain
                     return event
+            if not tracefs_wanted:
+                skip("filtered")
+                return None
             return Event(provider, name, schema, tracefs_decode(raw), source, time, wall, cpu, pid, tid,
                          callchain=chain)
 
