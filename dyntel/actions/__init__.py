@@ -1,0 +1,91 @@
+"""Actions: what a firing does. One module per action type, found by name as `dyntel.actions.<type>`.
+
+An action module exposes
+
+    TYPE = "dump"                     # the type name rules write
+    def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
+
+`spec.options` arrive with their placeholders already expanded (dyntel.engine.placeholders). `run` returns an
+`ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read as
+`{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
+Adding an action type is adding a module: nothing registers it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol, TextIO, cast
+
+from dyntel.engine.firing import ActionOutcome, Firing
+from dyntel.rules.model import ActionSpec
+
+
+class LogWriter:
+    """dyntel's own log: one line per call, to stderr or a file, whole lines even from several threads."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        text = " ".join(line.splitlines()) + "\n"
+        with self._lock:
+            stream = self._stream if self._stream is not None else sys.stderr
+            stream.write(text)
+            stream.flush()
+
+
+@dataclass(slots=True)
+class ActionContext:
+    """What an action may use besides its options and the firing; shared by all firings of a scheduler."""
+
+    log: Callable[[str], None] = field(default_factory=LogWriter)
+    dry_run: bool = False
+    # Engine services later actions need (the flight recorder for `record`, the provider enabler for `enable`), by
+    # name; an action that finds its service missing reports itself skipped.
+    services: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ActionModule(Protocol):
+    TYPE: str
+
+    def run(self, spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
+
+
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_found: dict[str, ActionModule | str] = {}
+
+
+def unavailable_reason(action_type: str) -> str:
+    return f"the {action_type} action is not available in this build"
+
+
+def find_action(action_type: str) -> ActionModule | str:
+    """The module of an action type, or the reason there is none (a string)."""
+    found = _found.get(action_type)
+    if found is not None:
+        return found
+    result: ActionModule | str
+    if not _TYPE_NAME.fullmatch(action_type):
+        result = f"{action_type!r} is not an action type name"
+    else:
+        name = f"{__name__}.{action_type}"
+        try:
+            module: ModuleType | None = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            module = None
+            # Only the module itself missing means "not in this build"; a dependency it lacks is worth naming.
+            result = unavailable_reason(action_type) if e.name == name else f"{unavailable_reason(action_type)}: {e}"
+        if module is not None:
+            if getattr(module, "TYPE", None) != action_type or not callable(getattr(module, "run", None)):
+                result = f"{name} is not an action module (it needs TYPE = {action_type!r} and run)"
+            else:
+                result = cast(ActionModule, module)
+    _found[action_type] = result
+    return result

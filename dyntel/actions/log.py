@@ -1,0 +1,34 @@
+"""`log`: one line to dyntel's own log (stderr, or the file the scheduler was given).
+
+Options: `message` (text with placeholders; default: the rule, its group and the event), `level` (a word shown at
+the start of the line: info, warning (the default), error). The line reads
+
+    2024-05-01T12:00:00.000000000Z warning http-5xx-burst {pid: 42}: 5xx burst in pid 42
+"""
+
+from __future__ import annotations
+
+from dyntel.actions import ActionContext
+from dyntel.engine.firing import OK, ActionOutcome, Firing
+from dyntel.engine.placeholders import as_text
+from dyntel.engine.windows import format_group, format_time
+from dyntel.rules.model import ActionSpec
+
+TYPE = "log"
+
+
+def default_message(firing: Firing) -> str:
+    e = firing.event
+    if e is None:
+        return "fired"
+    pid = f" pid {e.pid}" if e.pid is not None else ""
+    return f"fired on {e.provider}:{e.name}{pid}"
+
+
+def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome:
+    raw = spec.options.get("message")
+    message = as_text(raw) if raw is not None else default_message(firing)
+    level = as_text(spec.options.get("level", "warning"))
+    group = f" {format_group(firing.group)}" if firing.group else ""
+    context.log(f"{format_time(firing.time)} {level} {firing.rule}{group}: {message}")
+    return ActionOutcome(TYPE, OK, {"message": message})
