@@ -14,6 +14,7 @@ from dyntel.errors import DyntelError
 VERBS = (
     "dyntel.commands.decode",
     "dyntel.commands.replay",
+    "dyntel.commands.test",
 )
 
 
