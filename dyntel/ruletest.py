@@ -17,8 +17,9 @@ Each expectation names a rule and, optionally, the group (the keys it lists must
 "must not fire"). The firings of the rules in scope must be exactly those expected: a firing no expectation
 claims is a failure, so `expect: []` says nothing fires.
 
-Cases run the real path: the loader, the recording reader (JSON lines through `open_recording`) and the engine
-with a dry-run scheduler, so that a case that passes here behaves the same in `dyntel replay`.
+Cases run the real path: the loader, the recording reader (JSON lines through `open_recording`), the event-time
+order of `dyntel replay` and the engine with a dry-run scheduler, so that a case that passes here fires the same in
+`dyntel replay`. `event` indexes count positions in the events file, whatever order the engine saw them in.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import calendar
 import glob
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -35,7 +36,9 @@ from typing import Any
 
 import yaml
 
+from dyntel.engine.firing import Firing
 from dyntel.errors import DyntelError
+from dyntel.event import Event
 from dyntel.rules.durations import parse_duration
 
 CASE_FILE = "case.yaml"
@@ -400,9 +403,10 @@ def _rule_error_lines(e: BaseException) -> list[str]:
 
 def run_case(case: Case) -> CaseResult:
     from dyntel.engine.engine import Engine
+    from dyntel.engine.scheduler import Scheduler
+    from dyntel.replay import DEFAULT_HOLD, open_for_replay, time_ordered
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.sources.recordings import open_recording
 
     result = CaseResult(case.name, case.path, PASS)
     try:
@@ -422,17 +426,25 @@ def run_case(case: Case) -> CaseResult:
         result.status = ERROR
         return result
 
-    engine = Engine(ruleset, _dry_run_scheduler())
+    engine = Engine(ruleset, Scheduler(dry_run=True))
     index_of: dict[int, int] = {}
-    kept: list[Any] = []  # keeps every event alive, so that id() stays unique while firings are mapped back
-    raw: list[Any] = []
+    kept: list[Event] = []  # keeps every event alive, so that id() stays unique while firings are mapped back
+    raw: list[Firing] = []
     last_time: int | None = None
-    try:
-        source = open_recording(str(case.events))
-        for i, event in enumerate(source.events()):
+
+    def numbered(events: Iterable[Event]) -> Iterator[Event]:
+        # Indexes are positions in the file, as the case's author counts them, taken before replay's reordering.
+        for i, event in enumerate(events):
             kept.append(event)
             index_of[id(event)] = i
-            if event.time is not None:
+            yield event
+
+    try:
+        source = open_for_replay(str(case.events))
+        late = [0]
+        # The same time order as `dyntel replay`, so that a case passes here exactly when it would fire there.
+        for event in time_ordered(numbered(source.events()), DEFAULT_HOLD, late):
+            if event.time is not None and (last_time is None or event.time > last_time):
                 last_time = event.time
             raw.extend(engine.process(event))
         if source.stats.bad:
@@ -444,7 +456,7 @@ def run_case(case: Case) -> CaseResult:
             end = (last_time or 0) + parse_duration(case.end[1:])
         else:
             end = case.end
-        raw.extend(engine.finish(end) or ())
+        raw.extend(engine.finish(end))
     except DyntelError as e:
         result.errors.append(str(e))
     result.events = len(kept)
@@ -462,12 +474,6 @@ def run_case(case: Case) -> CaseResult:
     if result.missing or result.unexpected or result.forbidden:
         result.status = FAIL
     return result
-
-
-def _dry_run_scheduler() -> Any:
-    from dyntel.engine.scheduler import Scheduler
-
-    return Scheduler(dry_run=True)
 
 
 def run_paths(paths: Iterable[str | Path]) -> list[CaseResult]:

@@ -196,6 +196,16 @@ def test_nothing_may_fire(tmp_path: Path) -> None:
 
 
 @engine_ready
+def test_events_out_of_order_run_in_time_order_and_keep_file_indexes(tmp_path: Path) -> None:
+    """As `dyntel replay` does: the engine sees time order; `event:` still counts lines of the file."""
+    events = [_event(4, 42, 503), _event(0, 42, 503), _event(3, 42, 503), _event(1, 42, 503), _event(2, 42, 503)]
+    path = _case(tmp_path, "  - {rule: five-errors, group: {pid: 42}, event: 0, time: '2026-01-10T12:00:04Z'}\n",
+                 events=events)
+    [result] = run_paths([path])
+    assert result.status == PASS, format_text([result])
+
+
+@engine_ready
 def test_rule_errors_are_case_errors_with_positions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _case(tmp_path, "  []\n")
     (path.parent / "rules.yaml").write_text(RULES.replace("fields.status >= 500", "fields.status >>= 500"))
