@@ -238,3 +238,12 @@ def test_explain_does_not_change_what_fires():
     e = engine(explained_rule(window=CountWindow(2, 30 * S, keys("pid"))), explain="burst")
     assert fire_times(e, events) == plain
     assert len(e.take_explanations()) == 8 and e.explanations == []
+
+
+def test_explain_threshold():
+    r = rule("t", window=ThresholdWindow(lambda e: e.fields.get("ms"), "fields.ms", "avg", ">", 100, 60 * S, keys()))
+    records = explain_rule(RuleSet([r]), [ev(0, ms=50), ev(S), ev(2 * S, ms=250), ev(3 * S, ms=200)], "t")
+    assert [x.outcome for x in records] == [WINDOW, WINDOW, FIRED, WINDOW]
+    assert records[0].detail == "threshold avg of `fields.ms` = 50.0 over 1 values within 1m for group {}: not > 100"
+    assert records[1].detail == "threshold value `fields.ms` is missing or not a number"
+    assert records[3].detail.endswith("> 100 holds but already fired; fires again once it has been false")

@@ -458,7 +458,9 @@ class ThresholdState(_Groups):
         if g is None:
             return f"threshold: no values {where}"
         current = g.agg.value()
-        text = f"threshold {spec.agg} of `{spec.value_text}` = {current} over {g.agg.size()} values {where}"
+        # A min/max deque holds only the values that can still be the extreme: its length is no count of values.
+        over = "" if isinstance(g.agg, _ExtremeAgg) else f" over {g.agg.size()} values"
+        text = f"threshold {spec.agg} of `{spec.value_text}` = {current}{over} {where}"
         if current is not None and self.cmp(current, spec.limit):
             return text + f": {spec.op} {spec.limit} holds but already fired; fires again once it has been false"
         return text + f": not {spec.op} {spec.limit}"
