@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dyntel.engine.engine import Engine, MatchIndex
+from dyntel.engine.engine import Engine, default_index
 from dyntel.engine.scheduler import ActionScheduler
 from dyntel.event import Encoding, Event, FieldInfo, Schema
 from dyntel.rules.model import (
@@ -75,7 +75,7 @@ def rule(name: str = "r", *, provider: str | None = "Svc", event: str | None = "
 
 
 def engine(*rules: CompiledRule, scheduler: ActionScheduler | None = None, **kw: Any) -> Engine:
-    return Engine(RuleSet(list(rules)), scheduler, index=MatchIndex, **kw)
+    return Engine(RuleSet(list(rules)), scheduler, index=default_index, **kw)
 
 
 def fire_times(engine: Engine, events: list[Event], end: int | None = None) -> list[tuple[str, int]]:
