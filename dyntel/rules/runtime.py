@@ -1,0 +1,146 @@
+"""What compiled conditions call at event time.
+
+Generated code inlines the common cases (a field against a constant); these cover the rest: both sides read from
+the event, functions whose pattern is not a constant, nested fields. The rule for all of them: a missing value
+(None) or values of kinds that do not compare (text and a number) make the answer False, never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dyntel.event_json import format_uuid
+from dyntel.rules import process
+
+NUM = frozenset({int, float, bool})
+SIZED = frozenset({str, bytes, list, tuple, dict})
+_SAME_KIND = frozenset({str, bytes})
+
+
+def uuid_text(b: bytes | None) -> str | None:
+    """An activity id as conditions and group keys read it: the GUID text the JSON output shows."""
+    if b is None or len(b) != 16:
+        return None
+    return format_uuid(b)
+
+
+def dig(value: Any, path: tuple[str | int, ...]) -> Any:
+    """fields.a.b[0]: each step a dict key or a list index; None as soon as a step does not exist."""
+    for step in path:
+        cls = value.__class__
+        if cls is dict:
+            value = value.get(step)
+        elif (cls is list or cls is tuple) and step.__class__ is int:
+            if not -len(value) <= step < len(value):
+                return None
+            value = value[step]
+        else:
+            return None
+    return value
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    ca, cb = a.__class__, b.__class__
+    return (ca in NUM and cb in NUM) or (ca is cb and ca in _SAME_KIND)
+
+
+def eq(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and bool(a == b)
+
+
+def ne(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and bool(a != b)
+
+
+def lt(a: Any, b: Any) -> bool:
+    return _comparable(a, b) and bool(a < b)
+
+
+def le(a: Any, b: Any) -> bool:
+    return _comparable(a, b) and bool(a <= b)
+
+
+def gt(a: Any, b: Any) -> bool:
+    return _comparable(a, b) and bool(a > b)
+
+
+def ge(a: Any, b: Any) -> bool:
+    return _comparable(a, b) and bool(a >= b)
+
+
+def _membership(a: Any, b: Any) -> bool | None:
+    """a in b, or None when the two do not make sense together (so that `not in` is False then, too)."""
+    if a is None or b is None:
+        return None
+    cb = b.__class__
+    if cb is str or cb is bytes:
+        return a in b if a.__class__ is cb else None
+    if cb is list or cb is tuple:
+        return a in b
+    if cb is dict or cb is frozenset or cb is set:
+        return a in b if a.__hash__ is not None else None
+    return None
+
+
+def in_(a: Any, b: Any) -> bool:
+    return _membership(a, b) is True
+
+
+def not_in(a: Any, b: Any) -> bool:
+    return _membership(a, b) is False
+
+
+def startswith(s: Any, p: Any) -> bool:
+    return s.__class__ is str and _text_or_texts(p) and bool(s.startswith(p))
+
+
+def endswith(s: Any, p: Any) -> bool:
+    return s.__class__ is str and _text_or_texts(p) and bool(s.endswith(p))
+
+
+def _text_or_texts(p: Any) -> bool:
+    if p.__class__ is str:
+        return True
+    return p.__class__ is tuple and all(x.__class__ is str for x in p)
+
+
+def contains(a: Any, b: Any) -> bool:
+    return _membership(b, a) is True
+
+
+def icontains(a: Any, b: Any) -> bool:
+    return a.__class__ is str and b.__class__ is str and b.lower() in a.lower()
+
+
+def group_key(v: Any) -> Any:
+    """A value as a group key: hashable (lists become tuples) and JSON-friendly (bytes become hex text)."""
+    cls = v.__class__
+    if cls is bytes or cls is bytearray:
+        return v.hex()
+    if cls is list or cls is tuple:
+        return tuple(group_key(x) for x in v)
+    if cls is dict:
+        return tuple((k, group_key(x)) for k, x in v.items())
+    return v
+
+
+def number(v: Any) -> int | float | None:
+    """A threshold's value: a number, or None (skipped) for anything else."""
+    cls = v.__class__
+    if cls is int or cls is float:
+        return v  # type: ignore[no-any-return]
+    if cls is bool:
+        return int(v)
+    return None
+
+
+# The only names generated code can reach: it runs with empty builtins.
+HELPERS: dict[str, Any] = {
+    "_NUM": NUM, "_SIZED": SIZED, "_str": str, "_bytes": bytes, "_len": len,
+    "_uuid": uuid_text, "_dig": dig,
+    "_eq": eq, "_ne": ne, "_lt": lt, "_le": le, "_gt": gt, "_ge": ge, "_in": in_, "_not_in": not_in,
+    "_startswith": startswith, "_endswith": endswith, "_contains": contains, "_icontains": icontains,
+    "_key": group_key, "_number": number,
+    "_proc_name": process.process_name, "_proc_exe": process.process_exe,
+    "_proc_cmdline": process.process_cmdline, "_proc_container": process.process_container,
+}
