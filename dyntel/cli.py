@@ -13,6 +13,7 @@ from dyntel.errors import DyntelError
 # `dyntel decode` loads no rule engine.
 VERBS = (
     "dyntel.commands.decode",
+    "dyntel.commands.validate",
     "dyntel.commands.replay",
     "dyntel.commands.test",
 )
