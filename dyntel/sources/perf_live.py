@@ -1,0 +1,696 @@
+"""Live tracepoints and user_events, read from perf ring buffers: the `Source` behind `dyntel run`.
+
+    src = PerfLiveSource(["raw_syscalls:sys_enter", "user_events:MyService_*"])
+    for event in src.events():      # blocks; stop() from any thread ends it
+        ...
+    src.close()
+
+How it reads. One ring buffer per CPU, owned by a dummy software event; every tracepoint is opened once per CPU
+(perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1) and redirected into that CPU's
+ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching the rings. Samples carry
+IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser), TID, TIME, CPU and RAW,
+plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is not asked for too.)
+The reader sleeps in epoll until a ring holds `watermark` bytes or `flush_interval` passes, then drains every ring:
+records are parsed in place in the mapped memory (only a record that wraps around the ring's end is copied, and a
+sample's raw payload is sliced out as the Event's own bytes); data_tail is written back after each ring's batch.
+
+Time. The perf events use CLOCK_MONOTONIC (use_clockid), and `Event.time` is that plus the offset from
+CLOCK_MONOTONIC to CLOCK_REALTIME measured once when the source opens: nanoseconds since the epoch, with
+`time_is_wall` true. Monotonic time cannot step, so ordering and the reorder cut below stay sound when the wall
+clock is stepped; the price is that a step of the wall clock after start is not followed (times keep the offset
+measured at open). Perf's default clock has no defined relation to wall time; CLOCK_REALTIME in perf would follow
+steps, but a step backwards would then hold every event back by the step's size in the reorder buffer.
+
+Order. Each drain reads the clock first, then every ring up to its data_head; all events read are sorted by time
+together with those held over, and those older than (clock at drain start - `reorder_ns`) are yielded, the rest
+held for the next drain. Whatever a CPU writes after the drain started carries a time after it, except for a
+sample whose time was taken just before and whose record was committed just after the ring was read (a few
+microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
+events come out in time order across CPUs. Any that still arrive behind an event already yielded are counted in
+`stats.out_of_order` (and yielded anyway). The latency this adds is at most `flush_interval` + `reorder_ns`.
+
+Lost records. The kernel drops samples when a ring is full and later writes a PERF_RECORD_LOST with the count;
+those are summed in `stats.lost`, and in `stats.lost_by_tracepoint` under the tracepoint the record names (the kernel
+names the event that wrote the next record, not necessarily the one that lost samples). `lost()` gives exact
+per-tracepoint counts, read from each event (PERF_FORMAT_LOST, Linux 6.0+).
+
+Watching. Patterns are resolved against tracefs when added and again every `watch_interval` seconds, so a
+tracepoint that appears later (a user_events producer registering after dyntel started) is opened without a
+restart. tracefs sends no inotify event when a tracepoint directory appears (eventfs creates its directories
+lazily; seen on 6.18 with a uprobe event), so this polls: a pattern with a literal system lists that one directory
+(about 20 us), one with a glob in the system reads available_events (about 0.4 ms for 2300 events).
+
+Decoding. tracefs formats come from events/<system>/<name>/format. A user_event whose format is EventHeader is
+decoded by EventHeaderDecoder (falling back to its tracefs fields when the bytes are not EventHeader); a payload
+that contradicts its own metadata is a counted problem (`stats.problem`, and a log line naming the tracepoint and
+the reason), and reading goes on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import logging
+import operator
+import os
+import resource
+import select
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dyntel.errors import DecodeError
+from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
+from dyntel.sources import SourceStats
+from dyntel.sources import perf_abi as abi
+from dyntel.sources import perf_event as pe
+from dyntel.sources.perf_header import Attr
+from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser
+from dyntel.sources.selection import Pattern, parse_pattern
+from dyntel.sources.tracefs import (
+    LiveSetupError,
+    Tracefs,
+    explain_mmap_error,
+    explain_perf_error,
+    find_tracefs,
+    online_cpus,
+)
+
+log = logging.getLogger("dyntel.live")
+
+# 2 MiB a CPU: at 100k events/s on one CPU (112-byte samples) that is 180 ms of slack before a reader that is not
+# scheduled loses samples; perf record's 512 KiB gave 47 ms, and lost samples at 100k/s on a busy 2-CPU machine.
+# Where the memory-lock limit refuses it (no CAP_IPC_LOCK, kernel.perf_event_mlock_kb), halved down to 512 KiB.
+DEFAULT_RING_PAGES = 512
+MIN_FALLBACK_RING_PAGES = 128
+DEFAULT_FLUSH_INTERVAL = 0.1  # seconds epoll waits when no ring reaches its watermark
+DEFAULT_REORDER_NS = 1_000_000
+DEFAULT_WATCH_INTERVAL = 1.0
+# Ring bytes read per ring before the events are sorted and yielded: it bounds how many Events are alive at once
+# (a drain of a whole large ring makes hundreds of thousands, and each garbage collection then walks them all).
+DRAIN_BUDGET = 256 << 10
+SAMPLE_TYPE = abi.SAMPLE_IDENTIFIER | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_CPU | abi.SAMPLE_RAW
+LOGGED_PROBLEMS = 10  # per tracepoint, then every 1000th
+
+RAW_SCHEMA = Schema((FieldInfo("raw", Encoding.BINARY_LENGTH16_CHAR8, Format.HEX_BYTES),))
+
+_BIG_ENDIAN = sys.byteorder == "big"
+_BO = ">" if _BIG_ENDIAN else "<"
+_HEAD_ID = struct.Struct(_BO + "I2xHQ").unpack_from  # type, size, and the u64 at byte 8 (a sample's id)
+_HEAD = abi.RECORD_HEADER[_BIG_ENDIAN].unpack_from
+_U64 = abi.U64[_BIG_ENDIAN].unpack_from
+_U64X2 = abi.U64X2[_BIG_ENDIAN].unpack_from
+_TIME = operator.attrgetter("time")
+_MONO = time.CLOCK_MONOTONIC
+
+
+@dataclass(slots=True)
+class LiveStats(SourceStats):
+    lost: int = 0  # samples the kernel dropped for a full ring (sum of PERF_RECORD_LOST)
+    lost_by_tracepoint: dict[str, int] = field(default_factory=dict)  # as the LOST records name them
+    out_of_order: int = 0  # events that came after a later one had been yielded
+    wakeups: int = 0
+    drains: int = 0
+    bytes: int = 0  # ring bytes consumed
+    max_drain_gap_ns: int = 0  # longest time between two drains: what a ring must hold to lose nothing
+
+
+@dataclass(slots=True, eq=False)
+class Tracepoint:
+    """One open tracepoint: its perf events, one a CPU."""
+
+    system: str
+    name: str
+    tp_id: int
+    source: str
+    callchain: bool
+    filter: str | None
+    fds: list[int] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.system}:{self.name}"
+
+
+@dataclass(slots=True, eq=False)
+class _Selection:
+    pattern: Pattern
+    filter: str | None
+    callchain: bool
+
+
+def wall_clock_offset() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC in nanoseconds, from the tightest of a few bracketed readings."""
+    best: tuple[int, int] | None = None
+    for _ in range(7):
+        a = time.clock_gettime_ns(_MONO)
+        w = time.time_ns()
+        b = time.clock_gettime_ns(_MONO)
+        if best is None or b - a < best[0]:
+            best = (b - a, w - (a + b) // 2)
+    assert best is not None
+    return best[1]
+
+
+class PerfLiveSource:
+    """Tracepoints and user_events from the running kernel, as Events in time order.
+
+    `patterns` are `system:event` globs (see dyntel.sources.selection). Opening (tracefs, rings) happens on the
+    first `open()`, `add()` or `events()`; errors that the machine's setup causes are `LiveSetupError`s saying
+    what to change. `add`, `remove`, `stop` and `lost` may be called from any thread.
+    """
+
+    def __init__(self, patterns: Iterable[str] = (), *, tracefs: Tracefs | None = None,
+                 ring_pages: int | None = None, watermark: int | None = None,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, reorder_ns: int = DEFAULT_REORDER_NS,
+                 watch: bool = True, watch_interval: float = DEFAULT_WATCH_INTERVAL,
+                 cpus: Sequence[int] | None = None, callchain: bool = False, name: str | None = None) -> None:
+        texts = list(patterns)
+        self._initial = [_Selection(parse_pattern(t), None, callchain) for t in texts]
+        self.name = name or "live:" + ",".join(texts)
+        self.stats = LiveStats()
+        self.field_tags = False
+        self.tracefs = tracefs
+        self.ring_pages = ring_pages or DEFAULT_RING_PAGES
+        self._ring_fixed = ring_pages is not None
+        self.watermark = watermark
+        self.flush_interval = flush_interval
+        self.reorder_ns = reorder_ns
+        self.watch = watch
+        self.watch_interval = watch_interval
+        self.cpus: list[int] = list(cpus) if cpus is not None else []
+        self.failed: dict[str, str] = {}  # tracepoints a glob matched that could not be opened, and why
+        self._lock = threading.RLock()
+        self._selections: list[_Selection] = []
+        self._excluded: set[str] = set()  # removed by name while a remaining pattern still matches them
+        self._open: dict[str, Tracepoint] = {}
+        self._parsers: dict[int, SampleParser] = {}
+        self._names: dict[int, str] = {}  # event id -> "system:event"
+        self._lost_closed: dict[str, int] = {}
+        self._problems: dict[str, int] = {}
+        self._pending: list[Event] = []
+        self._rings: list[pe.Ring] = []
+        self._epoll: select.epoll | None = None
+        self._wake = -1
+        self._opened = False
+        self._closed = False
+        self._stopping = False
+        self._offset = 0
+        self._read_format = pe.FORMAT_ID | pe.FORMAT_LOST
+        self._last_time = 0
+        self._eventheader: Any = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Setup
+
+    def open(self) -> None:
+        """Find tracefs, map one ring per CPU, open the tracepoints the patterns match. Idempotent."""
+        with self._lock:
+            if self._opened:
+                return
+            if self._closed:
+                raise ValueError("the live source is closed")
+            if self.tracefs is None:
+                self.tracefs = find_tracefs()
+            if not self.cpus:
+                self.cpus = online_cpus()
+            _raise_fd_limit()
+            self._offset = wall_clock_offset()
+            self._epoll = select.epoll()
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._epoll.register(self._wake, select.EPOLLIN)
+            self._opened = True
+            try:
+                for cpu in self.cpus:
+                    ring = self._open_ring(cpu)
+                    self._rings.append(ring)
+                    self._epoll.register(ring.fd, select.EPOLLIN)
+                for sel in self._initial:
+                    self._select(sel)
+            except BaseException:
+                self.close()
+                raise
+
+    def _open_ring(self, cpu: int) -> pe.Ring:
+        """The ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
+        refuses is retried at half the size, down to perf's default of 128 pages."""
+        while True:
+            ring_bytes = self.ring_pages * os.sysconf("SC_PAGE_SIZE")
+            attr = pe.make_attr(pe.TYPE_SOFTWARE, pe.COUNT_SW_DUMMY, SAMPLE_TYPE, clockid=_MONO,
+                                wakeup_watermark=self.watermark or max(ring_bytes // 4, 8))
+            try:
+                fd = pe.perf_event_open(attr, -1, cpu)
+            except OSError as e:
+                raise LiveSetupError(explain_perf_error(e.errno or 0, f"the ring of CPU {cpu}")) from None
+            try:
+                return pe.Ring(fd, self.ring_pages)
+            except OSError as e:
+                os.close(fd)
+                if self._ring_fixed or self.ring_pages <= MIN_FALLBACK_RING_PAGES or e.errno not in (
+                        errno.EPERM, errno.ENOMEM):
+                    raise LiveSetupError(explain_mmap_error(e.errno or 0, ring_bytes)) from None
+                log.warning("%s; trying %d pages", explain_mmap_error(e.errno or 0, ring_bytes), self.ring_pages // 2)
+                self.ring_pages //= 2
+
+    def __enter__(self) -> PerfLiveSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def enabled(self) -> list[str]:
+        """The tracepoints open now, as "system:event"."""
+        with self._lock:
+            return sorted(self._open)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Selection at run time
+
+    def add(self, pattern: str, *, filter: str | None = None, callchain: bool = False) -> list[str]:
+        """Select `pattern` (now and whenever a matching tracepoint appears) and open what it matches now.
+
+        `filter` is a tracefs filter expression the kernel applies before writing a sample (`common_pid == 42`);
+        `callchain` adds PERF_SAMPLE_CALLCHAIN. Returns the tracepoints this call opened.
+        """
+        sel = _Selection(parse_pattern(pattern), filter, callchain)
+        self.open()
+        with self._lock:
+            self._selections = [s for s in self._selections if s.pattern.text != sel.pattern.text]
+            self._excluded = {n for n in self._excluded if not sel.pattern.matches(*n.split(":", 1))}
+            return self._select(sel)
+
+    def remove(self, name: str) -> list[str]:
+        """Close every open tracepoint that `name` (a name or a pattern) matches, and drop a selection of exactly
+        that text. Samples already in the rings are still delivered. Returns the tracepoints closed."""
+        pat = parse_pattern(name)
+        with self._lock:
+            self._selections = [s for s in self._selections if s.pattern.text != pat.text]
+            victims = [tp for full, tp in self._open.items() if pat.matches(tp.system, tp.name)]
+            if not victims:
+                return []
+            for tp in victims:
+                for fd in tp.fds:
+                    pe.disable(fd)
+            self._drain()  # what they wrote before the disable is parsed while their parsers exist
+            for tp in victims:
+                self._close_tracepoint(tp)
+                if any(s.pattern.matches(tp.system, tp.name) for s in self._selections):
+                    self._excluded.add(tp.full_name)
+            return sorted(tp.full_name for tp in victims)
+
+    def _select(self, sel: _Selection) -> list[str]:
+        self._selections.append(sel)
+        if not self._opened:
+            return []
+        return self._open_matches([sel])
+
+    def rescan(self) -> list[str]:
+        """Open tracepoints that appeared since the last look and match a selection; what `events()` does every
+        `watch_interval` seconds. Returns the tracepoints opened."""
+        with self._lock:
+            return self._open_matches(self._selections)
+
+    def _open_matches(self, selections: Sequence[_Selection]) -> list[str]:
+        tracefs = self.tracefs
+        assert tracefs is not None
+        candidates: list[tuple[str, str]] = []
+        everything: list[tuple[str, str]] | None = None
+        listed: dict[str, list[str]] = {}
+        for sel in selections:
+            p = sel.pattern
+            if p.is_literal:
+                if os.path.exists(tracefs.event_dir(p.system, p.name) / "id"):
+                    candidates.append((p.system, p.name))
+            elif p.system_is_literal:
+                names = listed.get(p.system)
+                if names is None:
+                    names = listed[p.system] = tracefs.system_events(p.system)
+                candidates.extend((p.system, n) for n in names if p.matches(p.system, n))
+            else:
+                if everything is None:
+                    everything = tracefs.available_events()
+                candidates.extend((s, n) for s, n in everything if p.matches(s, n))
+        opened: list[str] = []
+        for system, name in candidates:
+            full = f"{system}:{name}"
+            if full in self._open or full in self._excluded or full in self.failed:
+                continue
+            sel = next(s for s in selections if s.pattern.matches(system, name))
+            try:
+                if self._open_tracepoint(system, name, sel):
+                    opened.append(full)
+            except LiveSetupError as e:
+                if sel.pattern.is_literal:
+                    raise
+                self.failed[full] = str(e)
+                log.warning("%s", e)
+        return opened
+
+    def _open_tracepoint(self, system: str, name: str, sel: _Selection) -> bool:
+        tracefs = self.tracefs
+        assert tracefs is not None
+        try:
+            tp_id = tracefs.event_id(system, name)
+            fmt_text = tracefs.format_text(system, name)
+        except FileNotFoundError:
+            return False  # gone between the listing and now
+        full = f"{system}:{name}"
+        tp = Tracepoint(system, name, tp_id, SOURCE_USER_EVENTS if system.startswith("user_events")
+                        else SOURCE_TRACEPOINT, sel.callchain, sel.filter)
+        sample_type = SAMPLE_TYPE | (abi.SAMPLE_CALLCHAIN if sel.callchain else 0)
+        try:
+            for cpu, ring in zip(self.cpus, self._rings, strict=True):
+                fd = self._perf_open(sample_type, tp_id, cpu, full)
+                tp.fds.append(fd)
+                if sel.filter is not None:
+                    try:
+                        pe.set_filter(fd, sel.filter)
+                    except OSError as e:
+                        why = os.strerror(e.errno or 0)
+                        raise LiveSetupError(f"filter {sel.filter!r} on {full} was refused ({why}); its fields are "
+                                             f"in {tracefs.event_dir(system, name)}/format") from None
+                pe.set_output(fd, ring.fd)
+                tp.ids.append(pe.event_id(fd))
+        except BaseException:
+            for fd in tp.fds:
+                os.close(fd)
+            raise
+        self._register(tp, fmt_text, sample_type)
+        for fd in tp.fds:
+            pe.enable(fd)
+        return True
+
+    def _register(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> None:
+        """Compile the tracepoint's sample parser and file it under each of its event ids."""
+        parser = compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN,
+                                       self._recipe(tp, fmt_text))
+        for ident in tp.ids:
+            self._parsers[ident] = parser
+            self._names[ident] = tp.full_name
+        self._open[tp.full_name] = tp
+
+    def _perf_open(self, sample_type: int, tp_id: int, cpu: int, full: str) -> int:
+        while True:
+            attr = pe.make_attr(pe.TYPE_TRACEPOINT, tp_id, sample_type, flags=pe.ATTR_DISABLED, clockid=_MONO,
+                                read_format=self._read_format)
+            try:
+                return pe.perf_event_open(attr, -1, cpu)
+            except OSError as e:
+                if e.errno == errno.EINVAL and self._read_format & pe.FORMAT_LOST:
+                    self._read_format &= ~pe.FORMAT_LOST  # before Linux 6.0: LOST records are all there is
+                    continue
+                raise LiveSetupError(explain_perf_error(e.errno or 0, f"{full} on CPU {cpu}")) from None
+
+    def _close_tracepoint(self, tp: Tracepoint) -> None:
+        lost = 0
+        for fd in tp.fds:
+            if self._read_format & pe.FORMAT_LOST:
+                with contextlib.suppress(OSError):
+                    lost += pe.read_lost(fd)
+            os.close(fd)
+        if lost:
+            self._lost_closed[tp.full_name] = self._lost_closed.get(tp.full_name, 0) + lost
+        for ident in tp.ids:
+            self._parsers.pop(ident, None)
+        tp.fds.clear()
+        del self._open[tp.full_name]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Decoding
+
+    def _recipe(self, tp: Tracepoint, fmt_text: str) -> Recipe:
+        from dyntel.decoders.tracefs_format import parse_format
+
+        try:
+            fmt = parse_format(fmt_text, tp.system, 8 if sys.maxsize > 2**32 else 4, strict=False)
+        except DecodeError as e:
+            log.warning("%s: format not readable (%s); its events carry their raw bytes", tp.full_name, e.message)
+            return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
+                          time_is_wall=True)
+        recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=fmt.decoder(_BIG_ENDIAN),
+                        time_offset=self._offset, time_is_wall=True)
+        if fmt.kind == "eventheader":
+            recipe.build = self._eventheader_builder(fmt, recipe)
+        return recipe
+
+    def _eventheader_builder(self, fmt: Any, tracefs: Recipe) -> Callable[..., Event | None]:
+        """EventHeader user_events: decoded by their header; bytes that are not EventHeader fall back to the tracefs
+        fields. A payload that contradicts its metadata raises DecodeError, which the drain counts and logs."""
+        from dyntel.decoders.eventheader import EventHeaderDecoder, NotEventHeader
+
+        if self._eventheader is None:
+            self._eventheader = EventHeaderDecoder()
+        eh_decode = self._eventheader.decode
+        tp_name: str = fmt.name
+        eh_offset: int = fmt.eventheader_offset
+        provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
+        tracefs_decode = tracefs.decode
+        assert tracefs_decode is not None
+
+        def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
+                  chain: tuple[int, ...] | None) -> Event:
+            if raw is not None:
+                try:
+                    event: Event = eh_decode(tp_name, raw, eh_offset)
+                except NotEventHeader:
+                    pass
+                else:
+                    event.source = SOURCE_USER_EVENTS
+                    event.time = time
+                    event.cpu = cpu
+                    event.pid = pid
+                    event.tid = tid
+                    event.callchain = chain
+                    return event
+            return Event(provider, name, schema, tracefs_decode(raw), source, time, True, cpu, pid, tid,
+                         callchain=chain)
+
+        return build
+
+    def _problem(self, ident: int, position: int, cpu: int, reason: str) -> None:
+        tp = self._names.get(ident, f"event id {ident}")
+        self.stats.problem(position, f"CPU {cpu} ring: {tp}: {reason}")
+        n = self._problems[tp] = self._problems.get(tp, 0) + 1
+        if n <= LOGGED_PROBLEMS or n % 1000 == 0:
+            log.warning("%s: bad event (%d so far): %s", tp, n, reason)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Reading
+
+    def events(self) -> Iterator[Event]:
+        """Events as they happen, in time order; blocks between them. Ends after `stop()`."""
+        self.open()
+        return self._loop()
+
+    def stop(self) -> None:
+        """End `events()` (from any thread): it drains the rings once more, yields what it holds, and returns."""
+        self._stopping = True
+        if self._wake >= 0:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self._wake, 1)
+
+    def _loop(self) -> Iterator[Event]:
+        epoll = self._epoll
+        assert epoll is not None
+        wake = self._wake
+        stats = self.stats
+        next_watch = time.monotonic() + self.watch_interval
+        more = False  # a ring had more than one drain's budget: read on without waiting
+        last_drain = 0
+        while not self._closed:
+            stopping = self._stopping
+            if not stopping and not more:
+                for fd, _ in epoll.poll(self.flush_interval):
+                    if fd == wake:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(wake)
+                stats.wakeups += 1
+                stopping = self._stopping
+                if self.watch and time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + self.watch_interval
+                    try:
+                        self.rescan()
+                    except LiveSetupError as e:
+                        log.warning("watching tracefs: %s", e)
+            with self._lock:
+                if self._closed:
+                    return
+                start = time.clock_gettime_ns(_MONO)
+                if last_drain and start - last_drain > stats.max_drain_gap_ns:
+                    stats.max_drain_gap_ns = start - last_drain
+                last_drain = start
+                more, hold = self._drain(DRAIN_BUDGET)
+                pending = self._pending
+                if not pending:
+                    ready = pending
+                    self._pending = []
+                else:
+                    pending.sort(key=_TIME)
+                    if stopping and not more:
+                        ready = pending
+                        self._pending = []
+                    else:
+                        cut = min(start + self._offset - self.reorder_ns, hold)
+                        n = bisect.bisect_right(pending, cut, key=_TIME)
+                        ready = pending[:n]
+                        del pending[:n]
+            if ready:
+                last = self._last_time
+                if (ready[0].time or 0) < last:
+                    stats.out_of_order += sum(1 for e in ready if (e.time or 0) < last)
+                self._last_time = ready[-1].time or 0
+                stats.events += len(ready)
+                yield from ready
+            if stopping and not more:
+                return
+
+    def _drain(self, budget: int = 1 << 62) -> tuple[bool, int]:
+        """New records of every ring, up to about `budget` bytes of each, into self._pending (the lock is held).
+
+        Returns whether a ring has more, and the time up to which the events read are complete: a ring read only
+        in part may still hold events up from the last one read from it."""
+        parsers = self._parsers
+        pending = self._pending
+        append = pending.append
+        stats = self.stats
+        head_id = _HEAD_ID
+        records = 0
+        more = False
+        hold = 1 << 127
+        for ring in self._rings:
+            mm = ring.mm
+            head = ring.head()
+            tail = start_tail = ring.tail
+            if head == tail:
+                continue
+            base = ring.base
+            mask = ring.size - 1
+            limit = base + ring.size
+            stop = min(head, tail + budget)
+            appended = len(pending)
+            while tail < stop:
+                pos = base + (tail & mask)
+                if pos + 16 <= limit:
+                    rtype, size, ident = head_id(mm, pos)
+                    end = pos + size
+                    buf: Any = mm
+                    if end > limit:  # the record wraps around the ring's end: copy it, and only it
+                        buf = mm[pos:limit] + mm[base : base + end - limit]
+                        pos, end = 0, size
+                else:
+                    rtype, size = _HEAD(mm, pos)
+                    buf = mm[pos:limit] + mm[base : base + max(size - (limit - pos), 0)]
+                    ident = _U64(buf, 8)[0] if size >= 16 else 0
+                    pos, end = 0, size
+                if size < 8 or tail + size > head:
+                    self._problem(0, tail, self._cpu_of(ring),
+                                  f"record of type {rtype} and size {size} does not fit the ring's data; "
+                                  f"the rest of this batch ({head - tail} bytes) is skipped")
+                    tail = head
+                    break
+                records += 1
+                if rtype == 9:
+                    parser = parsers.get(ident)
+                    if parser is None:
+                        stats.skip("SAMPLE of a closed tracepoint")
+                    else:
+                        try:
+                            event = parser(buf, pos, end)
+                        except SampleError as e:
+                            self._problem(ident, tail + e.offset, self._cpu_of(ring), e.message)
+                        except DecodeError as e:
+                            self._problem(ident, tail, self._cpu_of(ring), e.message)
+                        except Exception as e:  # a decoder failing on bad bytes must not stop the source
+                            self._problem(ident, tail, self._cpu_of(ring), f"{type(e).__name__}: {e}")
+                        else:
+                            if event is not None:
+                                append(event)
+                elif rtype == abi.RECORD_LOST:
+                    self._lost(buf, pos, end)
+                else:
+                    stats.skip(abi.record_name(rtype))
+                tail += size
+            ring.release(tail)
+            stats.bytes += tail - start_tail
+            if tail < head:
+                more = True
+                # This ring's unread events start at its last one read (or, with none read, anywhere).
+                hold = min(hold, (pending[-1].time or 0) if len(pending) > appended else 0)
+        stats.records += records
+        stats.drains += 1
+        return more, hold
+
+    def _cpu_of(self, ring: pe.Ring) -> int:
+        return self.cpus[self._rings.index(ring)]
+
+    def _lost(self, buf: Any, pos: int, end: int) -> None:
+        stats = self.stats
+        stats.skip("LOST")
+        if end - pos < 24:
+            return
+        ident, n = _U64X2(buf, pos + 8)
+        stats.lost += n
+        name = self._names.get(ident, f"event id {ident}")
+        stats.lost_by_tracepoint[name] = stats.lost_by_tracepoint.get(name, 0) + n
+
+    def lost(self) -> dict[str, int]:
+        """Samples lost to a full ring, per tracepoint, as each event counted them (exact; Linux 6.0+). Before 6.0,
+        what the LOST records said (see the module notes)."""
+        with self._lock:
+            if not self._read_format & pe.FORMAT_LOST:
+                return dict(self.stats.lost_by_tracepoint)
+            out = dict(self._lost_closed)
+            for full, tp in self._open.items():
+                n = 0
+                for fd in tp.fds:
+                    with contextlib.suppress(OSError):
+                        n += pe.read_lost(fd)
+                if n:
+                    out[full] = out.get(full, 0) + n
+            return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Teardown
+
+    def close(self) -> None:
+        """Close every perf event, unmap the rings, and end `events()`. Idempotent."""
+        self.stop()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for tp in list(self._open.values()):
+                with contextlib.suppress(OSError):
+                    self._close_tracepoint(tp)
+            for ring in self._rings:
+                with contextlib.suppress(OSError, BufferError, ValueError):
+                    ring.close()
+                with contextlib.suppress(OSError):
+                    os.close(ring.fd)
+            self._rings.clear()
+            self._parsers.clear()
+            if self._epoll is not None:
+                self._epoll.close()
+            if self._wake >= 0:
+                os.close(self._wake)
+                self._wake = -1
+
+
+def _raw_values(raw: bytes | None) -> tuple[bytes]:
+    return (b"" if raw is None else raw,)
+
+
+def _raise_fd_limit() -> None:
+    # One descriptor per tracepoint per CPU: a glob such as syscalls:* on a large machine needs tens of thousands.
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
