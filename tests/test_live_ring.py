@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS
+from dyntel.sources import Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
 from dyntel.sources.perf_live import SAMPLE_TYPE, PerfLiveSource, Tracepoint
@@ -96,8 +97,9 @@ def eventheader_raw(payload_meta: bytes, payload: bytes, flags: int = 0x07) -> b
     return struct.pack("<HBBi", EH_ID, 0, 0, 7) + struct.pack("<BBHHBB", flags, 0, 0, 0, 0, 5) + ext + payload
 
 
-def source_with(ring: FakeRing, *tracepoints: tuple[str, str, int, str]) -> PerfLiveSource:
+def source_with(ring: FakeRing, *tracepoints: tuple[str, str, int, str], want: Want | None = None) -> PerfLiveSource:
     src = PerfLiveSource()
+    src.want = want
     src.cpus = [0]
     src._rings = [ring]
     for system, name, ident, text in tracepoints:
@@ -218,6 +220,31 @@ def test_eventheader_user_events_and_malformed_payloads(caplog: pytest.LogCaptur
     assert "user_events:P_L5K1" in message and "needs 4 bytes" in message
     [record] = [r for r in caplog.records if "user_events:P_L5K1" in r.getMessage()]
     assert "needs 4 bytes" in record.getMessage()
+
+
+def test_the_pre_decode_filter_drops_unwanted_tracepoints_and_eventheader_events() -> None:
+    asked: list[tuple[str, str, int | None]] = []
+
+    def want(provider: str, name: str, level: int | None) -> bool:
+        asked.append((provider, name, level))
+        return (provider, name) in {("P", "Wanted"), ("sched", "sched_switch")}
+
+    ring = FakeRing(4)
+    src = source_with(ring, ("raw_syscalls", "sys_enter", 11, SYS_ENTER), ("user_events", "P_L5K1", 21, EVENTHEADER),
+                      want=want)
+    u32 = b"v\0\x04"
+    for i in range(3):
+        ring.put(sample(11, sys_enter_raw(i)))
+        ring.put(sample(21, eventheader_raw(u32, struct.pack("<I", i)).replace(b"E\0v", b"X\0v")))
+    wanted = eventheader_raw(u32, struct.pack("<I", 9)).replace(b"E\0v\0", b"Wanted\0v\0").replace(
+        struct.pack("<HH", 5, 1), struct.pack("<HH", 10, 1))
+    ring.put(sample(21, wanted))
+    ring.put(sample(21, eventheader_raw(u32, b"", flags=0xF0)[:16]))  # tracefs fallback: user_events:P_L5K1
+    events = drained(src)
+    assert [(e.provider, e.name, e.values) for e in events] == [("P", "Wanted", [9])]
+    assert src.stats.skipped == {"filtered": 7}
+    assert ("raw_syscalls", "sys_enter", None) in asked and ("P", "X", 5) in asked
+    assert asked.count(("P", "X", 5)) == 1  # asked once per event type, not per event
 
 
 def test_a_drain_budget_leaves_the_rest_and_says_how_far_events_are_complete() -> None:

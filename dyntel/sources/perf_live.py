@@ -66,7 +66,7 @@ from typing import Any
 
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
-from dyntel.sources import SourceStats
+from dyntel.sources import SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
 from dyntel.sources.perf_header import Attr
@@ -186,6 +186,10 @@ class PerfLiveSource:
         self.watch_interval = watch_interval
         self.cpus: list[int] = list(cpus) if cpus is not None else []
         self.failed: dict[str, str] = {}  # tracepoints a glob matched that could not be opened, and why
+        # The pre-decode filter (dyntel.sources.Want), set before tracepoints are opened: samples of a tracefs event
+        # it does not want are dropped by their event id; EventHeader events once their metadata names them, before
+        # the payload is decoded. Either way counted in stats.skipped["filtered"].
+        self.want: Want | None = None
         self._lock = threading.RLock()
         self._selections: list[_Selection] = []
         self._excluded: set[str] = set()  # removed by name while a remaining pattern still matches them
@@ -390,12 +394,20 @@ class PerfLiveSource:
 
     def _register(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> None:
         """Compile the tracepoint's sample parser and file it under each of its event ids."""
-        parser = compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN,
-                                       self._recipe(tp, fmt_text))
+        recipe = self._recipe(tp, fmt_text)
+        parser: SampleParser
+        if recipe.build is None and self.want is not None and not self.want(tp.system, tp.name, None):
+            parser = self._filtered
+        else:
+            parser = compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN,
+                                           recipe)
         for ident in tp.ids:
             self._parsers[ident] = parser
             self._names[ident] = tp.full_name
         self._open[tp.full_name] = tp
+
+    def _filtered(self, buf: Any, pos: int, end: int) -> None:
+        self.stats.skip("filtered")
 
     def _perf_open(self, sample_type: int, tp_id: int, cpu: int, full: str) -> int:
         while True:
@@ -454,15 +466,23 @@ class PerfLiveSource:
         provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
         tracefs_decode = tracefs.decode
         assert tracefs_decode is not None
+        want = self.want
+        skip = self.stats.skip
+        # Samples that are not EventHeader after all show as tracefs fields, under the tracepoint's own name.
+        tracefs_wanted = want is None or bool(want(provider, name, None))
 
         def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
-                  chain: tuple[int, ...] | None) -> Event:
+                  chain: tuple[int, ...] | None) -> Event | None:
             if raw is not None:
                 try:
-                    event: Event = eh_decode(tp_name, raw, eh_offset)
+                    event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
+                                           else eh_decode(tp_name, raw, eh_offset, want=want))
                 except NotEventHeader:
                     pass
                 else:
+                    if event is None:
+                        skip("filtered")
+                        return None
                     event.source = SOURCE_USER_EVENTS
                     event.time = time
                     event.cpu = cpu
@@ -470,6 +490,9 @@ class PerfLiveSource:
                     event.tid = tid
                     event.callchain = chain
                     return event
+            if not tracefs_wanted:
+                skip("filtered")
+                return None
             return Event(provider, name, schema, tracefs_decode(raw), source, time, True, cpu, pid, tid,
                          callchain=chain)
 
