@@ -11,7 +11,8 @@ from dyntel.rules.loader import load_rules
 from dyntel.ruletest import discover, load_case
 
 PACK = Path(__file__).resolve().parent.parent / "rules"
-REQUIRED = {"http-5xx-burst", "error-log-burst", "heartbeat-lost", "http-latency-p99", "exception-then-crash"}
+REQUIRED = {"http-5xx-burst", "error-log-burst", "heartbeat-lost", "http-latency-p99", "exception-then-crash",
+            "span-error-burst"}
 
 
 def test_the_pack_loads_as_a_directory() -> None:
