@@ -25,6 +25,7 @@ import pytest
 from conftest import deadline
 
 from dyntel.event import Event
+from dyntel.sources import perf_abi as abi
 from dyntel.sources.perf_live import PerfLiveSource
 from dyntel.sources.tracefs import LiveSetupError, find_tracefs
 
@@ -232,6 +233,25 @@ def test_events_of_two_cpus_come_out_in_time_order(live: list[PerfLiveSource]) -
     # the two streams interleave: both ran at once, and the merge had to weave them together
     switches = sum(1 for a, b in itertools.pairwise(events) if a.cpu != b.cpu)
     assert switches > 2
+
+
+def test_call_chains_where_asked(live: list[PerfLiveSource]) -> None:
+    proc = child("import os\nos.getppid()\n")
+    src = PerfLiveSource()
+    live.append(src)
+    with deadline(30):
+        src.add("raw_syscalls:sys_enter", filter=f"common_pid == {proc.pid} && id == {SYS_GETPPID}", callchain=True)
+        consumer = Consumer(src)
+        say(proc)
+        assert proc.wait() == 0
+        time.sleep(0.3)
+        [call] = getppids(consumer.stop(), proc.pid)
+    chain = call.callchain
+    assert chain is not None and chain[0] == abi.CONTEXT_KERNEL and abi.CONTEXT_USER in chain
+    kernel = chain[1 : chain.index(abi.CONTEXT_USER)]
+    assert kernel and all(a >= 1 << 63 for a in kernel)  # kernel text is in the upper half
+    user = chain[chain.index(abi.CONTEXT_USER) + 1 :]
+    assert user and all(0 < a < 1 << 47 for a in user)
 
 
 @pytest.mark.parametrize("flush_interval", [0.1, 30.0])

@@ -29,10 +29,16 @@ microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (
 events come out in time order across CPUs. Any that still arrive behind an event already yielded are counted in
 `stats.out_of_order` (and yielded anyway). The latency this adds is at most `flush_interval` + `reorder_ns`.
 
-Lost records. The kernel drops samples when a ring is full and later writes a PERF_RECORD_LOST with the count;
-those are summed in `stats.lost`, and in `stats.lost_by_tracepoint` under the tracepoint the record names (the kernel
+Lost records. The kernel drops samples when a ring is full and writes a PERF_RECORD_LOST with the count ahead of
+that ring's next record, so the count shows up only once something else is written to the same CPU's ring. Those
+are summed in `stats.lost`, and in `stats.lost_by_tracepoint` under the tracepoint the record names (the kernel
 names the event that wrote the next record, not necessarily the one that lost samples). `lost()` gives exact
-per-tracepoint counts, read from each event (PERF_FORMAT_LOST, Linux 6.0+).
+per-tracepoint counts at once, read from each event (PERF_FORMAT_LOST, Linux 6.0+).
+
+Headroom. The reader and whoever consumes `events()` share one thread: from one drain to the next, a ring must hold
+everything its CPU writes, or samples are lost. At 100k events/s on one CPU the default 2 MiB ring holds about
+180 ms; `stats.max_drain_gap_ns` shows the longest gap seen. CPUs are those online at open (hotplug is not
+followed).
 
 Watching. Patterns are resolved against tracefs when added and again every `watch_interval` seconds, so a
 tracepoint that appears later (a user_events producer registering after dyntel started) is opened without a
@@ -191,6 +197,7 @@ class PerfLiveSource:
         # the payload is decoded. Either way counted in stats.skipped["filtered"].
         self.want: Want | None = None
         self._lock = threading.RLock()
+        self._wake_lock = threading.Lock()
         self._selections: list[_Selection] = []
         self._excluded: set[str] = set()  # removed by name while a remaining pattern still matches them
         self._open: dict[str, Tracepoint] = {}
@@ -516,9 +523,10 @@ class PerfLiveSource:
     def stop(self) -> None:
         """End `events()` (from any thread): it drains the rings once more, yields what it holds, and returns."""
         self._stopping = True
-        if self._wake >= 0:
-            with contextlib.suppress(OSError):
-                os.eventfd_write(self._wake, 1)
+        with self._wake_lock:  # close() must not free the descriptor number between the test and the write
+            if self._wake >= 0:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._wake, 1)
 
     def _loop(self) -> Iterator[Event]:
         epoll = self._epoll
@@ -702,9 +710,10 @@ class PerfLiveSource:
             self._parsers.clear()
             if self._epoll is not None:
                 self._epoll.close()
-            if self._wake >= 0:
-                os.close(self._wake)
-                self._wake = -1
+            with self._wake_lock:
+                if self._wake >= 0:
+                    os.close(self._wake)
+                    self._wake = -1
 
 
 def _raw_values(raw: bytes | None) -> tuple[bytes]:
