@@ -1,6 +1,7 @@
-"""Builds the optional native fast path (dyntel/_speedups.c). Everything else is in pyproject.toml.
+"""Builds the optional native fast paths (dyntel/_speedups.c, dyntel/_prefilter.c). Everything else is in
+pyproject.toml.
 
-The extension is optional: where no C compiler is present the install still succeeds and dyntel uses its pure
+The extensions are optional: where no C compiler is present the install still succeeds and dyntel uses its pure
 Python decoder, which gives the same output more slowly.
 """
 
@@ -13,6 +14,13 @@ setup(
             sources=["dyntel/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
-        )
+        ),
+        # The replay's pre-filter over perf.data samples; optional in the same way.
+        Extension(
+            "dyntel._prefilter",
+            sources=["dyntel/_prefilter.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        ),
     ]
 )

@@ -42,13 +42,14 @@ from dyntel.event import (
     SOURCE_FILE,
     SOURCE_TRACEPOINT,
     SOURCE_USER_EVENTS,
+    ArrayKind,
     Encoding,
     Event,
     FieldInfo,
     Format,
     Schema,
 )
-from dyntel.sources import SourceStats, Want
+from dyntel.sources import FieldFilter, SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources.perf_header import (
     Attr,
@@ -136,8 +137,13 @@ class PerfDataSource:
         # event it does not want are dropped by their sample id before anything else is read from them;
         # EventHeader samples once their metadata names the event, before the payload is decoded.
         self.want: Want | None = None
+        # Field tests for tracefs events (see dyntel.sources.FieldFilter); applied by the native pre-filter only.
+        self.field_filter: FieldFilter | None = None
+        self.native_filter = True  # use dyntel._prefilter where it applies (False: the record loop, to compare)
         self._attr_wanted: dict[int, bool] = {}  # id(attr) -> want's answer for its tracefs samples
+        self._max_filtered_time = 0  # latest raw time among the samples the filter dropped
         self.position = 0  # file offset read up to (updated once a round), for progress
+        self.rounds = 0  # FINISHED_ROUNDs read; a consumer sees it change between rounds' samples
 
     # ----------------------------------------------------------------------------------------------------------
     # Reading
@@ -158,6 +164,10 @@ class PerfDataSource:
                 _close_all(closers)
         if plan is None:
             return _no_events()
+        if self.want is not None and self.native_filter:
+            scanned = self._native_scan(*plan)
+            if scanned is not None:
+                return self._scanned_loop(plan[0], scanned, closers)
         return self._loop(*plan, closers)
 
     def _problem(self, offset: int, message: str) -> None:
@@ -294,6 +304,7 @@ class PerfDataSource:
         id_off, default, time_off = self._dispatch()
         drop = self._dropped_ids() if id_off else frozenset()  # sample ids of unwanted events
         filtered = 0
+        max_dropped = 0  # their latest time, so that a replay can end where the recording ends
         # Samples without a time keep file order (the reference sorts them all as time 0).
         sort = self.order == "round" and time_off > 0
         # The record header and, for a sample, its time, in one unpack (for other records `t` means nothing).
@@ -313,6 +324,8 @@ class PerfDataSource:
                         # Unwanted samples cost the header read and this look-up: no sort key, no parser.
                         if drop and id_off + 8 <= size and u64(buf, pos + id_off)[0] in drop:
                             filtered += 1
+                            if t > max_dropped:
+                                max_dropped = t
                             pos = nxt
                             continue
                         if sort:
@@ -378,6 +391,7 @@ class PerfDataSource:
                                         "decompress; they are skipped", base + pos)
                     if rtype == abi.RECORD_FINISHED_ROUND:
                         self.position = base + nxt
+                        self.rounds += 1
                         if keys:
                             pos = nxt
                             flush = True
@@ -447,6 +461,8 @@ class PerfDataSource:
             self.position = base + pos
             if filtered:
                 stats.skipped["filtered"] = stats.skipped.get("filtered", 0) + filtered
+                if time_off and max_dropped > self._max_filtered_time:
+                    self._max_filtered_time = max_dropped
             stats.events += yielded
             samples = yielded + len(keys) + failed + sum(stats.skipped.get(r, 0) for r in _SAMPLE_SKIPS)
             stats.records += samples + sum(counts.values())
@@ -682,6 +698,136 @@ class PerfDataSource:
     def _filtered(self, buf: Any, pos: int, end: int) -> None:
         self.stats.skip("filtered")
 
+    @property
+    def end_time(self) -> int | None:
+        """The latest sample time of the recording as far as it has been read, filtered samples included, in
+        `Event.time`'s units; None when unknown. (HEADER_SAMPLE_TIME gives it for file-mode recordings.)"""
+        clock = self.features.clock
+        offset = clock.offset_ns if clock is not None else 0
+        ends = []
+        last = self.features.raw.get(abi.HEADER_SAMPLE_TIME)
+        if last is not None and len(last) >= 16:
+            t = abi.U64[int(self.big_endian)].unpack_from(last, 8)[0]
+            if t:
+                ends.append(t + offset)
+        if self._max_filtered_time:
+            ends.append(self._max_filtered_time + offset)
+        return max(ends) if ends else None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The native pre-filter: the whole data section scanned in C (dyntel._prefilter), so that samples no rule
+    # wants cost no Python at all; the kept ones are decoded below exactly as the record loop decodes them.
+
+    def _native_scan(self, buf: Any, start: int, end: int, read: Callable[[int], bytes] | None,
+                     base: int) -> dict[str, Any] | None:
+        """The C module's verdict on every sample, or None where it does not apply (no module, pipe mode,
+        big-endian, no sample ids) or declines (anything irregular, which the record loop then reports)."""
+        if read is not None or base or self.big_endian:
+            return None
+        try:
+            from dyntel import _prefilter  # type: ignore[attr-defined]
+        except ImportError:
+            return None
+        id_off, _default, time_off = self._dispatch()
+        plan_ids: dict[int, int] = {}
+        plans: list[Any] = []
+        if not id_off:
+            # Samples without ids are all the first attr's (as the record loop reads them).
+            plans.append(self._native_plan(self.attrs[0]))
+        index: dict[int, int] = {}
+        for ident, attr in self._by_id.items() if id_off else ():
+            i = index.get(id(attr))
+            if i is None:
+                i = index[id(attr)] = len(plans)
+                plans.append(self._native_plan(attr))
+            plan_ids[ident] = i
+        scanned: dict[str, Any] | None = _prefilter.scan(
+            buffer=buf, start=start, end=end, id_offset=id_off, time_offset=time_off, plan_ids=plan_ids,
+            plans=plans, sort=self.order == "round" and time_off > 0)
+        return scanned
+
+    def _native_plan(self, attr: Attr) -> tuple[int, tuple[tuple[tuple[int, int, bool, int, tuple[int, ...]], ...],
+                                                         ...]] | None:
+        """None: drop every sample of `attr`; else (sample_type, alternatives of raw field tests)."""
+        if not self._wants_attr(attr):
+            return None
+        keep_all = (attr.sample_type, ())
+        if self.field_filter is None or not attr.sample_type & abi.SAMPLE_RAW or attr.sample_type & ~_WALKABLE:
+            return keep_all
+        fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
+        if fmt is None or fmt.kind != "tracefs":
+            return keep_all
+        provider, name = self.event_name(attr)
+        alternatives = self.field_filter(provider, name)
+        if not alternatives:
+            return keep_all
+        compiled = []
+        for alternative in alternatives:
+            tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
+            if not tests:
+                return keep_all  # an alternative with nothing checkable might hold for any sample
+            compiled.append(tests)
+        return attr.sample_type, tuple(compiled)
+
+    def _scanned_loop(self, buf: Any, scanned: dict[str, Any],
+                      closers: list[Callable[[], None]]) -> Generator[Event, None, None]:
+        """Decode the samples the C scan kept, round by round, as the record loop's second pass does."""
+        stats = self.stats
+        problem = self._problem
+        parsers = self._parsers
+        u64 = abi.U64[0].unpack_from
+        id_off, default, _ = self._dispatch()
+        words = memoryview(scanned["words"]).cast("Q")
+        rounds = len(scanned["round_ends"])
+        yielded = failed = 0
+        done = 0
+        try:
+            for r, stop in enumerate([*scanned["round_ends"], len(words)]):
+                # As the record loop counts: a round's samples come once its FINISHED_ROUND has been read; those
+                # after the last one come with it.
+                self.rounds = min(r + 1, rounds)
+                for w in words[done:stop]:
+                    p = w >> 16
+                    q = p + (w & 0xFFFF)
+                    if id_off:
+                        ident = u64(buf, p + id_off)[0]
+                        parser = parsers.get(ident)
+                        if parser is None:
+                            parser = self._parser_for_id(ident)
+                    else:
+                        parser = default
+                    try:
+                        event = parser(buf, p, q)
+                    except SampleError as err:
+                        problem(p + err.offset, err.message)
+                        failed += 1
+                    except DecodeError as err:
+                        problem(p, f"SAMPLE not decoded: {err.message}")
+                        failed += 1
+                    except Exception as err:  # a decoder failing on bad bytes must not end the file
+                        problem(p, f"SAMPLE could not be decoded: {type(err).__name__}: {err}")
+                        failed += 1
+                    else:
+                        if event is not None:
+                            yielded += 1
+                            yield event
+                done = stop
+        finally:
+            del words
+            stats.events += yielded
+            dropped = scanned["dropped_type"] + scanned["dropped_value"]
+            if dropped:
+                stats.skipped["filtered"] = stats.skipped.get("filtered", 0) + dropped
+            if scanned["max_dropped_time"] > self._max_filtered_time:
+                self._max_filtered_time = scanned["max_dropped_time"]
+            counts: dict[int, int] = scanned["counts"]
+            stats.records += scanned["samples"] + sum(counts.values())
+            for rtype, n in counts.items():
+                name = abi.record_name(rtype)
+                stats.skipped[name] = stats.skipped.get(name, 0) + n
+            self.position = self.data_range[1] if self.data_range else 0
+            _close_all(closers)
+
     def event_name(self, attr: Attr) -> tuple[str, str]:
         """(provider, event) for the samples of `attr`, as the reference names a sample it does not decode as
         EventHeader: from the "system:event" name of HEADER_EVENT_DESC (all of it the provider when it has no
@@ -774,6 +920,38 @@ class PerfDataSource:
                          callchain=chain)
 
         return build
+
+
+# Sample layouts whose raw data the C scan can find (fixed fields, the call chain, RAW).
+_WALKABLE = (abi.SAMPLE_IP | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_ADDR | abi.SAMPLE_CALLCHAIN
+             | abi.SAMPLE_ID | abi.SAMPLE_CPU | abi.SAMPLE_PERIOD | abi.SAMPLE_STREAM_ID | abi.SAMPLE_RAW
+             | abi.SAMPLE_IDENTIFIER)
+_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "in": 6, "not in": 7}
+_WIDE_MIN, _WIDE_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _raw_test(fmt: Any, field: str, op: str, values: tuple[int, ...]) -> tuple[int, int, bool, int,
+                                                                             tuple[int, ...]] | None:
+    """A field test as the C scan reads it: (offset, element size, signed, op, values), or None when the field is
+    not an integer the decoder reads at a fixed place, or the test is not one the scan knows."""
+    from dyntel.decoders.tracefs_format import FieldShow
+
+    code = _OPS.get(op)
+    if code is None or not values or (code < 6 and len(values) != 1):
+        return None
+    if any(type(v) is not int or not _WIDE_MIN <= v <= _WIDE_MAX for v in values):
+        return None
+    for f in fmt.user_fields:
+        if f.name != field:
+            continue
+        # The first field of the name is the one `fields.NAME` reads (Event.fields keeps the first).
+        if (f.dynamic is not None or f.array != ArrayKind.NONE or f.element_size not in (1, 2, 4, 8)
+                or f.size < f.element_size or f.show not in (FieldShow.SIGNED, FieldShow.UNSIGNED, FieldShow.HEX)):
+            return None
+        # Read signed exactly where the decoder does (tracefs_format._reads_signed).
+        signed = f.show == FieldShow.SIGNED and f.element_size >= 4
+        return f.offset, f.element_size, signed, code, tuple(values)
+    return None
 
 
 def _refill(read: Callable[[int], bytes], tail: bytes, pos: int, header: Callable[..., tuple[int, int]],
