@@ -17,10 +17,13 @@ The pieces, and why each is here:
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 from typing import Any, TextIO
 
@@ -31,10 +34,11 @@ from dyntel.engine.stats import EngineStats
 from dyntel.event import Event
 from dyntel.progress import Progress
 from dyntel.rules.model import CompiledRule, RuleSet
-from dyntel.sources import Source, SourceStats, Want
+from dyntel.sources import FieldFilter, FieldTest, Source, SourceStats, Want
 from dyntel.sources.recordings import open_recording
 
 DEFAULT_HOLD = 4096
+MAX_PENDING = 1 << 20  # events a perf.data replay holds back at most while it waits for a round to close
 PROGRESS_EVERY = 4096  # events between progress updates (a power of two: the check is a mask)
 
 _time_of = attrgetter("time")
@@ -46,6 +50,7 @@ class ReplayOptions:
     explain: str | None = None  # a rule name: keep the engine's explain records for it
     hold: int = DEFAULT_HOLD  # events held back to put them in time order; 0 keeps the source's order
     filter: bool = True  # drop events no rule can match before decoding them
+    native: bool = True  # with the C pre-filter where the source has one
     progress: TextIO | None = None  # where a progress bar goes, when it is a terminal
     log: TextIO | None = None  # where the `log` action writes (default: stderr)
 
@@ -70,20 +75,126 @@ class ReplayResult:
 def make_want(rules: Sequence[CompiledRule]) -> Want:
     """Whether any rule can take events of (provider, event, level): the engine's own index decides, so the filter
     can never drop an event the engine would have given a rule."""
+    return make_filters(rules)[0]
+
+
+def make_filters(rules: Sequence[CompiledRule], explain: str | None = None) -> tuple[Want, FieldFilter]:
+    """The source's pre-decode filters for these rules: `want` by event type (from the engine's own index), and
+    field tests for typed events (see `rule_field_tests`). `explain`: a rule whose every candidate event must
+    reach the engine, so that each can be explained."""
     index = default_index(list(rules))
     wants = getattr(index, "wants", None)
+    want: Want
     if callable(wants):
-        answer: Want = wants
-        return answer
-    candidates = index.candidates
-    return lambda provider, event, level: bool(candidates(provider, event, level))
+        want = wants
+    else:
+        candidates = index.candidates
+        want = lambda provider, event, level: bool(candidates(provider, event, level))  # noqa: E731
+    tests: dict[str, tuple[FieldTest, ...]] = {}
+
+    def field_filter(provider: str, event: str) -> Sequence[Sequence[FieldTest]] | None:
+        alternatives = []
+        for rule in index.candidates(provider, event, None):
+            t = tests.get(rule.name)
+            if t is None:
+                t = tests[rule.name] = () if rule.name == explain else rule_field_tests(rule)
+            if not t:
+                return None  # this rule may want any event of the type
+            alternatives.append(t)
+        return alternatives or None
+
+    return want, field_filter
 
 
-def time_ordered(events: Iterable[Event], hold: int, late: list[int]) -> Iterator[Event]:
-    """`events` in time order, given that none arrives more than `hold` events late. `late[0]` counts those that
-    do (they are handed on anyway). Events without a time are handed on where they come, after what is held."""
+_COMPARE_OPS: dict[type[ast.cmpop], str] = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+                                             ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in"}
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def rule_field_tests(rule: CompiledRule) -> tuple[FieldTest, ...]:
+    """The top-level conjuncts of a rule's condition that compare a payload field with integer literals
+    (`fields.id == 59`, `fields.nr in [1, 2]`, `400 <= fields.status`), as tests a source can run on raw bytes.
+
+    Each is a necessary condition of the rule: when one is false the engine passes the event over for this rule
+    (its window, sequence, absence and stats never see it), so a source may drop the event unread when every
+    rule of its type has a false one. Anything else (macros, named lists, other properties) is simply not a test.
+    """
+    out: list[FieldTest] = []
+    for text, _predicate in rule.explain_parts:
+        test = _field_test(text)
+        if test is not None:
+            out.append(test)
+    return tuple(out)
+
+
+def _field_test(text: str) -> FieldTest | None:
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return None
+    op = _COMPARE_OPS.get(type(node.ops[0]))
+    if op is None:
+        return None
+    left, right = node.left, node.comparators[0]
+    name = _field_name(left)
+    if name is not None:
+        if op in ("in", "not in"):
+            values = _int_list(right)
+        else:
+            value = _int_literal(right)
+            values = None if value is None else (value,)
+    else:
+        name = _field_name(right)
+        if name is None or op in ("in", "not in"):
+            return None
+        value = _int_literal(left)
+        values = None if value is None else (value,)
+        op = _FLIPPED[op]
+    if values is None:
+        return None
+    return name, op, values
+
+
+def _field_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "fields":
+        return node.attr
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "fields"
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+        return node.slice.value
+    return None
+
+
+def _int_literal(node: ast.expr) -> int | None:
+    negative = False
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        negative, node = True, node.operand
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return -node.value if negative else node.value
+    return None
+
+
+def _int_list(node: ast.expr) -> tuple[int, ...] | None:
+    if not isinstance(node, ast.List | ast.Tuple | ast.Set) or not node.elts:
+        return None
+    values = tuple(_int_literal(e) for e in node.elts)
+    if any(v is None for v in values):
+        return None
+    return values  # type: ignore[return-value]
+
+
+def time_ordered(events: Iterable[Event], hold: int, late: list[int],
+                 rounds: Callable[[], int] | None = None) -> Iterator[Event]:
+    """`events` in time order. With `rounds` (a perf.data source's count of FINISHED_ROUNDs read), by perf's own
+    rule; otherwise given that no event arrives more than `hold` events late. `late[0]` counts the events that
+    arrive after a later one was handed on (they are handed on anyway). Events without a time are handed on where
+    they come, after what is held. `hold` 0 keeps the source's order."""
     if hold <= 0:
         yield from events
+        return
+    if rounds is not None:
+        yield from _by_rounds(events, rounds, late)
         return
     pending: list[Event] = []
     append = pending.append
@@ -124,6 +235,54 @@ def time_ordered(events: Iterable[Event], hold: int, late: list[int]) -> Iterato
         yield from pending
 
 
+def _by_rounds(events: Iterable[Event], rounds: Callable[[], int], late: list[int]) -> Iterator[Event]:
+    """perf's ordering (its ordered_events): once a round has been read, every event up to the latest time seen
+    before that round can go, since no later round holds anything older. The source hands over each round's
+    events (sorted within the round); the round count changes between rounds. At most MAX_PENDING events are
+    held (a round that large is pathological), the oldest going on first."""
+    pending: list[Event] = []
+    append = pending.append
+    current = rounds()
+    seen = -1  # the latest time of the events handed over in the rounds before the current one
+    newest = -1  # the latest time so far
+    floor = -1
+    for event in events:
+        r = rounds()
+        if r != current:
+            current = r
+            if pending:
+                pending.sort(key=_time_of)  # two or more sorted runs: a merge
+                cut = bisect_right(pending, seen, key=_time_of)
+                if cut:
+                    out = pending[:cut]
+                    del pending[:cut]
+                    floor = _count_late(out, floor, late)
+                    yield from out
+            seen = newest
+        t = event.time
+        if t is None:
+            if pending:
+                pending.sort(key=_time_of)
+                floor = _count_late(pending, floor, late)
+                yield from pending
+                pending.clear()
+            yield event
+            continue
+        if t > newest:
+            newest = t
+        append(event)
+        if len(pending) > MAX_PENDING:
+            pending.sort(key=_time_of)
+            out = pending[: MAX_PENDING // 2]
+            del pending[: MAX_PENDING // 2]
+            floor = _count_late(out, floor, late)
+            yield from out
+    if pending:
+        pending.sort(key=_time_of)
+        _count_late(pending, floor, late)
+        yield from pending
+
+
 def _count_late(out: list[Event], floor: int, late: list[int]) -> int:
     """Count the events of a sorted run that are older than what was handed on before it; the run's new floor."""
     first: int = out[0].time  # type: ignore[assignment]
@@ -150,8 +309,14 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
 
     options = options or ReplayOptions()
     source = open_for_replay(path)
-    if options.filter and hasattr(source, "want"):
-        source.want = make_want(rules.rules)
+    if options.filter:
+        want, field_filter = make_filters(rules.rules, options.explain)
+        if hasattr(source, "want"):
+            source.want = want
+        if hasattr(source, "field_filter"):
+            source.field_filter = field_filter
+        if not options.native and hasattr(source, "native_filter"):
+            source.native_filter = False
     if engine is None:
         scheduler = Scheduler(dry_run=options.dry_run, log=options.log)
         engine = Engine(rules, scheduler, explain=options.explain)
@@ -167,7 +332,7 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     n = 0
     events = source.events()
     try:
-        for event in time_ordered(events, options.hold, late):
+        for event in time_ordered(events, options.hold, late, _rounds_of(source)):
             fired = process(event)
             t = event.time
             if t is not None:
@@ -194,14 +359,23 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
         if close is not None:
             close()
         progress.close()
-    if last is not None:
-        for firing in engine.finish(last):
+    # The recording ends with its last event, filtered or not: absences that run out before it fire.
+    end: int | None = getattr(source, "end_time", None)
+    if last is not None or end is not None:
+        for firing in engine.finish(max(t for t in (last, end) if t is not None)):
             firings += 1
             on_firing(firing, source)
         if explain:
             for record in engine.take_explanations():
                 on_explain(record, source)  # type: ignore[misc]
     return ReplayResult(source.name, source.stats, engine.stats, firings, late[0], first, last, len(rules.rules))
+
+
+def _rounds_of(source: Source) -> Callable[[], int] | None:
+    if not hasattr(source, "rounds"):
+        return None
+    get: Callable[[], int] = partial(getattr, source, "rounds")
+    return get
 
 
 def _size(path: str) -> int | None:

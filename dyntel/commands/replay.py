@@ -7,6 +7,7 @@ otherwise), so it can be piped; the summary, the progress bar and the `log` acti
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from typing import Any, TextIO
@@ -33,6 +34,8 @@ def register(sub: Any) -> None:
                    help="events held back to put them in time order (default 4096; 0: the source's order)")
     r.add_argument("--no-filter", action="store_true",
                    help="decode every event, even those no rule can match (for comparison)")
+    r.add_argument("--no-native", action="store_true",
+                   help="filter perf.data samples in Python instead of the native pre-filter (for comparison)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr")
     r.set_defaults(func=run)
 
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out = utf8_out(None)
     options = ReplayOptions(dry_run=args.dry_run, explain=args.explain,
                             hold=DEFAULT_HOLD if args.hold is None else args.hold, filter=not args.no_filter,
+                            native=not args.no_native,
                             progress=None if args.quiet else err, log=err)
     on_firing = _json_firing(out) if args.format == "json" else _text_firing(out)
     explain_to = err if args.format == "json" else out
@@ -73,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
         result = replay(rules, events_path, on_firing, options,
                         on_explain=lambda record, source: _write_line(explain_to, record.line()))
     except DyntelError as e:
-        out.flush()
         print(f"dyntel replay: {e}", file=err)
         return 1
     finally:
         out.flush()
+        if isinstance(out, io.TextIOWrapper):
+            out.detach()  # standard output stays open for whoever runs this in-process
     if not args.quiet:
         err.write(summary(result))
     return 0
@@ -155,7 +160,7 @@ def summary(result: Any, max_rules: int = 20, max_problems: int = 10) -> str:
     engine = result.engine
     lines = [
         f"dyntel replay: {result.source}: {stats.records} records, {stats.events + result.filtered} events: "
-        f"{result.filtered} filtered before decoding (no rule matches them), {engine.events} to the rules "
+        f"{result.filtered} filtered before decoding (no rule could match them), {engine.events} to the rules "
         f"({engine.candidates} rule candidates); {result.firings} firing(s)"
     ]
     busy = sorted(((name, s) for name, s in engine.rules.items() if s.candidates or s.fired or s.errors),

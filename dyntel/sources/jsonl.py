@@ -266,6 +266,13 @@ class JsonlSource:
         self._schemas: dict[tuple[str, Any], Schema] = {}
         self._wall = _WallClock()
         self._wanted: dict[tuple[str, int | None], bool] = {}
+        self._max_filtered_time: int | None = None
+
+    @property
+    def end_time(self) -> int | None:
+        """The latest time among the events the filter dropped (a replay ends at the later of it and its last
+        event); None when it dropped none with a time."""
+        return self._max_filtered_time
 
     def events(self) -> Iterator[Event]:
         stream = self._stream
@@ -387,6 +394,9 @@ class JsonlSource:
                 wanted = self._wanted[key] = bool(want(provider, name, event.level))
             if not wanted:
                 self.stats.skip("filtered")
+                t = event.time
+                if t is not None and (self._max_filtered_time is None or t > self._max_filtered_time):
+                    self._max_filtered_time = t
                 return None
         kinds = tuple([(k, _kind(v)) for k, v in payload])
         cache_key = (n, kinds)
