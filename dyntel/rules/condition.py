@@ -276,8 +276,12 @@ class _Generator:
             text = _CMP_OPS.get(type(op))
             if text is None:
                 word = "is not" if isinstance(op, ast.IsNot) else "is"
-                self.fail(src, operands[i + 1], f"'{word}' is not part of the condition language; compare with "
-                                                "== or !=, or test a field with exists(...)")
+                # ast keeps no position for an operator: find the word between its two operands
+                start = src.offset(operands[i], end=True)
+                between = src.text[start: src.offset(operands[i + 1])]
+                at = src.where.at(start + max(between.find("is"), 0))
+                self.errors.append(RuleError(at, f"'{word}' is not part of the condition language; compare with "
+                                                 "== or !=, or test a field with exists(...)"))
                 return "False"
             ops.append(text)
         values = [self.value(o, src) for o in operands]
@@ -553,6 +557,8 @@ class _Generator:
         if pattern is _BAD:
             return "False"
         texts: tuple[str, ...] | None = None
+        if name == "contains" and pattern.is_const and not isinstance(pattern.const, str):
+            return f"_contains({subject.code}, {self.literal(pattern.const)})"  # a number in a list of numbers
         if pattern.is_list or pattern.is_const:
             items = pattern.const if pattern.is_list else (pattern.const,)
             if not all(isinstance(x, str) for x in items) or not items:

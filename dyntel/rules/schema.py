@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origi
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
+from yaml.nodes import ScalarNode
 
 from dyntel.rules.condition import EVENT_NAMES, RESERVED, did_you_mean
 from dyntel.rules.durations import UnitError, parse_duration, parse_size
@@ -312,7 +313,12 @@ def pydantic_errors(error: ValidationError, model: type[_Model], doc: YamlDoc, p
             elif kind in ("model_type", "dict_type") and not loc:
                 expected = f"a mapping with keys {', '.join(allowed_keys(model))}"
             label = f"{key}: " if key else ""
-            out.append(RuleError(doc.at(path), f"{label}expected {expected}, got {describe(e['input'])}"))
+            message = f"{label}expected {expected}, got {describe(e['input'])}"
+            node = doc.nodes.get(path)
+            if kind == "string_type" and isinstance(node, ScalarNode) and node.style is None:
+                message += (f" (YAML reads unquoted {node.value} as {describe(e['input'])}; write \"{node.value}\" for "
+                            "the text)")
+            out.append(RuleError(doc.at(path), message))
         elif kind == "literal_error":
             expected = str(e.get("ctx", {}).get("expected", "")).replace("'", "")
             out.append(RuleError(doc.at(path), f"{key}: bad value {e['input']!r}: expected one of {expected}"))
