@@ -342,6 +342,9 @@ def test_explain_parts_are_the_top_level_conjuncts() -> None:
     assert compiled.predicate(REQUEST) is True
     single, _ = Compiler(names).condition("pid == 1", TextMap.standalone("pid == 1"))
     assert single is not None and [t for t, _ in single.parts] == ["pid == 1"]
+    text = "fields.a == 1 and (pid == 2 or\n  tid == 3)"
+    multiline, _ = Compiler(names).condition(text, TextMap.standalone(text))
+    assert multiline is not None and [t for t, _ in multiline.parts] == ["fields.a == 1", "pid == 2 or   tid == 3"]
 
 
 def test_getters_for_group_keys_and_threshold_values() -> None:

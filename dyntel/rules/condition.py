@@ -129,7 +129,10 @@ class Parsed(NamedTuple):
         return len(self.text.encode("utf-8")[:col].decode("utf-8", errors="ignore"))
 
     def segment(self, node: ast.AST) -> str:
-        return self.text[self.offset(node): self.offset(node, end=True)].strip()
+        """The node's text, on one line (a line break can only be whitespace between tokens here, so the text
+        still parses as an expression on its own)."""
+        text = self.text[self.offset(node): self.offset(node, end=True)]
+        return text.replace("\r", " ").replace("\n", " ").strip()
 
 
 def parse(text: str, where: TextMap) -> tuple[Parsed | None, list[RuleError]]:
