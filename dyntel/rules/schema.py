@@ -74,13 +74,25 @@ def _signal_value(v: Any) -> Any:
 
 
 def _one_or_list(v: Any) -> Any:
-    return [v] if isinstance(v, str) else v
+    return [v] if isinstance(v, str) else [] if v is None else v
+
+
+def _empty_list(v: Any) -> Any:
+    return [] if v is None else v
+
+
+def _empty_dict(v: Any) -> Any:
+    return {} if v is None else v
 
 
 Duration = Annotated[int, BeforeValidator(_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
 Level = Annotated[int, BeforeValidator(level_value)]
 Keys = Annotated[list[str], BeforeValidator(_one_or_list)]
+# A key written with nothing after it (`rules:` while a file is being written) is an empty list or mapping.
+AnyList = Annotated[list[Any], BeforeValidator(_empty_list)]
+AnyDict = Annotated[dict[str, Any], BeforeValidator(_empty_dict)]
+Texts = Annotated[list[str], BeforeValidator(_empty_list)]
 
 
 class _Model(BaseModel):
@@ -91,9 +103,9 @@ class _Model(BaseModel):
 class FileModel(_Model):
     what: ClassVar[str] = "the top level of a rule file"
     version: int = 1
-    lists: dict[str, Any] = Field(default_factory=dict)
-    macros: dict[str, Any] = Field(default_factory=dict)
-    rules: list[Any] = Field(default_factory=list)
+    lists: AnyDict = Field(default_factory=dict)
+    macros: AnyDict = Field(default_factory=dict)
+    rules: AnyList = Field(default_factory=list)
 
 
 class MatchModel(_Model):
@@ -151,8 +163,8 @@ class RuleModel(_Model):
     sequence: SequenceModel | None = None
     cooldown: Duration | None = None
     limit: LimitModel | None = None
-    actions: list[Any] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    actions: AnyList = Field(default_factory=list)
+    tags: Texts = Field(default_factory=list)
     enabled: bool = True
 
 
