@@ -327,7 +327,7 @@ def pydantic_errors(error: ValidationError, model: type[_Model], doc: YamlDoc, p
             label = f"{key}: " if key else ""
             message = f"{label}expected {expected}, got {describe(e['input'])}"
             node = doc.nodes.get(path)
-            if kind == "string_type" and isinstance(node, ScalarNode) and node.style is None:
+            if kind == "string_type" and isinstance(node, ScalarNode) and not node.style:
                 message += (f" (YAML reads unquoted {node.value} as {describe(e['input'])}; write \"{node.value}\" for "
                             "the text)")
             out.append(RuleError(doc.at(path), message))
