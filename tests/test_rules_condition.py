@@ -318,6 +318,17 @@ def test_refusals_say_where_and_what_was_expected(text: str, message: str) -> No
     assert str(info.value.errors[0]) == f"<condition>:{message}"
 
 
+def test_a_macro_used_as_the_wrong_kind_is_reported_where_it_is_used() -> None:
+    with pytest.raises(RuleErrors) as info:
+        compile_condition("status and pid == 1", macros={"status": "fields.status"})
+    assert [str(e) for e in info.value.errors] == [
+        "<condition>:1:1: macro 'status' is a value (fields.status), not a condition; compare it: status == ..."]
+    with pytest.raises(RuleErrors) as info:
+        compile_condition("lower(http_error) == 'x'", macros={"http_error": "fields.status >= 500"})
+    assert [str(e) for e in info.value.errors] == [
+        "<condition>:1:7: macro 'http_error' is a condition (fields.status >= 500), not a value"]
+
+
 def test_several_errors_in_one_condition_are_all_reported() -> None:
     with pytest.raises(RuleErrors) as info:
         compile_condition("foo == 1 and bar(2) and fields.x is 3")

@@ -435,6 +435,15 @@ class _Generator:
         macro = self.names.macros[name]
         if macro.parsed is None:
             return _Value("False") if want_boolean else _BAD  # its own error is reported where it is defined
+        tree = macro.parsed.tree
+        if not (isinstance(tree, ast.Name) and tree.id in self.names.macros) and boolish(tree) != want_boolean:
+            # Said where the macro is used: the macro itself is fine, this use of it is not.
+            if want_boolean:
+                self.fail(src, node, f"macro '{name}' is a value ({macro.text.strip()}), not a condition; compare "
+                                     f"it: {name} == ...")
+                return _Value("False")
+            self.fail(src, node, f"macro '{name}' is a condition ({macro.text.strip()}), not a value")
+            return _BAD
         self._macro_stack.append(name)
         try:
             if want_boolean:
