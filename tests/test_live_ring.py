@@ -58,7 +58,7 @@ class FakeRing(pe.Ring):
         self.mm = mmap.mmap(-1, self.length)
         self.base = PAGE
         self.size = data_pages * PAGE
-        self.tail = 0
+        self.tail = self.read = 0
         self.written = 0
 
     def put(self, record: bytes) -> None:
@@ -109,10 +109,11 @@ def source_with(ring: FakeRing, *tracepoints: tuple[str, str, int, str], want: W
 
 
 def drained(src: PerfLiveSource, budget: int = 1 << 62) -> list[Any]:
+    """What one drain finds, parsed and consumed as events() would (in time order, ring space handed back)."""
     src._drain(budget)
-    out = src._pending
+    keys = sorted(src._pending)
     src._pending = []
-    return out
+    return list(src._batch(keys))
 
 
 def test_records_split_by_the_end_of_the_ring_are_read_whole() -> None:
@@ -253,10 +254,47 @@ def test_a_drain_budget_leaves_the_rest_and_says_how_far_events_are_complete() -
     for t in range(10):
         ring.put(sample(11, sys_enter_raw(t), time=100 + t))
     more, hold = src._drain(300)  # three 112-byte records reach past 300 bytes
-    assert more and hold == 102 and [e.time for e in src._pending] == [100, 101, 102]
-    src._pending.clear()
+    assert more and hold == 102 and [k >> 48 for k in src._pending] == [100, 101, 102]
+    assert ring.kernel_tail() == 0  # nothing handed back before it is yielded
+    keys, src._pending = src._pending, []
+    assert [e.time for e in src._batch(keys)] == [100, 101, 102]
+    assert ring.kernel_tail() == 336
     more, hold = src._drain()
     assert not more and len(src._pending) == 7 and hold > 1 << 100
+
+
+def test_ring_space_is_held_until_its_samples_are_yielded() -> None:
+    ring = FakeRing(4)
+    src = source_with(ring, ("raw_syscalls", "sys_enter", 11, SYS_ENTER))
+    for t in (5, 3, 9, 1):
+        ring.put(sample(11, sys_enter_raw(t), time=t))
+    src._drain()
+    keys = sorted(src._pending)
+    src._pending = [k for k in keys if k >> 48 == 9]  # held back, as the reorder window would
+    events = src._batch([k for k in keys if k >> 48 != 9])
+    assert next(events).time == 1
+    assert ring.kernel_tail() == 0
+    events.close()  # the consumer stops early: the two not yet yielded go back, and space up to the first one
+    assert [k >> 48 for k in src._pending] == [3, 5, 9]
+    assert ring.kernel_tail() == 0  # the sample at time 5 is the ring's first record, and it is still pending
+    keys, src._pending = src._pending, []
+    assert [e.time for e in src._batch(keys)] == [3, 5, 9]
+    assert ring.kernel_tail() == ring.written
+
+
+def test_a_closed_tracepoints_parser_outlives_its_samples_in_the_ring() -> None:
+    ring = FakeRing(4)
+    src = source_with(ring, ("raw_syscalls", "sys_enter", 11, SYS_ENTER))
+    ring.put(sample(11, sys_enter_raw(1), time=1))
+    src._drain()
+    src._retired.append(([11], [ring.read]))  # what remove() records when it closes the tracepoint
+    ring.put(sample(11, sys_enter_raw(2), time=2))
+    src._drain()
+    keys, src._pending = sorted(src._pending), []
+    assert [e.time for e in src._batch(keys)] == [1, 2]
+    assert 11 not in src._parsers and src._retired == []
+    ring.put(sample(11, sys_enter_raw(3), time=3))
+    assert drained(src) == [] and src.stats.skipped == {"SAMPLE of a closed tracepoint": 1}
 
 
 def test_a_ring_size_that_is_not_a_power_of_two_is_refused() -> None:

@@ -231,7 +231,8 @@ class Ring:
         # Kernels before 4.1 leave data_offset/data_size zero; the data then starts at the second page.
         self.base: int = offset or page
         self.size: int = size or data_pages * page
-        self.tail: int = _U64.unpack_from(self.mm, MMAP_DATA_TAIL)[0]
+        self.tail: int = _U64.unpack_from(self.mm, MMAP_DATA_TAIL)[0]  # handed back to the kernel up to here
+        self.read = self.tail  # records found up to here (the reader may hold some between the two)
 
     def head(self) -> int:
         head: int = _U64.unpack_from(self.mm, MMAP_DATA_HEAD)[0]
