@@ -284,6 +284,19 @@ def test_close_frees_every_descriptor_and_mapping(live: list[PerfLiveSource]) ->
     assert fds() - before == set() and perf_maps() == maps_before
 
 
+def test_user_events_patterns_on_a_kernel_without_them_warn_once(live: list[PerfLiveSource]) -> None:
+    src = PerfLiveSource(["sched:sched_process_exec"])
+    live.append(src)
+    assert src.add("user_events:MyService_*") == []
+    src.add("user_events:MyService_*")
+    if find_tracefs(mount=False).has_user_events():
+        assert src.warnings == []
+        return
+    [warning] = src.warnings
+    assert warning.startswith("user_events:MyService_* can match nothing: this kernel")
+    assert "CONFIG_USER_EVENTS=y" in warning and src.enabled == ["sched:sched_process_exec"]
+
+
 def test_a_bad_filter_names_the_format_file(live: list[PerfLiveSource]) -> None:
     src = PerfLiveSource()
     live.append(src)

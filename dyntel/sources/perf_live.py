@@ -87,6 +87,7 @@ from dyntel.sources.tracefs import (
     explain_perf_error,
     find_tracefs,
     online_cpus,
+    require_user_events,
 )
 
 log = logging.getLogger("dyntel.live")
@@ -99,8 +100,8 @@ MIN_FALLBACK_RING_PAGES = 128
 DEFAULT_FLUSH_INTERVAL = 0.1  # seconds epoll waits when no ring reaches its watermark
 DEFAULT_REORDER_NS = 1_000_000
 DEFAULT_WATCH_INTERVAL = 1.0
-# Ring bytes read per ring before the events are sorted and yielded: it bounds how many Events are alive at once
-# (a drain of a whole large ring makes hundreds of thousands, and each garbage collection then walks them all).
+# Ring bytes looked through per ring before the samples found are sorted and yielded: it bounds the ring space one
+# batch holds until it is consumed, and how long a large backlog keeps the first events of a drain waiting.
 DRAIN_BUDGET = 256 << 10
 SAMPLE_TYPE = abi.SAMPLE_IDENTIFIER | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_CPU | abi.SAMPLE_RAW
 LOGGED_PROBLEMS = 10  # per tracepoint, then every 1000th
@@ -197,6 +198,7 @@ class PerfLiveSource:
         self.watch_interval = watch_interval
         self.cpus: list[int] = list(cpus) if cpus is not None else []
         self.failed: dict[str, str] = {}  # tracepoints a glob matched that could not be opened, and why
+        self.warnings: list[str] = []  # selections that cannot match on this machine (no user_events), and why
         # The pre-decode filter (dyntel.sources.Want), set before tracepoints are opened: samples of a tracefs event
         # it does not want are dropped by their event id; EventHeader events once their metadata names them, before
         # the payload is decoded. Either way counted in stats.skipped["filtered"].
@@ -300,7 +302,8 @@ class PerfLiveSource:
         """Select `pattern` (now and whenever a matching tracepoint appears) and open what it matches now.
 
         `filter` is a tracefs filter expression the kernel applies before writing a sample (`common_pid == 42`);
-        `callchain` adds PERF_SAMPLE_CALLCHAIN. Returns the tracepoints this call opened.
+        `callchain` adds PERF_SAMPLE_CALLCHAIN. Returns the tracepoints this call opened. A tracepoint already open
+        keeps the filter and call-chain setting it was opened with; `remove` it first to change them.
         """
         sel = _Selection(parse_pattern(pattern), filter, callchain)
         self.open()
@@ -333,6 +336,16 @@ class PerfLiveSource:
         self._selections.append(sel)
         if not self._opened:
             return []
+        p = sel.pattern
+        if p.system_is_literal and p.system.startswith("user_events") and self.tracefs is not None:
+            try:
+                require_user_events(self.tracefs)
+            except LiveSetupError as e:
+                # Kernel tracepoints may still be worth reading; the user_events ones can never come.
+                message = f"{p.text} can match nothing: {e}"
+                if message not in self.warnings:
+                    self.warnings.append(message)
+                    log.warning("%s", message)
         return self._open_matches([sel])
 
     def rescan(self) -> list[str]:
