@@ -267,6 +267,25 @@ def test_stop_ends_a_blocked_events_at_once(live: list[PerfLiveSource], flush_in
     assert list(src.events()) == []  # a stopped source stays stopped
 
 
+def test_stop_ends_events_while_a_producer_keeps_writing(live: list[PerfLiveSource]) -> None:
+    proc = child("import os\nwhile True:\n    os.getppid()\n")
+    src = PerfLiveSource()
+    live.append(src)
+    try:
+        with deadline(30):
+            src.add("raw_syscalls:sys_enter", filter=f"common_pid == {proc.pid} && id == {SYS_GETPPID}")
+            consumer = Consumer(src)
+            say(proc)
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            events = consumer.stop(timeout=5)
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(events) > 1000
+
+
 def test_close_frees_every_descriptor_and_mapping(live: list[PerfLiveSource]) -> None:
     def fds() -> set[str]:
         return set(os.listdir("/proc/self/fd"))

@@ -581,7 +581,9 @@ class PerfLiveSource:
                 if last_drain and start - last_drain > stats.max_drain_gap_ns:
                     stats.max_drain_gap_ns = start - last_drain
                 last_drain = start
-                more, hold = self._drain(DRAIN_BUDGET)
+                # Stopping, one last look reads each ring up to its head now: against producers faster than the
+                # reader, "until empty" might never come.
+                more, hold = self._drain(1 << 62 if stopping else DRAIN_BUDGET)
                 pending = self._pending
                 pending.sort()
                 if stopping and not more:
