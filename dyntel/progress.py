@@ -7,6 +7,7 @@ makes every call a no-op.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from typing import TextIO
@@ -84,3 +85,23 @@ class Progress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._drawn = False
+
+
+class ClearingStream(io.TextIOBase):
+    """A stream that shares the terminal with a progress bar (the `log` action's lines on stderr): the bar is
+    cleared before each write, and redrawn by the next update."""
+
+    def __init__(self, stream: TextIO, progress: Progress) -> None:
+        super().__init__()
+        self._stream = stream
+        self._progress = progress
+
+    def write(self, s: str) -> int:
+        self._progress.close()
+        return self._stream.write(s)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()

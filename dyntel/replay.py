@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from dyntel.engine.engine import Engine, default_index
 from dyntel.engine.explain import ExplainRecord
 from dyntel.engine.firing import Firing
 from dyntel.engine.stats import EngineStats
 from dyntel.event import Event
-from dyntel.progress import Progress
+from dyntel.progress import ClearingStream, Progress
 from dyntel.rules.model import CompiledRule, RuleSet
 from dyntel.sources import FieldFilter, FieldTest, Source, SourceStats, Want
 from dyntel.sources.recordings import open_recording
@@ -317,12 +317,14 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
             source.field_filter = field_filter
         if not options.native and hasattr(source, "native_filter"):
             source.native_filter = False
-    if engine is None:
-        scheduler = Scheduler(dry_run=options.dry_run, log=options.log)
-        engine = Engine(rules, scheduler, explain=options.explain)
     size = _size(path)
     progress = (Progress.for_stream(options.progress, size, label=f"{os.path.basename(path)} ")
                 if options.progress is not None else Progress(sys.stderr, None, enabled=False))
+    if engine is None:
+        log = options.log
+        if log is not None and progress.enabled:
+            log = cast(TextIO, ClearingStream(log, progress))
+        engine = Engine(rules, Scheduler(dry_run=options.dry_run, log=log), explain=options.explain)
     late = [0]
     firings = 0
     first: int | None = None

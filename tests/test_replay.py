@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, corpus_file
 
 from dyntel.event import Event
 from dyntel.progress import Progress
@@ -197,8 +197,6 @@ def test_filter_changes_nothing_but_the_work(rules: Path) -> None:
 
 
 def test_corpus_eventheader_replay(tmp_path: Path) -> None:
-    from conftest import corpus_file
-
     path = corpus_file("linuxtracepoints/perf.data")
     rules = tmp_path / "eh.yaml"
     rules.write_text("version: 1\nrules:\n  - name: c-errors\n    match: {provider: TestProviderC}\n"
