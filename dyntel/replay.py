@@ -334,7 +334,7 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     n = 0
     events = source.events()
     try:
-        for event in time_ordered(events, options.hold, late, _rounds_of(source)):
+        for event in time_ordered(events, options.hold, late, rounds_of(source)):
             fired = process(event)
             t = event.time
             if t is not None:
@@ -373,7 +373,8 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     return ReplayResult(source.name, source.stats, engine.stats, firings, late[0], first, last, len(rules.rules))
 
 
-def _rounds_of(source: Source) -> Callable[[], int] | None:
+def rounds_of(source: Source) -> Callable[[], int] | None:
+    """What `time_ordered` needs to order a perf.data source's events by perf's rule; None for other sources."""
     if not hasattr(source, "rounds"):
         return None
     get: Callable[[], int] = partial(getattr, source, "rounds")
