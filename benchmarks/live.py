@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from dyntel.sources.perf_live import DEFAULT_RING_PAGES, PerfLiveSource
+from dyntel.sources.perf_live import PerfLiveSource, default_ring_pages
+from dyntel.sources.tracefs import online_cpus
 
 SYS_GETPPID = 110  # x86-64
 
@@ -99,7 +100,7 @@ def run(label: str, rate: float, duration: float, ring_pages: int, profile: bool
     result = Run(label, rate, duration)
     gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(duration)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
-    src = PerfLiveSource(ring_pages=ring_pages)
+    src = PerfLiveSource(ring_pages=ring_pages or None)
     try:
         src.add("raw_syscalls:sys_enter", filter=f"common_pid == {gen.pid} && id == {SYS_GETPPID}")
         done = threading.Event()
@@ -165,14 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-duration", type=float, default=10.0)
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement (default 30)")
     ap.add_argument("--max-events", type=int, default=500_000, help="events the 'max' run makes")
-    ap.add_argument("--ring-pages", type=int, default=DEFAULT_RING_PAGES)
+    ap.add_argument("--ring-pages", type=int, default=0, help="data pages a CPU (default: the source's own choice)")
     ap.add_argument("--only", choices=("rates", "steps", "max", "idle"), action="append")
     ap.add_argument("--profile", action="store_true", help="cProfile the consumer during 'max'")
     args = ap.parse_args(argv)
     parts = args.only or ["rates", "steps", "max", "idle"]
     page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    shown_pages = args.ring_pages or default_ring_pages(len(online_cpus()))
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
-          f"ring {args.ring_pages} pages ({args.ring_pages * page_kib} KiB) per CPU, "
+          f"ring {shown_pages} pages ({shown_pages * page_kib} KiB) per CPU, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     if "rates" in parts:
         for rate in (float(r) for r in args.rates.split(",")):
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"highest rate held with 0 lost: {held / 1e3:g}k events/s", flush=True)
     if "max" in parts:
         # 112-byte samples: 16384 pages (64 MiB) a CPU hold 500k of them
-        pages = max(args.ring_pages, 1 << (args.max_events * 112 // os.sysconf("SC_PAGE_SIZE")).bit_length())
+        pages = max(shown_pages, 1 << (args.max_events * 112 // os.sysconf("SC_PAGE_SIZE")).bit_length())
         r = run("max", 0, args.max_events, pages, args.profile)
         print(r.line(), flush=True)
     if "idle" in parts:

@@ -13,6 +13,7 @@ import pytest
 
 from dyntel.sources import perf_event as pe
 from dyntel.sources import tracefs as tfs
+from dyntel.sources.perf_live import default_ring_pages
 from dyntel.sources.selection import parse_pattern, resolve
 
 AVAILABLE = [("sched", "sched_switch"), ("sched", "sched_wakeup"), ("raw_syscalls", "sys_enter"),
@@ -136,3 +137,9 @@ def test_ioctl_numbers_are_the_kernels() -> None:
     assert (pe.IOC_ENABLE, pe.IOC_DISABLE, pe.IOC_SET_OUTPUT) == (0x2400, 0x2401, 0x2405)
     if ctypes.sizeof(ctypes.c_void_p) == 8:
         assert (pe.IOC_SET_FILTER, pe.IOC_ID) == (0x40082406, 0x80082407)
+
+
+@pytest.mark.parametrize(("cpus", "pages"), [(1, 1024), (2, 1024), (16, 1024), (24, 512), (64, 256), (128, 128),
+                                             (1024, 128)])
+def test_default_ring_size_shares_64_mib_between_cpus(cpus: int, pages: int) -> None:
+    assert default_ring_pages(cpus, 4096) == pages

@@ -39,9 +39,9 @@ per-tracepoint counts at once, read from each event (PERF_FORMAT_LOST, Linux 6.0
 
 Headroom. The reader and whoever consumes `events()` share one thread: from one drain to the next (including the
 time the consumer spends on the events of a drain, whose ring space is held until they are yielded), a ring must
-hold everything its CPU writes, or samples are lost. At 100k events/s on one CPU the default 2 MiB ring holds about
-180 ms; `stats.max_drain_gap_ns` shows the longest gap seen. CPUs are those online at open (hotplug is not
-followed).
+hold everything its CPU writes, or samples are lost. At 100k events/s on one CPU a 4 MiB ring (the default up to 16
+CPUs) holds about 370 ms; `stats.max_drain_gap_ns` shows the longest gap seen. CPUs are those online at open
+(hotplug is not followed).
 
 Watching. Patterns are resolved against tracefs when added and again every `watch_interval` seconds, so a
 tracepoint that appears later (a user_events producer registering after dyntel started) is opened without a
@@ -92,10 +92,13 @@ from dyntel.sources.tracefs import (
 
 log = logging.getLogger("dyntel.live")
 
-# 2 MiB a CPU: at 100k events/s on one CPU (112-byte samples) that is 180 ms of slack before a reader that is not
-# scheduled loses samples; perf record's 512 KiB gave 47 ms, and lost samples at 100k/s on a busy 2-CPU machine.
-# Where the memory-lock limit refuses it (no CAP_IPC_LOCK, kernel.perf_event_mlock_kb), halved down to 512 KiB.
-DEFAULT_RING_PAGES = 512
+# Ring size by default: 64 MiB shared by the CPUs, at most 4 MiB and at least 512 KiB a CPU (a power of two of
+# pages). At 100k events/s on one CPU (112-byte samples) 4 MiB is 370 ms of slack before a reader that is not
+# scheduled loses samples: perf record's 512 KiB (47 ms) lost samples at 100k/s on a busy 2-CPU machine, and 2 MiB
+# still did, rarely. Where the memory-lock limit refuses a ring (no CAP_IPC_LOCK, kernel.perf_event_mlock_kb), it is
+# halved down to 512 KiB.
+DEFAULT_RING_TOTAL = 64 << 20
+MAX_DEFAULT_RING_PAGES = 1024
 MIN_FALLBACK_RING_PAGES = 128
 DEFAULT_FLUSH_INTERVAL = 0.1  # seconds epoll waits when no ring reaches its watermark
 DEFAULT_REORDER_NS = 1_000_000
@@ -157,6 +160,14 @@ class _Selection:
     callchain: bool
 
 
+def default_ring_pages(ncpus: int, page_size: int | None = None) -> int:
+    """Data pages a CPU's ring gets by default (see DEFAULT_RING_TOTAL)."""
+    page = page_size or os.sysconf("SC_PAGE_SIZE")
+    share = DEFAULT_RING_TOTAL // max(ncpus, 1) // page
+    pages = 1 << max(share.bit_length() - 1, 0)
+    return max(MIN_FALLBACK_RING_PAGES, min(MAX_DEFAULT_RING_PAGES, pages))
+
+
 def wall_clock_offset() -> int:
     """CLOCK_REALTIME - CLOCK_MONOTONIC in nanoseconds, from the tightest of a few bracketed readings."""
     best: tuple[int, int] | None = None
@@ -189,7 +200,7 @@ class PerfLiveSource:
         self.stats = LiveStats()
         self.field_tags = False
         self.tracefs = tracefs
-        self.ring_pages = ring_pages or DEFAULT_RING_PAGES
+        self.ring_pages = ring_pages or 0  # chosen at open by default_ring_pages unless given
         self._ring_fixed = ring_pages is not None
         self.watermark = watermark
         self.flush_interval = flush_interval
@@ -242,6 +253,8 @@ class PerfLiveSource:
                 self.tracefs = find_tracefs()
             if not self.cpus:
                 self.cpus = online_cpus()
+            if not self.ring_pages:
+                self.ring_pages = default_ring_pages(len(self.cpus))
             _raise_fd_limit()
             self._offset = wall_clock_offset()
             self._epoll = select.epoll()
