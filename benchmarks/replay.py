@@ -284,7 +284,7 @@ def main() -> int:
             print(f"  {size:>5} rules, all on every sys_enter     {load:8.3f}s {rep:8.3f}s {n / rep / 1e6:8.2f} M  "
                   f"{fired:>7}")
         load, rep, fired = split_times(pack100, data, 1, native=False)
-        print(f"    100 rules of the pack, --no-native      {load:8.3f}s {rep:8.3f}s {n / rep / 1e6:8.2f} M  "
+        print(f"    100 rules of the pack, --no-native    {load:8.3f}s {rep:8.3f}s {n / rep / 1e6:8.2f} M  "
               f"{fired:>7}")
         print(f"\nrules and script kept in {tmp}" if args.keep else "")
         if args.profile:
