@@ -16,6 +16,7 @@ VERBS = (
     "dyntel.commands.validate",
     "dyntel.commands.replay",
     "dyntel.commands.test",
+    "dyntel.commands.run",
 )
 
 

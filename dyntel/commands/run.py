@@ -1,0 +1,55 @@
+"""`dyntel run --rules RULES...`: the live sidecar on this host's tracepoints and user_events."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("run", help="listen live to the tracepoints and user_events the rules name, and act",
+                       description="Open the tracepoints and user_events the rules' match names (and --events), "
+                                   "evaluate the rules on every event as it happens, run their actions. Rule files "
+                                   "are reloaded on change and on SIGHUP. Needs root or CAP_PERFMON and tracefs.")
+    r.add_argument("--rules", nargs="+", action="extend", required=True, metavar="RULES", help="rule files (YAML)")
+    r.add_argument("--events", nargs="+", action="extend", default=[], metavar="PATTERN",
+                   help="also open these tracepoints (system:event globs, e.g. 'raw_syscalls:*')")
+    r.add_argument("--dry-run", action="store_true", help="record each firing's actions without running them")
+    r.add_argument("--format", choices=("text", "json"), default="text", help="how firings are printed")
+    r.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until ^C)")
+    r.add_argument("--callchain", action="store_true", help="capture each event's kernel and user call chain")
+    r.add_argument("--no-reload", action="store_true", help="do not watch the rule files")
+    r.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dyntel.commands import utf8_out
+    from dyntel.commands.replay import firing_json, firing_line
+    from dyntel.live import RunOptions, run_live
+    from dyntel.rules.errors import RuleErrors
+    from dyntel.rules.loader import load_rules
+
+    try:
+        rules = load_rules(args.rules)
+    except RuleErrors as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        return 1
+    out = utf8_out(None)
+
+    def on_firing(firing: Any) -> None:
+        out.write((firing_json(firing) if args.format == "json" else firing_line(firing)) + "\n")
+        out.flush()
+
+    options = RunOptions(events=args.events, dry_run=args.dry_run, duration=args.duration,
+                         callchain=args.callchain, reload=not args.no_reload)
+    try:
+        fired = run_live(rules, args.rules, on_firing, options)
+    finally:
+        out.flush()
+        if isinstance(out, io.TextIOWrapper):
+            out.detach()  # standard output stays open for an in-process caller
+    print(f"dyntel run: {fired} firing(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,115 @@
+"""`dyntel run`: the live sidecar loop. Rules decide what to listen to; the engine sees events as they happen.
+
+What to open comes from the rules' `match` (and `--events` patterns): a provider that is a tracefs system
+(`sched`, `raw_syscalls`) opens `system:event`; any other provider is an EventHeader user_events provider and opens
+`user_events:<provider>_L*` (the EventHeader naming convention, `Provider_L<level>K<keyword>...`), which also
+picks up producers that register later. Rule files are watched: a reload replaces the rules between two events and
+keeps the state of unchanged rules.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from dyntel.engine.engine import Engine
+from dyntel.engine.firing import Firing
+from dyntel.rules.model import CompiledRule, RuleSet
+
+
+@dataclass(slots=True)
+class RunOptions:
+    events: Sequence[str] = ()  # extra tracepoint patterns, "system:event" globs
+    dry_run: bool = False
+    duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
+    callchain: bool = False
+    reload: bool = True
+    log: TextIO | None = None
+
+
+def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """The tracepoint patterns the rules can match, given the tracefs systems this kernel has."""
+    known = set(systems) - {"user_events"}
+    out: list[str] = list(extra)
+    for rule in rules:
+        provider, event = rule.match.provider, rule.match.event
+        if provider is None:
+            continue  # matches whatever else is opened; it cannot name what to open
+        pattern = f"{provider}:{event or '*'}" if provider in known else f"user_events:{provider}_L*"
+        if pattern not in out:
+            out.append(pattern)
+    return out
+
+
+def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
+             options: RunOptions) -> int:
+    """Listen until the duration ends or a signal asks to stop. Returns the number of firings."""
+    from dyntel.engine.reload import RuleReloader
+    from dyntel.engine.scheduler import Scheduler
+    from dyntel.replay import make_want
+    from dyntel.sources.perf_live import PerfLiveSource
+    from dyntel.sources.tracefs import find_tracefs
+
+    tracefs = find_tracefs()
+    systems = [d for d in os.listdir(os.path.join(str(tracefs.path), "events"))
+               if os.path.isdir(os.path.join(str(tracefs.path), "events", d))]
+    patterns = patterns_for(rules.rules, systems, options.events)
+    if not patterns:
+        raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
+    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
+    source.want = make_want(rules.rules)
+    engine = Engine(rules, Scheduler(dry_run=options.dry_run, log=options.log or sys.stderr))
+    reloader = RuleReloader(list(rule_paths), engine, rules) if options.reload else None
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        source.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    timer: threading.Timer | None = None
+    if options.duration is not None:
+        timer = threading.Timer(options.duration, lambda: on_signal(0, None))
+        timer.daemon = True
+        timer.start()
+    fired = 0
+    try:
+        if reloader is not None:
+            reloader.start()
+        source.open()
+        for warning in source.warnings:
+            print(f"dyntel run: {warning}", file=options.log or sys.stderr)
+        opened = set(patterns)
+        for event in source.events():
+            if reloader is not None and reloader.pending():
+                # New rules may name providers nothing listens to yet, and want events the filter drops.
+                current = engine.rules
+                source.want = make_want(current)
+                for pattern in patterns_for(current, systems):
+                    if pattern not in opened:
+                        opened.add(pattern)
+                        source.add(pattern)
+            for firing in engine.process(event):
+                fired += 1
+                on_firing(firing)
+            if stop.is_set():
+                break
+        for firing in engine.finish(time.time_ns()):
+            fired += 1
+            on_firing(firing)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if reloader is not None:
+            reloader.stop()
+        source.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return fired
