@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import logging
 import os
 import pstats
 import subprocess
@@ -91,6 +92,17 @@ class Run:
                 f"{1e3 * self.max_gap:.0f} ms")
 
 
+def cpu_pressure() -> str:
+    """How contended the CPUs are (PSI: share of time some task waited for a CPU), as the figures depend on it."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = f.readline().split()
+    except OSError:
+        return "CPU pressure unknown"
+    fields = dict(part.split("=") for part in some[1:])
+    return f"CPU pressure (some) {fields.get('avg10', '?')}% over 10 s, {fields.get('avg60', '?')}% over 60 s"
+
+
 def cpu_seconds() -> float:
     t = psutil.Process().cpu_times()
     return float(t.user + t.system)
@@ -139,20 +151,26 @@ def run(label: str, rate: float, duration: float, ring_pages: int, profile: bool
     return result
 
 
-def idle(seconds: float) -> tuple[float, float]:
-    """dyntel's CPU share with a tracepoint open that nothing hits, and watching on: (share, wake-ups per second)."""
+def idle(seconds: float) -> tuple[float, float, float]:
+    """dyntel's CPU share with a tracepoint open that nothing hits and a user_events pattern watched for:
+    (share by psutil, share by the process CPU clock, wake-ups per second). psutil reads clock ticks (10 ms), coarse
+    next to an idle process's few milliseconds a second; CLOCK_PROCESS_CPUTIME_ID is exact."""
     sleeper = subprocess.Popen(["sleep", str(seconds + 5)])
     src = PerfLiveSource()
+    quiet = logging.getLogger("dyntel.live")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "this kernel has no user_events" is expected here
     try:
         src.add("raw_syscalls:sys_enter", filter=f"common_pid == {sleeper.pid}")
         src.add("user_events:dyntel_bench_*")  # watched for, never there
         threading.Timer(seconds, src.stop).start()
-        c0, t0 = cpu_seconds(), time.monotonic()
+        c0, p0, t0 = cpu_seconds(), time.process_time(), time.monotonic()
         for _event in src.events():
             pass
-        cpu, wall = cpu_seconds() - c0, time.monotonic() - t0
-        return cpu / wall, src.stats.wakeups / wall
+        cpu, exact, wall = cpu_seconds() - c0, time.process_time() - p0, time.monotonic() - t0
+        return cpu / wall, exact / wall, src.stats.wakeups / wall
     finally:
+        quiet.setLevel(level)
         src.close()
         sleeper.kill()
 
@@ -175,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     shown_pages = args.ring_pages or default_ring_pages(len(online_cpus()))
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
           f"ring {shown_pages} pages ({shown_pages * page_kib} KiB) per CPU, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
     if "rates" in parts:
         for rate in (float(r) for r in args.rates.split(",")):
             print(run(f"{rate / 1e3:g}k/s", rate, args.duration, args.ring_pages).line(), flush=True)
@@ -198,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         r = run("max", 0, args.max_events, pages, args.profile)
         print(r.line(), flush=True)
     if "idle" in parts:
-        share, wakeups = idle(args.idle)
-        print(f"idle: dyntel CPU {100 * share:.3f}% of a core ({wakeups:.1f} wake-ups/s, one tracepoint open, "
-              f"one user_events pattern watched)", flush=True)
+        share, exact, wakeups = idle(args.idle)
+        print(f"idle: dyntel CPU {100 * share:.3f}% of a core by psutil, {100 * exact:.3f}% by the process CPU "
+              f"clock ({wakeups:.1f} wake-ups/s, one tracepoint open, one user_events pattern watched)", flush=True)
+    print(f"at the end: load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
     return 0
 
 
