@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import corpus_file, load_reference_json
+from support import corpus_file, load_reference_json
 
 CASES = [
     ("linuxtracepoints/perf.data", "linuxtracepoints/perf.data.linux.json"),

@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from conftest import corpus_file, deadline
+from support import corpus_file, deadline
 
 from dyntel.errors import DecodeError, DyntelError, UnsupportedFormat
 from dyntel.sources.recordings import open_recording_bytes

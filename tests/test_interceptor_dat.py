@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from conftest import corpus_file, load_reference_json
+from support import corpus_file, load_reference_json
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.event_json import format_event

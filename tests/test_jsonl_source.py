@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, corpus_file
+from support import ROOT, corpus_file
 
 from dyntel.event import Event, Format
 from dyntel.event_json import format_event

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import deadline
+from support import deadline
 
 from dyntel.event import Event
 from dyntel.sources import perf_abi as abi

@@ -59,6 +59,7 @@ class FakeRing(pe.Ring):
         self.base = PAGE
         self.size = data_pages * PAGE
         self.tail = self.read = 0
+        self.last_found = -1
         self.written = 0
 
     def put(self, record: bytes) -> None:

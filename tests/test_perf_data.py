@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus_file, deadline, load_reference_json
+from support import corpus_file, deadline, load_reference_json
 
 from dyntel.event import Event
 from dyntel.event_json import format_event

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, corpus_file
+from support import ROOT, corpus_file
 
 from dyntel.event import Event
 from dyntel.progress import Progress

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, corpus_file
+from support import ROOT, corpus_file
 
 from dyntel.event import ArrayKind, Event
 from dyntel.event_json import format_event

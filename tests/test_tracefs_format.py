@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import corpus_file
+from support import corpus_file
 
 from dyntel.decoders.tracefs_format import (
     FieldShow,

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the reference corpus lives, and how its absence is treated."""
+"""Shared test helpers: where the reference corpus lives (and how its absence is treated), a hang guard."""
 
 from __future__ import annotations
 

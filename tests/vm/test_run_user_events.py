@@ -1,0 +1,84 @@
+"""`dyntel run` on real user_events: a rule naming an EventHeader provider makes dyntel enable the producer's
+tracepoint (its bit 0 before, 1 while, 0 after) and fire on every one of its events, with the fields right."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from producer import EVENT_ID, EVENT_NAME, EVENT_TAG, EVENT_VERSION, expected_fields
+from vmhelpers import WAIT, Producer, wait_for
+
+N = 1000
+RULES = """\
+version: 1
+rules:
+  - name: every-tick
+    match: {provider: PROVIDER, event: EVENT}
+    actions:
+      - log: {message: "tick {fields.seq}"}
+"""
+
+
+class Run:
+    """`dyntel run --format json` in its own process, its firings collected as they are printed."""
+
+    def __init__(self, rules: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
+             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.firings: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.firings.append(json.loads(line))
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=WAIT)
+        self._reader.join(timeout=WAIT)
+        return self.proc.returncode, err
+
+
+def test_dyntel_run_enables_the_producer_and_fires_on_every_event(producers: Callable[[str], Producer],
+                                                                  tmp_path: Path) -> None:
+    provider = f"DyntelRun{os.getpid()}"
+    producer = producers(f"{provider}_L5K1")
+    assert not producer.enabled
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("PROVIDER", provider).replace("EVENT", EVENT_NAME))
+    run = Run(rules)
+    seen = ""
+    try:
+        wait_for("enabled by dyntel run", lambda: producer.enabled)
+        assert producer.write(N) == N
+        wait_for(f"{N} firings", lambda: len(run.firings) >= N)
+    except AssertionError as e:
+        seen = f"{e}: {len(run.firings)} seen"
+    finally:
+        status, err = run.stop()
+    assert not seen and status == 0, f"{seen}\n{err}"
+    wait_for("disabled once dyntel run exited", lambda: not producer.enabled)
+
+    assert len(run.firings) == N, err
+    pid = producer.proc.pid
+    for seq, firing in enumerate(run.firings):
+        assert firing["rule"] == "every-tick"
+        event = firing["event"]
+        assert event["n"] == f"{provider}:{EVENT_NAME}"
+        want = expected_fields(seq)
+        assert {k: event[k] for k in want} == want
+        meta = event["meta"]
+        assert (meta["pid"], meta["tid"], meta["level"], meta["id"], meta["version"]) == (pid, pid, 5, EVENT_ID,
+                                                                                         EVENT_VERSION)
+        assert meta["tag"] == f"0x{EVENT_TAG:X}" and meta["keyword"] == "0x1"
