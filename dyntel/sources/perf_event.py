@@ -233,6 +233,7 @@ class Ring:
         self.size: int = size or data_pages * page
         self.tail: int = _U64.unpack_from(self.mm, MMAP_DATA_TAIL)[0]  # handed back to the kernel up to here
         self.read = self.tail  # records found up to here (the reader may hold some between the two)
+        self.last_found = -1  # time of the last sample found, -1 before any
 
     def head(self) -> int:
         head: int = _U64.unpack_from(self.mm, MMAP_DATA_HEAD)[0]

@@ -636,10 +636,21 @@ class PerfLiveSource:
         samples = 0
         more = False
         hold = 1 << 127
-        for i, ring in enumerate(self._rings):
-            head = ring.head()
+        rings = self._rings
+        heads = [ring.head() for ring in rings]
+        # The ring whose samples found so far end earliest holds every other one back; it is always read. Others
+        # that already hold a budget's worth of found samples wait (their samples wait for its older ones anyway),
+        # so that what waits stays bounded when one CPU's backlog is older than another's.
+        behind = [r for r, h in zip(rings, heads, strict=True) if h != r.read]
+        laggard = min(behind, key=lambda r: r.last_found) if behind else None
+        for i, ring in enumerate(rings):
+            head = heads[i]
             tail = start = ring.read
             if head == tail:
+                continue
+            if ring is not laggard and tail - ring.tail >= budget:
+                more = True
+                hold = min(hold, max(ring.last_found, 0))
                 continue
             mm = ring.mm
             base = ring.base
@@ -647,7 +658,7 @@ class PerfLiveSource:
             limit = base + ring.size
             stop = min(head, tail + budget)
             which = i << 32
-            last = -1
+            last = ring.last_found
             while tail < stop:
                 pos = base + (tail & mask)
                 if pos + 32 <= limit:
@@ -662,6 +673,7 @@ class PerfLiveSource:
                 if t >= 0:
                     last = t
             ring.read = tail
+            ring.last_found = last
             self.stats.bytes += tail - start
             if tail < head:
                 more = True
@@ -742,12 +754,16 @@ class PerfLiveSource:
         if self._closed:
             return
         rings = self._rings
-        low = [r.read for r in rings]
+        # Distances from each ring's tail: a pending sample's stream position is its ring's tail plus this.
+        far = [r.read - r.tail for r in rings]
+        geometry = [(r.base + r.tail, r.size - 1) for r in rings]
         for k in self._pending:
             i = k >> 32 & 0xFFFF
-            at = _stream_position(rings[i], k & 0xFFFFFFFF)
-            if at < low[i]:
-                low[i] = at
+            start, mask = geometry[i]
+            at = ((k & 0xFFFFFFFF) - start) & mask
+            if at < far[i]:
+                far[i] = at
+        low = [r.tail + d for r, d in zip(rings, far, strict=True)]
         for ring, pos in zip(rings, low, strict=True):
             if pos > ring.tail:
                 ring.release(pos)
