@@ -6,6 +6,7 @@ on stdout, so that a test can ask what the enable bit is at any moment and have 
     state          -> "enabled 0|1"
     write N [BAD]  -> "wrote W" (W of N were written; 0 while nobody listens)
     bad KIND       -> "wrote W" after one malformed event of KIND (see `malformed`)
+    ping           -> "wrote W" after one `Ping` event (no fields), for a listener to show it is recording
     quit           -> "bye", after unregistering
 
 The events are built by hand from eventheader.h: header, one metadata extension, payload.
@@ -63,6 +64,10 @@ def tick(level: int, seq: int) -> bytes:
     return header(level) + metadata_extension() + payload(seq)
 
 
+def ping(level: int) -> bytes:
+    return header(level) + metadata_extension(b"Ping\0")
+
+
 # Malformed events, each at least the 8 bytes the kernel insists on for an EventHeader tracepoint.
 MALFORMED_KINDS = ("short-payload", "extension-overrun", "no-metadata")
 
@@ -97,6 +102,8 @@ def main() -> int:
                     written += 1
                 seq += 1
             print(f"wrote {written}", flush=True)
+        elif words[0] == "ping":
+            print(f"wrote {int(tp.write(ping(level)))}", flush=True)
         elif words[0] == "bad":
             print(f"wrote {int(tp.write(malformed(words[1], level)))}", flush=True)
         elif words[0] == "quit":

@@ -67,6 +67,9 @@ class Producer:
     def write(self, n: int) -> int:
         return int(self.ask(f"write {n}").split()[1])
 
+    def ping(self) -> int:
+        return int(self.ask("ping").split()[1])
+
     def bad(self, kind: str) -> int:
         return int(self.ask(f"bad {kind}").split()[1])
 
