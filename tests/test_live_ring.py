@@ -277,7 +277,7 @@ def reorder_loop(src: PerfLiveSource, budget: int) -> tuple[list[int], int]:
         most = max(most, len(src._pending))
         n = sum(1 for k in src._pending if k >> 48 <= hold) if more else len(src._pending)
         ready, src._pending = src._pending[:n], src._pending[n:]
-        times += [e.time for e in src._batch(ready)]
+        times += [e.time or 0 for e in src._batch(ready)]
         if not more and not src._pending:
             return times, most
     raise AssertionError("the reader made no progress")

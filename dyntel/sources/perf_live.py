@@ -68,7 +68,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -415,6 +415,9 @@ class PerfLiveSource:
         tp = Tracepoint(system, name, tp_id, SOURCE_USER_EVENTS if system.startswith("user_events")
                         else SOURCE_TRACEPOINT, sel.callchain, sel.filter)
         sample_type = SAMPLE_TYPE | (abi.SAMPLE_CALLCHAIN if sel.callchain else 0)
+        # Compiled before the first perf event is opened: for a user_event, opening one sets the producers'
+        # enable bit, and what they write until the events are enabled below is lost, so that window stays short.
+        parser = self._parser(tp, fmt_text, sample_type)
         try:
             for cpu, ring in zip(self.cpus, self._rings, strict=True):
                 fd = self._perf_open(sample_type, tp_id, cpu, full)
@@ -432,20 +435,22 @@ class PerfLiveSource:
             for fd in tp.fds:
                 os.close(fd)
             raise
-        self._register(tp, fmt_text, sample_type)
+        self._file(tp, parser)
         for fd in tp.fds:
             pe.enable(fd)
         return True
 
     def _register(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> None:
         """Compile the tracepoint's sample parser and file it under each of its event ids."""
+        self._file(tp, self._parser(tp, fmt_text, sample_type))
+
+    def _parser(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> SampleParser:
         recipe = self._recipe(tp, fmt_text)
-        parser: SampleParser
         if recipe.build is None and self.want is not None and not self.want(tp.system, tp.name, None):
-            parser = self._filtered
-        else:
-            parser = compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN,
-                                           recipe)
+            return self._filtered
+        return compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN, recipe)
+
+    def _file(self, tp: Tracepoint, parser: SampleParser) -> None:
         for ident in tp.ids:
             self._parsers[ident] = parser
             self._names[ident] = tp.full_name
@@ -707,7 +712,7 @@ class PerfLiveSource:
             self.stats.skip(abi.record_name(rtype))
         return tail + size, -1
 
-    def _batch(self, keys: list[int]) -> Iterator[Event]:
+    def _batch(self, keys: list[int]) -> Generator[Event, None, None]:
         """The samples of `keys`, parsed from the rings as they are asked for. Once all are consumed their ring
         space is handed back; a consumer that stops early leaves the rest pending."""
         parsers = self._parsers
