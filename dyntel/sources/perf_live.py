@@ -415,8 +415,10 @@ class PerfLiveSource:
         tp = Tracepoint(system, name, tp_id, SOURCE_USER_EVENTS if system.startswith("user_events")
                         else SOURCE_TRACEPOINT, sel.callchain, sel.filter)
         sample_type = SAMPLE_TYPE | (abi.SAMPLE_CALLCHAIN if sel.callchain else 0)
-        # Compiled before the first perf event is opened: for a user_event, opening one sets the producers'
-        # enable bit, and what they write until the events are enabled below is lost, so that window stays short.
+        # For a user_event, opening the first perf event sets the producers' enable bit, and what they write on a
+        # CPU before its event is enabled is lost. So the parser is compiled first and each event is enabled as
+        # soon as it writes to its ring: the window is a few system calls a CPU. (Samples written before the
+        # parser is filed under their ids wait in the rings: the reader needs the lock this runs under.)
         parser = self._parser(tp, fmt_text, sample_type)
         try:
             for cpu, ring in zip(self.cpus, self._rings, strict=True):
@@ -431,13 +433,12 @@ class PerfLiveSource:
                                              f"in {tracefs.event_dir(system, name)}/format") from None
                 pe.set_output(fd, ring.fd)
                 tp.ids.append(pe.event_id(fd))
+                pe.enable(fd)
         except BaseException:
             for fd in tp.fds:
                 os.close(fd)
             raise
         self._file(tp, parser)
-        for fd in tp.fds:
-            pe.enable(fd)
         return True
 
     def _register(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> None:
