@@ -250,6 +250,12 @@ def test_the_pre_decode_filter_drops_unwanted_tracepoints_and_eventheader_events
     assert ("raw_syscalls", "sys_enter", None) in asked and ("P", "X", 5) in asked
     assert asked.count(("P", "X", 5)) == 1  # asked once per event type, not per event
 
+    src.want = None  # a new filter applies to what is open already
+    ring.put(sample(11, sys_enter_raw(7)))
+    ring.put(sample(21, eventheader_raw(u32, struct.pack("<I", 8)).replace(b"E\0v", b"X\0v")))
+    assert [(e.provider, e.name) for e in drained(src)] == [("raw_syscalls", "sys_enter"), ("P", "X")]
+    assert src.stats.skipped == {"filtered": 7}
+
 
 def test_a_drain_budget_leaves_the_rest_and_says_how_far_events_are_complete() -> None:
     ring = FakeRing(4)

@@ -147,6 +147,8 @@ class Tracepoint:
     filter: str | None
     fds: list[int] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
+    format_text: str = ""
+    sample_type: int = 0
 
     @property
     def full_name(self) -> str:
@@ -210,12 +212,10 @@ class PerfLiveSource:
         self.cpus: list[int] = list(cpus) if cpus is not None else []
         self.failed: dict[str, str] = {}  # tracepoints a glob matched that could not be opened, and why
         self.warnings: list[str] = []  # selections that cannot match on this machine (no user_events), and why
-        # The pre-decode filter (dyntel.sources.Want), set before tracepoints are opened: samples of a tracefs event
-        # it does not want are dropped by their event id; EventHeader events once their metadata names them, before
-        # the payload is decoded. Either way counted in stats.skipped["filtered"].
-        self.want: Want | None = None
+        self._want: Want | None = None
         self._lock = threading.RLock()
-        self._wake_lock = threading.Lock()
+        # Reentrant: stop() may run in a signal handler that interrupted close() in the same thread.
+        self._wake_lock = threading.RLock()
         self._selections: list[_Selection] = []
         self._excluded: set[str] = set()  # removed by name while a remaining pattern still matches them
         self._open: dict[str, Tracepoint] = {}
@@ -301,6 +301,21 @@ class PerfLiveSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def want(self) -> Want | None:
+        """The pre-decode filter (dyntel.sources.Want): samples of a tracefs event it does not want are dropped by
+        their event id; EventHeader events once their metadata names them, before the payload is decoded. Either
+        way counted in stats.skipped["filtered"]. Setting it (from any thread) applies to what is open already."""
+        return self._want
+
+    @want.setter
+    def want(self, want: Want | None) -> None:
+        with self._lock:
+            self._want = want
+            for tp in self._open.values():
+                if tp.sample_type:
+                    self._file(tp, self._parser(tp, tp.format_text, tp.sample_type))
 
     @property
     def enabled(self) -> list[str]:
@@ -446,6 +461,7 @@ class PerfLiveSource:
         self._file(tp, self._parser(tp, fmt_text, sample_type))
 
     def _parser(self, tp: Tracepoint, fmt_text: str, sample_type: int) -> SampleParser:
+        tp.format_text, tp.sample_type = fmt_text, sample_type  # to compile it again when `want` changes
         recipe = self._recipe(tp, fmt_text)
         if recipe.build is None and self.want is not None and not self.want(tp.system, tp.name, None):
             return self._filtered
