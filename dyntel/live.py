@@ -80,22 +80,37 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         timer.daemon = True
         timer.start()
     fired = 0
+    opened = set(patterns)
+
+    def check_reload() -> None:
+        if reloader is None or not reloader.pending():
+            return
+        # New rules may name providers nothing listens to yet, and want events the filter drops.
+        current = engine.rules
+        source.want = make_want(current)
+        for pattern in patterns_for(current, systems):
+            if pattern not in opened:
+                opened.add(pattern)
+                source.add(pattern)
+
+    def on_idle() -> None:
+        # No events: absence timers still run out on the wall clock, and a reload still takes effect.
+        nonlocal fired
+        check_reload()
+        for firing in engine.advance(time.time_ns()):
+            fired += 1
+            on_firing(firing)
+
+    source.on_idle = on_idle
     try:
         if reloader is not None:
             reloader.start()
         source.open()
         for warning in source.warnings:
             print(f"dyntel run: {warning}", file=options.log or sys.stderr)
-        opened = set(patterns)
         for event in source.events():
-            if reloader is not None and reloader.pending():
-                # New rules may name providers nothing listens to yet, and want events the filter drops.
-                current = engine.rules
-                source.want = make_want(current)
-                for pattern in patterns_for(current, systems):
-                    if pattern not in opened:
-                        opened.add(pattern)
-                        source.add(pattern)
+            if reloader is not None:
+                check_reload()
             for firing in engine.process(event):
                 fired += 1
                 on_firing(firing)

@@ -61,3 +61,48 @@ def test_run_fires_on_what_a_child_does(tmp_path: Path) -> None:
     assert firings[0]["actions"] == [{"type": "log", "status": "ok",
                                       "message": f"getppid burst in pid {child.pid}"}]
     assert "getppid burst in pid" in err and "2 firing(s)" in err
+
+
+ABSENCE = """\
+version: 1
+rules:
+  - name: child-went-quiet
+    match: {provider: raw_syscalls, event: sys_enter}
+    condition: fields.id == 110 and pid == CHILD
+    absence: {within: 1s, group_by: [pid]}
+"""
+
+
+@pytest.mark.kernel
+def test_run_fires_an_absence_while_no_events_come(tmp_path: Path) -> None:
+    """With nothing to read, time still passes: the absence fires on the wall clock, long before the run ends."""
+    import time
+
+    _need_root()
+    child = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
+                              "[os.getppid() for _ in range(10)]; sys.stdin.readline()"],
+                             stdin=subprocess.PIPE, text=True)
+    assert child.stdin is not None
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ABSENCE.replace("CHILD", str(child.pid)))
+    run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--duration", "9",
+                            "--format", "json", "--no-reload"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        time.sleep(2.5)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        calls_done = time.monotonic()
+        assert run.stdout is not None
+        line = run.stdout.readline()  # blocks until the firing is printed
+        arrived = time.monotonic() - calls_done
+        child.stdin.write("done\n")
+        child.stdin.close()
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+        child.kill()
+    firing = json.loads(line)
+    assert firing["rule"] == "child-went-quiet" and firing["group"] == {"pid": child.pid}, err
+    # 1 s of silence, plus the reader's wake-up period; the run itself goes on for several seconds more.
+    assert 0.9 < arrived < 3.0, (arrived, err)

@@ -213,6 +213,9 @@ class PerfLiveSource:
         self.failed: dict[str, str] = {}  # tracepoints a glob matched that could not be opened, and why
         self.warnings: list[str] = []  # selections that cannot match on this machine (no user_events), and why
         self._want: Want | None = None
+        # Called from the reading thread after a wake-up that found nothing to yield (at least every
+        # flush_interval while idle), so a consumer blocked in events() still gets to act on the passing of time.
+        self.on_idle: Callable[[], None] | None = None
         self._lock = threading.RLock()
         # Reentrant: stop() may run in a signal handler that interrupted close() in the same thread.
         self._wake_lock = threading.RLock()
@@ -637,6 +640,9 @@ class PerfLiveSource:
                     stats.out_of_order += sum(1 for k in ready if k >> 48 < last)
                 self._last_time = ready[-1] >> 48
                 yield from self._batch(ready)
+            elif self.on_idle is not None:
+                # Nothing to yield: time still passes for whoever waits on it (absence rules, reloads).
+                self.on_idle()
             if stopping and not more:
                 return
 
