@@ -9,6 +9,7 @@ keeps the state of unchanged rules.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -106,6 +107,9 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         if reloader is not None:
             reloader.start()
         source.open()
+        # Rules, compiled code and decoders live as long as the run: keep the collector from scanning them again on
+        # every collection (a drain cost about 30% less per event with collection out of the way).
+        gc.freeze()
         for warning in source.warnings:
             print(f"dyntel run: {warning}", file=options.log or sys.stderr)
         for event in source.events():
