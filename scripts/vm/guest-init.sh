@@ -33,7 +33,7 @@ if [ "$REPO_EXPORTED" = 1 ]; then
   # The checkout lives under the host's /tmp, which the tmpfs above hides: it comes in as an export of its own,
   # mounted at the same path so that the venv's absolute paths still hold.
   mkdir -p "$REPO"
-  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro repo "$REPO" || die "cannot mount the repo export"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro repo "$REPO" || die "cannot mount the repo export"
 fi
 
 # The root is read-only: everything Python, pytest and the tests write goes to /tmp.
