@@ -24,6 +24,7 @@ import errno
 import fcntl
 import os
 import struct
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -260,9 +261,15 @@ class UserEventsData:
         self.fd, self.path = _open_data(path)
         self.closed = False
         self._tracepoints: dict[str, Tracepoint] = {}
+        # Registering, unregistering and closing from several threads; writes need no lock.
+        self._lock = threading.Lock()
 
     def register(self, command: str, flags: int = 0) -> Tracepoint:
         """Register `command` ("name field1; field2..."); the same command twice gives the same Tracepoint."""
+        with self._lock:
+            return self._register(command, flags)
+
+    def _register(self, command: str, flags: int) -> Tracepoint:
         if self.closed:
             raise ValueError("user_events_data is closed")
         existing = self._tracepoints.get(command)
@@ -292,6 +299,10 @@ class UserEventsData:
         return self.register(eventheader_command(name), flags)
 
     def unregister(self, tp: Tracepoint) -> None:
+        with self._lock:
+            self._unregister(tp)
+
+    def _unregister(self, tp: Tracepoint) -> None:
         address = ctypes.addressof(tp._word)
         if address not in _LIVE_WORDS:
             return
@@ -308,14 +319,15 @@ class UserEventsData:
         return [tp for tp in self._tracepoints.values() if tp.registered]
 
     def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            for tp in self._tracepoints.values():
-                self.unregister(tp)
-        finally:
-            self.closed = True
-            os.close(self.fd)
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                for tp in self._tracepoints.values():
+                    self._unregister(tp)
+            finally:
+                self.closed = True
+                os.close(self.fd)
 
     def __enter__(self) -> UserEventsData:
         return self
