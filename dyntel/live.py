@@ -32,6 +32,9 @@ class RunOptions:
     callchain: bool = False
     reload: bool = True
     log: TextIO | None = None
+    # EventHeader tracepoint names (Provider_L5K1...) to register before listening, held until the run ends, so
+    # that they are enabled before their producers start and a producer's first events are not missed.
+    register: Sequence[str] = ()
 
 
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
@@ -58,6 +61,13 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     from dyntel.sources.tracefs import find_tracefs
 
     tracefs = find_tracefs()
+    registration = None
+    if options.register:
+        from dyntel.sources.user_events import Registration
+
+        registration = Registration(options.register)
+        # A pre-registered name is a user_events tracepoint like any other: listen to it by its exact name.
+        options.events = [*options.events, *(f"user_events:{n}" for n in options.register)]
     systems = [d for d in os.listdir(os.path.join(str(tracefs.path), "events"))
                if os.path.isdir(os.path.join(str(tracefs.path), "events", d))]
     patterns = patterns_for(rules.rules, systems, options.events)
@@ -129,6 +139,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         if reloader is not None:
             reloader.stop()
         source.close()
+        if registration is not None:
+            registration.close()
         for s, handler in old.items():
             signal.signal(s, handler)
     return fired

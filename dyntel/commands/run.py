@@ -21,6 +21,9 @@ def register(sub: Any) -> None:
     r.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until ^C)")
     r.add_argument("--callchain", action="store_true", help="capture each event's kernel and user call chain")
     r.add_argument("--no-reload", action="store_true", help="do not watch the rule files")
+    r.add_argument("--register", nargs="+", action="extend", default=[], metavar="NAME",
+                   help="register these EventHeader user_events (e.g. MyService_L4K1) before listening, held until "
+                        "dyntel exits, so they are on before their producers start")
     r.set_defaults(func=run)
 
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
 
     options = RunOptions(events=args.events, dry_run=args.dry_run, duration=args.duration,
-                         callchain=args.callchain, reload=not args.no_reload)
+                         callchain=args.callchain, reload=not args.no_reload, register=args.register)
     try:
         fired = run_live(rules, args.rules, on_firing, options)
     finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from producer import EVENT_ID, EVENT_NAME, EVENT_TAG, EVENT_VERSION, expected_fields
-from vmhelpers import WAIT, Producer, wait_for
+from vmhelpers import WAIT, Producer, tracepoint_exists, wait_for
 
 N = 1000
 RULES = """\
@@ -39,10 +39,10 @@ rules:
 class Run:
     """`dyntel run --format json` in its own process, its firings collected as they are printed."""
 
-    def __init__(self, rules: Path) -> None:
+    def __init__(self, rules: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
-             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--dry-run", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.firings: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -104,3 +104,32 @@ def test_dyntel_run_enables_the_producer_and_fires_on_every_event(producers: Cal
         assert (meta["pid"], meta["tid"], meta["level"], meta["id"], meta["version"]) == (pid, pid, 5, EVENT_ID,
                                                                                          EVENT_VERSION)
         assert meta["tag"] == f"0x{EVENT_TAG:X}" and meta["keyword"] == "0x1"
+
+
+def test_dyntel_run_pre_registers_so_a_producer_starts_enabled(producers: Callable[[str], Producer],
+                                                             tmp_path: Path) -> None:
+    """`--register NAME`: dyntel registers and enables the name before any producer exists, so a producer that
+    starts later finds its bit already 1 and its very first events are seen (no ping needed)."""
+    provider = f"DyntelPre{os.getpid()}"
+    name = f"{provider}_L5K1"
+    assert not tracepoint_exists(name)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("PROVIDER", provider).replace("EVENT", EVENT_NAME))
+    run = Run(rules, "--register", name)
+    seen = ""
+    try:
+        wait_for("dyntel registered the name", lambda: tracepoint_exists(name))
+        # dyntel's own registration word flips when its perf events have it on; give them a moment to be enabled.
+        import time
+
+        time.sleep(1.0)
+        producer = producers(name)
+        assert producer.enabled, "the producer's bit was not already on"
+        assert producer.write(N) == N
+        wait_for(f"{N} firings", lambda: len(run.of("every-tick")) >= N)
+    except AssertionError as e:
+        seen = f"{e}: {len(run.firings)} seen"
+    finally:
+        status, err = run.stop()
+    assert not seen and status == 0, f"{seen}\n{err}"
+    assert len(run.of("every-tick")) == N
