@@ -64,7 +64,7 @@ from dyntel.sources.perf_header import (
     parse_header_attr_record,
     parse_pipe_header,
 )
-from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser
+from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.perf_tracing_data import TracingData, parse_tracing_data
 
 # How samples are ordered. "round" is perf-decode's order: each round's samples (up to a FINISHED_ROUND) sorted by
@@ -864,62 +864,11 @@ class PerfDataSource:
         return recipe
 
     def _eventheader_builder(self, fmt: Any, tracefs: Recipe) -> Callable[..., Event | None]:
-        """For user_events written with EventHeader: decode by the header. Bytes that are not EventHeader fall back
-        to the tracefs fields, as in the reference; an EventHeader payload that contradicts its own metadata is a
-        DecodeError, which the record loop counts as a problem (the reference prints nothing for it either)."""
-        decoder = self._eventheader
-        not_eventheader: type[Exception] = DecodeError
-        if decoder is None:
-            try:
-                from dyntel.decoders.eventheader import EventHeaderDecoder
-            except ImportError:
-                decoder = False
-            else:
-                decoder = EventHeaderDecoder()
-            self._eventheader = decoder
-        if decoder:
-            from dyntel.decoders.eventheader import NotEventHeader
+        if self._eventheader is None:
+            from dyntel.decoders.eventheader import EventHeaderDecoder
 
-            not_eventheader = NotEventHeader
-        tp_name: str = fmt.name
-        eh_offset: int = fmt.eventheader_offset
-        provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
-        wall = tracefs.time_is_wall
-        tracefs_decode = tracefs.decode
-        assert tracefs_decode is not None
-        eh_decode = decoder.decode if decoder else None
-        want = self.want
-        skip = self.stats.skip
-        # Samples that are not EventHeader after all show as tracefs fields, under the tracepoint's own name.
-        tracefs_wanted = want is None or bool(want(provider, name, None))
-
-        def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
-                  chain: tuple[int, ...] | None) -> Event | None:
-            if eh_decode is not None and raw is not None:
-                try:
-                    event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
-                                           else eh_decode(tp_name, raw, eh_offset, want=want))
-                except not_eventheader:
-                    pass
-                else:
-                    if event is None:
-                        skip("filtered")
-                        return None
-                    event.source = SOURCE_USER_EVENTS
-                    event.time = time
-                    event.time_is_wall = wall
-                    event.cpu = cpu
-                    event.pid = pid
-                    event.tid = tid
-                    event.callchain = chain
-                    return event
-            if not tracefs_wanted:
-                skip("filtered")
-                return None
-            return Event(provider, name, schema, tracefs_decode(raw), source, time, wall, cpu, pid, tid,
-                         callchain=chain)
-
-        return build
+            self._eventheader = EventHeaderDecoder()
+        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip)
 
 
 # Sample layouts whose raw data the C scan can find (fixed fields, the call chain, RAW).

@@ -78,7 +78,7 @@ from dyntel.sources import SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
 from dyntel.sources.perf_header import Attr
-from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser
+from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.selection import Pattern, parse_pattern
 from dyntel.sources.tracefs import (
     LiveSetupError,
@@ -522,49 +522,11 @@ class PerfLiveSource:
         return recipe
 
     def _eventheader_builder(self, fmt: Any, tracefs: Recipe) -> Callable[..., Event | None]:
-        """EventHeader user_events: decoded by their header; bytes that are not EventHeader fall back to the tracefs
-        fields. A payload that contradicts its metadata raises DecodeError, which the drain counts and logs."""
-        from dyntel.decoders.eventheader import EventHeaderDecoder, NotEventHeader
-
         if self._eventheader is None:
+            from dyntel.decoders.eventheader import EventHeaderDecoder
+
             self._eventheader = EventHeaderDecoder()
-        eh_decode = self._eventheader.decode
-        tp_name: str = fmt.name
-        eh_offset: int = fmt.eventheader_offset
-        provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
-        tracefs_decode = tracefs.decode
-        assert tracefs_decode is not None
-        want = self.want
-        skip = self.stats.skip
-        # Samples that are not EventHeader after all show as tracefs fields, under the tracepoint's own name.
-        tracefs_wanted = want is None or bool(want(provider, name, None))
-
-        def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
-                  chain: tuple[int, ...] | None) -> Event | None:
-            if raw is not None:
-                try:
-                    event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
-                                           else eh_decode(tp_name, raw, eh_offset, want=want))
-                except NotEventHeader:
-                    pass
-                else:
-                    if event is None:
-                        skip("filtered")
-                        return None
-                    event.source = SOURCE_USER_EVENTS
-                    event.time = time
-                    event.cpu = cpu
-                    event.pid = pid
-                    event.tid = tid
-                    event.callchain = chain
-                    return event
-            if not tracefs_wanted:
-                skip("filtered")
-                return None
-            return Event(provider, name, schema, tracefs_decode(raw), source, time, True, cpu, pid, tid,
-                         callchain=chain)
-
-        return build
+        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip)
 
     def _problem(self, ident: int, position: int, cpu: int, reason: str) -> None:
         tp = self._names.get(ident, f"event id {ident}")

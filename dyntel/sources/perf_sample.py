@@ -365,3 +365,50 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
     exec(compile(src, f"<perf sample parser, sample_type {st:#x}>", "exec"), env)
     factory: Callable[..., SampleParser] = env["factory"]
     return factory
+
+
+def eventheader_builder(fmt: Any, tracefs: Recipe, decoder: Any, want: Callable[[str, str, int | None], bool] | None,
+                        skip: Callable[[str], None]) -> Callable[..., Event | None]:
+    """The sample-to-Event step of a user_events tracepoint written with EventHeader, shared by the recording and
+    the live reader: decode by the header; samples that are not EventHeader after all show as the tracepoint's
+    tracefs fields, under its own name, as in the reference. A payload that contradicts its own metadata raises
+    DecodeError, which the caller counts as a problem. `want` drops events no rule can match (counted "filtered")
+    before their payload is decoded."""
+    from dyntel.decoders.eventheader import NotEventHeader
+    from dyntel.event import SOURCE_USER_EVENTS
+
+    eh_decode = decoder.decode
+    tp_name: str = fmt.name
+    eh_offset: int = fmt.eventheader_offset
+    provider, name, schema, source = tracefs.provider, tracefs.name, tracefs.schema, tracefs.source
+    wall = tracefs.time_is_wall
+    tracefs_decode = tracefs.decode
+    assert tracefs_decode is not None
+    tracefs_wanted = want is None or bool(want(provider, name, None))
+
+    def build(raw: bytes | None, time: int | None, cpu: int | None, pid: int | None, tid: int | None,
+              chain: tuple[int, ...] | None) -> Event | None:
+        if raw is not None:
+            try:
+                event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
+                                       else eh_decode(tp_name, raw, eh_offset, want=want))
+            except NotEventHeader:
+                pass
+            else:
+                if event is None:
+                    skip("filtered")
+                    return None
+                event.source = SOURCE_USER_EVENTS
+                event.time = time
+                event.time_is_wall = wall
+                event.cpu = cpu
+                event.pid = pid
+                event.tid = tid
+                event.callchain = chain
+                return event
+        if not tracefs_wanted:
+            skip("filtered")
+            return None
+        return Event(provider, name, schema, tracefs_decode(raw), source, time, wall, cpu, pid, tid, callchain=chain)
+
+    return build
