@@ -170,6 +170,16 @@ class PerfDataSource:
                 return self._scanned_loop(plan[0], scanned, closers)
         return self._loop(*plan, closers)
 
+    def _sample_failed(self, e: Exception, offset: int) -> None:
+        """Count a sample that could not become an Event, at the sample's offset in the file. Called on the error
+        path only, so both record loops share it without a call per sample."""
+        if isinstance(e, SampleError):
+            self._problem(offset + e.offset, e.message)
+        elif isinstance(e, DecodeError):
+            self._problem(offset, f"SAMPLE not decoded: {e.message}")
+        else:
+            self._problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
+
     def _problem(self, offset: int, message: str) -> None:
         self.stats.problem(offset, message)
 
@@ -347,14 +357,8 @@ class PerfDataSource:
                             parser = default
                         try:
                             event = parser(buf, pos, nxt)
-                        except SampleError as e:
-                            problem(base + pos + e.offset, e.message)
-                            failed += 1
-                        except DecodeError as e:
-                            problem(base + pos, f"SAMPLE not decoded: {e.message}")
-                            failed += 1
-                        except Exception as e:  # a decoder failing on bad bytes must not end the file
-                            problem(base + pos, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
+                        except Exception as e:  # a sample failing on bad bytes must not end the file
+                            self._sample_failed(e, base + pos)
                             failed += 1
                         else:
                             if event is not None:
@@ -426,14 +430,8 @@ class PerfDataSource:
                             parser = default
                         try:
                             event = parser(buf, p, q)
-                        except SampleError as err:
-                            problem(base + p + err.offset, err.message)
-                            failed += 1
-                        except DecodeError as err:
-                            problem(base + p, f"SAMPLE not decoded: {err.message}")
-                            failed += 1
-                        except Exception as err:  # a decoder failing on bad bytes must not end the file
-                            problem(base + p, f"SAMPLE could not be decoded: {type(err).__name__}: {err}")
+                        except Exception as err:  # a sample failing on bad bytes must not end the file
+                            self._sample_failed(err, base + p)
                             failed += 1
                         else:
                             if event is not None:
