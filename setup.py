@@ -12,6 +12,7 @@ setup(
         Extension(
             "dyntel._speedups",
             sources=["dyntel/_speedups.c"],
+            depends=["dyntel/_perf_record.h"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
         ),
@@ -19,6 +20,7 @@ setup(
         Extension(
             "dyntel._prefilter",
             sources=["dyntel/_prefilter.c"],
+            depends=["dyntel/_perf_record.h"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
         ),

@@ -30,19 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_IP (1u << 0)
-#define S_TID (1u << 1)
-#define S_TIME (1u << 2)
-#define S_ADDR (1u << 3)
-#define S_CALLCHAIN (1u << 5)
-#define S_ID (1u << 6)
-#define S_CPU (1u << 7)
-#define S_PERIOD (1u << 8)
-#define S_STREAM_ID (1u << 9)
-#define S_RAW (1u << 10)
-#define S_IDENTIFIER (1u << 16)
-#define S_WALKABLE (S_IP | S_TID | S_TIME | S_ADDR | S_CALLCHAIN | S_ID | S_CPU | S_PERIOD | S_STREAM_ID | S_RAW | \
-                    S_IDENTIFIER)
+#include "_perf_record.h"
 
 enum { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOT_IN };
 
@@ -271,8 +259,6 @@ static int cmp_kept(const void *a, const void *b) {
     return x->word < y->word ? -1 : (x->word > y->word);
 }
 
-#define REC_SAMPLE 9
-#define REC_FINISHED_ROUND 68
 
 static int declines(uint32_t type) {
     switch (type) {

@@ -25,23 +25,8 @@
 enum { K_NONE = 0, K_HEX = 1, K_UNSIGNED = 2, K_SIGNED = 3, K_STRING = 4 };
 enum { A_NONE = 0, A_FIXED = 1, A_DATA_LOC = 2, A_REL_LOC = 3 };
 
-#define S_IP (1u << 0)
-#define S_TID (1u << 1)
-#define S_TIME (1u << 2)
-#define S_ADDR (1u << 3)
-#define S_READ (1u << 4)
-#define S_CALLCHAIN (1u << 5)
-#define S_ID (1u << 6)
-#define S_CPU (1u << 7)
-#define S_PERIOD (1u << 8)
-#define S_STREAM_ID (1u << 9)
-#define S_RAW (1u << 10)
-#define S_IDENTIFIER (1u << 16)
-#define S_SUPPORTED (S_IP | S_TID | S_TIME | S_ADDR | S_CALLCHAIN | S_ID | S_CPU | S_PERIOD | S_STREAM_ID | \
-                     S_RAW | S_IDENTIFIER)
+#include "_perf_record.h"
 
-#define REC_SAMPLE 9
-#define REC_FINISHED_ROUND 68
 
 typedef struct {
     const char *member;
@@ -427,7 +412,7 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
     Out out = {0};
     Py_ssize_t nplans = PyList_GET_SIZE(plan_list);
 
-    if (start < 0 || end < start || end > view.len || (sample_type & ~(unsigned long long)S_SUPPORTED) ||
+    if (start < 0 || end < start || end > view.len || (sample_type & ~(unsigned long long)S_WALKABLE) ||
         !(sample_type & S_RAW)) {
         result = Py_None;
         Py_INCREF(result);
