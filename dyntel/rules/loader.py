@@ -123,23 +123,24 @@ def load(paths: Sequence[str]) -> LoadResult:
 def _collect_names(parts: list[FileParts], errors: list[RuleError]) -> Names:
     names = Names()
     defined: dict[str, tuple[str, Position]] = {}
+
+    def claim(name: str, kind: str, position: Position) -> bool:
+        """Lists and macros share one namespace across all files: the first definition of a name wins."""
+        if name in defined:
+            other, first = defined[name]
+            errors.append(RuleError(position, f"'{name}' is already defined as a {other} at {first}; "
+                                              "lists and macros are shared by all loaded files"))
+            return False
+        defined[name] = (kind, position)
+        return True
+
     for p in parts:
         for lst in p.lists:
-            if lst.name in defined:
-                kind, first = defined[lst.name]
-                errors.append(RuleError(lst.position, f"'{lst.name}' is already defined as a {kind} at {first}; "
-                                                      "lists and macros are shared by all loaded files"))
-                continue
-            defined[lst.name] = ("list", lst.position)
-            names.lists[lst.name] = NamedList(lst.name, lst.values, lst.position)
+            if claim(lst.name, "list", lst.position):
+                names.lists[lst.name] = NamedList(lst.name, lst.values, lst.position)
         for m in p.macros:
-            if m.name in defined:
-                kind, first = defined[m.name]
-                errors.append(RuleError(m.position, f"'{m.name}' is already defined as a {kind} at {first}; "
-                                                    "lists and macros are shared by all loaded files"))
-                continue
-            defined[m.name] = ("macro", m.position)
-            names.macros[m.name] = Macro(m.name, m.text, p.doc.text_map(m.path), m.position)
+            if claim(m.name, "macro", m.position):
+                names.macros[m.name] = Macro(m.name, m.text, p.doc.text_map(m.path), m.position)
     return names
 
 
