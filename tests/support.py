@@ -74,3 +74,49 @@ def deadline(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+class CaptureTarget:
+    """tests/capture_target.py running as a child: its first JSON line in `info`, its heartbeat on demand."""
+
+    def __init__(self, alloc_mb: int = 0) -> None:
+        import json
+        import subprocess
+        import sys
+
+        self._json = json
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "capture_target.py"),
+                                      "--alloc-mb", str(alloc_mb)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.info: dict[str, object] = json.loads(self.proc.stdout.readline())
+        self.pid = int(self.info["pid"])  # type: ignore[call-overload]
+
+    def _command(self, word: str) -> dict[str, object]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"capture target {self.pid} died (exit {self.proc.poll()})")
+        result: dict[str, object] = self._json.loads(line)
+        return result
+
+    def mark(self) -> None:
+        """Start measuring the heartbeat's gaps afresh."""
+        self._command("mark")
+
+    def heartbeat(self) -> dict[str, object]:
+        """Gaps since mark(): beats, max_gap_ms, p99_gap_ms. Also proves the target is alive and answering."""
+        return self._command("report")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> CaptureTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
