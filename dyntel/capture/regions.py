@@ -14,7 +14,7 @@ from dyntel.capture.errors import CaptureError
 from dyntel.capture.procfs import MapEntry
 from dyntel.capture.ptrace import Frozen
 
-__all__ = ["MEMORY_CHOICES", "STACK_CAP", "DumpResult", "Region", "dumpable_mapping", "plan_regions"]
+__all__ = ["MEMORY_CHOICES", "STACK_CAP", "DumpResult", "Region", "dumpable_mapping", "plan_regions", "skipped_regions"]
 
 MEMORY_CHOICES = ("stacks", "writable", "all")
 STACK_CAP = 8 << 20
@@ -58,6 +58,16 @@ def dumpable_mapping(entry: MapEntry) -> bool:
         return False
     # /dev/shm is tmpfs and /dev/zero (deleted) is shared anonymous memory: ordinary memory under a /dev name.
     return not (entry.path.startswith("/dev/") and not entry.path.startswith(("/dev/shm/", "/dev/zero")))
+
+
+def _relro(entry: MapEntry, after: MapEntry | None) -> bool:
+    """The RELRO part of a loaded ELF object: read-only now, but written by the dynamic loader at start-up (GOT,
+    .dynamic with DT_DEBUG), so the file does not hold its contents. It sits just below the object's rw-p data.
+    A debugger finds the shared libraries through DT_DEBUG there; the kernel dumps it too (it has anonymous pages).
+    """
+    return (after is not None and entry.perms == "r--p" and entry.inode != 0 and after.perms == "rw-p"
+            and after.inode == entry.inode and after.dev == entry.dev and after.start == entry.end
+            and after.offset == entry.offset + entry.size)
 
 
 def _stack_ranges(frozen: Frozen, maps: list[MapEntry]) -> list[tuple[int, int, MapEntry]]:
@@ -106,10 +116,13 @@ def plan_regions(frozen: Frozen, maps: list[MapEntry], memory: str,
     stack_pieces = [Region(start, end - start, "stack", entry) for start, end, entry in stacks]
     other_pieces: list[Region] = []
     if memory != "stacks":
-        for entry in maps:
-            if not dumpable_mapping(entry) or (memory == "writable" and not entry.writable):
+        for i, entry in enumerate(maps):
+            if not dumpable_mapping(entry):
                 continue
-            kind = "writable" if entry.writable else "readonly"
+            written = entry.writable or _relro(entry, maps[i + 1] if i + 1 < len(maps) else None)
+            if memory == "writable" and not written:
+                continue
+            kind = "writable" if written else "readonly"
             other_pieces.extend(Region(s, e - s, kind, entry) for s, e in _subtract(entry, stacks))
     total = sum(r.size for r in stack_pieces) + sum(r.size for r in other_pieces)
     truncated = max_memory is not None and total > max_memory
@@ -142,3 +155,18 @@ def _coalesce(pieces: list[Region]) -> list[Region]:
         else:
             out.append(piece)
     return out
+
+
+def skipped_regions(frozen: Frozen, maps: list[MapEntry], memory: str, chosen: list[Region]) -> int:
+    """How many regions of the untruncated plan `chosen` (a truncated plan) leaves out or cuts short."""
+    full, _ = plan_regions(frozen, maps, memory, None)
+    starts = [r.start for r in chosen]
+    skipped = 0
+    for region in full:
+        covered = 0
+        i = max(bisect.bisect_right(starts, region.start) - 1, 0)
+        while i < len(chosen) and chosen[i].start < region.end:
+            covered += max(0, min(chosen[i].end, region.end) - max(chosen[i].start, region.start))
+            i += 1
+        skipped += covered < region.size
+    return skipped
