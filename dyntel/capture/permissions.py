@@ -86,11 +86,12 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 
 
 def _dumpable(pid: int, uids: tuple[int, ...]) -> bool | None:
-    """The kernel gives a non-dumpable process's /proc/PID to root; for a process that runs as root we cannot tell."""
+    """The kernel gives the files in a non-dumpable process's /proc/PID to root (the directory itself keeps its
+    owner); for a process that runs as root that tells nothing."""
     if not uids or uids[1] == 0:
         return None
     try:
-        return os.stat(f"/proc/{pid}").st_uid == uids[1]
+        return os.stat(f"/proc/{pid}/status").st_uid == uids[1]
     except OSError:
         return None
 
