@@ -32,7 +32,8 @@ __all__ = ["Module", "ProcessInfo", "modules_of", "process_info", "write_minidum
 PAGE = os.sysconf("SC_PAGE_SIZE")
 RED_ZONE = 128  # x86-64 SysV: a leaf function may use 128 bytes below rsp
 _COPY_BUFFER = 4 << 20  # large enough that the per-read cost vanishes, small enough to stay in a few huge pages
-_ZERO_PAGE = memoryview(bytes(PAGE))
+_HOLE = 16 * PAGE  # zero runs shorter than this are written, not skipped
+_ZERO_BYTES = bytes(_HOLE)
 _RVA32_LIMIT = 1 << 32
 
 
@@ -359,20 +360,83 @@ def _pack_metadata(buf: bytearray, layout: _Layout, info: ProcessInfo, threads: 
         at += fmt.MEMORY_DESCRIPTOR64.size
 
 
-def _copy(frozen: Frozen, region: Region, out: BinaryIO, view: memoryview) -> int:
-    """Stream a region's bytes to `out` through `view`, reading straight into it; pages the target will not give
-    are written as zeros so every later range keeps its planned offset. Returns the bytes zero-filled."""
+class _Sink:
+    """Where memory bytes go. When `out` can seek, runs of whole zero pages (the untouched part of a thread's 8 MiB
+    stack, of a malloc arena) become holes instead of writes: the write into the page cache is what the target waits
+    for, and zeros are most of a typical process's writable memory."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.hole = 0
+        self.sparse = _can_skip(out)
+
+    def write(self, buf: bytearray, view: memoryview, n: int) -> None:
+        if not self.sparse:
+            self.out.write(view[:n])
+            return
+        # Blocks of _HOLE bytes (startswith compares in place, no copy): a per-page test costs more in Python than it
+        # saves; the tail is its own block.
+        full = n - n % _HOLE
+        at = 0
+        while at < n:
+            end = at
+            while end < full and not buf.startswith(_ZERO_BYTES, end):
+                end += _HOLE
+            if end == full and end < n and any(buf[end:n]):
+                end = n
+            if end > at:
+                if self.hole:
+                    self.out.seek(self.hole, os.SEEK_CUR)
+                    self.hole = 0
+                self.out.write(view[at:end])
+                at = end
+            while end < full and buf.startswith(_ZERO_BYTES, end):
+                end += _HOLE
+            if end == full and end < n and not any(buf[end:n]):
+                end = n
+            self.hole += end - at
+            at = end
+
+    def close(self) -> None:
+        """A trailing hole still has to reach the file's planned end."""
+        if self.hole:
+            self.out.seek(self.hole - 1, os.SEEK_CUR)
+            self.out.write(b"\0")
+            self.hole = 0
+
+
+def _can_skip(out: BinaryIO) -> bool:
+    """Seekable and not O_APPEND (where every write lands at the end whatever the position)."""
+    try:
+        if not out.seekable():
+            return False
+    except (AttributeError, OSError, ValueError):
+        return False
+    if "a" in getattr(out, "mode", ""):
+        return False
+    try:
+        import fcntl
+
+        return not fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_APPEND
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor (BytesIO): seeking past the end then writing fills with zeros
+
+
+def _copy(frozen: Frozen, region: Region, sink: _Sink, buf: bytearray) -> int:
+    """Stream a region's bytes through `buf`, reading straight into it; pages the target will not give are zeros
+    so every later range keeps its planned offset. Returns the bytes zero-filled."""
+    view = memoryview(buf)
     addr, left, unreadable = region.start, region.size, 0
     while left:
-        n = min(left, len(view))
+        n = min(left, len(buf))
         got = frozen.readinto(addr, view[:n])
         if got < n:
             # The read stopped at an unreadable page: zero that page and carry on after it.
             bad_end = min(n, (addr + got) // PAGE * PAGE + PAGE - addr)
-            view[got:bad_end] = _ZERO_PAGE[:bad_end - got]
+            view[got:bad_end] = bytes(bad_end - got)
             unreadable += bad_end - got
             n = bad_end
-        out.write(view[:n])
+        sink.write(buf, view, n)
         addr += n
         left -= n
     return unreadable
@@ -418,10 +482,12 @@ def write_minidump(frozen: Frozen, maps: list[MapEntry], out: BinaryIO, *, memor
     out.write(meta)
     del meta
 
-    view = memoryview(bytearray(min(_COPY_BUFFER, max((r.size for r in regions), default=0))))
+    buf = bytearray(min(_COPY_BUFFER, max((r.size for r in regions), default=0)))
+    sink = _Sink(out)
     unreadable = 0
     for region in (*stacks, *others):
-        unreadable += _copy(frozen, region, out, view)
+        unreadable += _copy(frozen, region, sink, buf)
+    sink.close()
     return DumpResult(size=layout.size, truncated=truncated, threads=len(threads), regions=len(regions),
                       memory_bytes=sum(r.size for r in regions),
                       skipped_regions=_skipped(full, regions) if truncated else 0, unreadable_bytes=unreadable)
