@@ -20,7 +20,7 @@ from dyntel.capture import pyframes, unwind
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.permissions import check, explain
 from dyntel.capture.procfs import MapEntry, read_maps, read_proc, thread_ids, thread_name
-from dyntel.capture.symbolize import PERF_CONTEXT_MIN, resolve
+from dyntel.capture.symbolize import PERF_CONTEXT_MIN, Location, resolve
 from dyntel.capture.tool import ToolMissing, ToolTimeout, find_tool
 
 __all__ = ["Frame", "StackReport", "ThreadStack", "capture_stacks", "format_text", "report_json", "symbolize"]
@@ -103,7 +103,7 @@ def _command(pid: int) -> str:
     return text or read_proc(pid, "comm").decode("utf-8", "replace").strip()
 
 
-def _native_frames(locations: Sequence[Any]) -> list[Frame]:
+def _native_frames(locations: Sequence[Location]) -> list[Frame]:
     return [Frame("native", loc.address, loc.module, loc.symbol, loc.offset, None, None) for loc in locations]
 
 
@@ -247,7 +247,7 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         threads.append(ThreadStack(tid, thread_name(pid, tid), pt.name if pt is not None else None, native_frames,
                                    python_frames, state))
     chain = symbolize(pid, callchain) if callchain is not None else None
-    return StackReport(pid, command, info.version if want_python or info.cpython else None, threads, chain, None,
+    return StackReport(pid, command, info.version, threads, chain, None,
                        (time.monotonic() - started) * 1000.0, errors)
 
 
