@@ -123,13 +123,21 @@ def _cpu_fields(cpuinfo: bytes) -> tuple[int, int, int, bytes, int]:
             fmt.cpu_version_information(family, model, stepping))
 
 
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _process_times(pid: int) -> tuple[int, int, int] | None:
     stat = read_proc(pid, "stat")
     # The command name may hold spaces and parentheses: the fields start after the last ")".
     fields = stat[stat.rfind(b")") + 2:].split()
     try:
         utime, stime, start = int(fields[11]), int(fields[12]), int(fields[19])
-        boot = next(int(line.split()[1]) for line in read_proc(1, "../stat").splitlines()
+        boot = next(int(line.split()[1]) for line in _read("/proc/stat").splitlines()
                     if line.startswith(b"btime"))
     except (IndexError, ValueError, StopIteration):
         return None
@@ -165,7 +173,7 @@ def _os_version(release: str) -> tuple[int, int, int]:
 def process_info(pid: int, maps: Sequence[MapEntry], maps_raw: bytes | None = None) -> ProcessInfo:
     """What the dump needs from /proc and the file system; read it before freezing. `maps_raw`: the bytes `maps`
     was parsed from, when the caller has them (read again otherwise)."""
-    cpuinfo = read_proc(1, "../cpuinfo")
+    cpuinfo = _read("/proc/cpuinfo")
     count, level, revision, vendor, version_information = _cpu_fields(cpuinfo)
     uts = os.uname()
     # Breakpad's CSD version: the uname fields except the host name, which says who, not what.
@@ -268,15 +276,9 @@ def _plan_layout(info: ProcessInfo, threads: Sequence[ThreadState], stacks: Sequ
                    size)
 
 
-def _count(regions: Sequence[Region]) -> tuple[int, int]:
-    stacks = sum(1 for r in regions if r.kind == "stack")
-    return stacks, len(regions) - stacks
-
-
-def _fixed_size(info: ProcessInfo, threads: Sequence[ThreadState], regions: Sequence[Region]) -> int:
-    """Bytes before the memory block for a plan with this many regions; fewer regions never need more."""
-    stacks, others = _count(regions)
-    return _plan_layout(info, threads, [Region(0, 0, "stack")] * stacks, [Region(0, 0, "writable")] * others).memory
+def _layout_of(info: ProcessInfo, threads: Sequence[ThreadState], regions: Sequence[Region]) -> _Layout:
+    return _plan_layout(info, threads, [r for r in regions if r.kind == "stack"],
+                        [r for r in regions if r.kind != "stack"])
 
 
 def _stack_descriptor(thread: ThreadState, stacks: Sequence[Region], rvas: Sequence[int]) -> tuple[int, int, int]:
@@ -461,19 +463,26 @@ def write_minidump(frozen: Frozen, maps: list[MapEntry], out: BinaryIO, *, memor
         info = process_info(frozen.pid, maps)
     threads = frozen.threads
     full, truncated = plan_regions(frozen, maps, memory, None)
-    regions = full
-    fixed = _fixed_size(info, threads, full)
-    if max_size is not None and fixed + sum(r.size for r in full) > max_size:
+    regions, layout = full, _layout_of(info, threads, full)
+    fixed = layout.memory  # fewer regions never need more room before the memory block
+    if max_size is not None and layout.size > max_size:
         if fixed > max_size:
             raise CaptureError(f"max_size {max_size} is below the {fixed} bytes a minidump of process {frozen.pid} "
                                "needs before any memory (threads, modules, /proc files): raise it")
-        regions, _ = plan_regions(frozen, maps, memory, max_size - fixed)
         truncated = True
+        room = max_size - fixed
+        # A cut plan can hold a region more than the full one (two stacks of one mapping no longer joined by the
+        # memory between them): then take the overshoot off the budget and plan again.
+        for _ in range(8):
+            regions, _cut = plan_regions(frozen, maps, memory, room)
+            layout = _layout_of(info, threads, regions)
+            if layout.size <= max_size:
+                break
+            room = max(0, room - (layout.size - max_size))
+        else:
+            raise CaptureError(f"could not plan a minidump of process {frozen.pid} within max_size {max_size}")
     stacks = [r for r in regions if r.kind == "stack"]
     others = [r for r in regions if r.kind != "stack"]
-    layout = _plan_layout(info, threads, stacks, others)
-    if max_size is not None and layout.size > max_size:  # plan_regions broke its promise: refuse, do not overrun
-        raise CaptureError(f"the planned minidump of {layout.size} bytes passes max_size {max_size}")
 
     flags = {"writable": fmt.MINIDUMP_WITH_PRIVATE_READ_WRITE_MEMORY,
              "all": fmt.MINIDUMP_WITH_FULL_MEMORY}.get(memory, 0)
