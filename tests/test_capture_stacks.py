@@ -261,3 +261,20 @@ def test_a_timeout_kills_the_helper_names_the_timeout_and_leaves_the_target_runn
         assert int(target.heartbeat()["beats"]) > 20  # type: ignore[call-overload]
         # A complete capture still works afterwards: nothing was left attached.
         assert capture_stacks(target.pid).errors == []
+
+
+def test_missing_eu_stack_leaves_python_frames_or_says_what_to_install(target: CaptureTarget,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYNTEL_EU_STACK", "/nonexistent/eu-stack")
+    report = capture_stacks(target.pid)
+    assert len(report.errors) == 1 and "elfutils" in report.errors[0]
+    assert all(t.native == [] for t in report.threads)
+    assert {t.python[0].symbol for t in report.threads} >= {"reader_blocked", "main_loop"}
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.1)
+        with pytest.raises(CaptureError, match="install elfutils"):
+            capture_stacks(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
