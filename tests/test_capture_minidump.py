@@ -28,9 +28,6 @@ from dyntel.capture.procfs import build_id, read_maps
 from dyntel.capture.ptrace import Frozen, frozen
 from dyntel.capture.regions import DumpResult, Region
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 and not Path("/proc/self/status").exists(),
-                                reason="needs ptrace rights over a child")
-
 
 @pytest.fixture(autouse=True)
 def _quiet_peb(caplog: pytest.LogCaptureFixture) -> None:
