@@ -17,6 +17,7 @@ VERBS = (
     "dyntel.commands.replay",
     "dyntel.commands.test",
     "dyntel.commands.run",
+    "dyntel.commands.action",
 )
 
 

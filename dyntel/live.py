@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dyntel.engine.engine import Engine
 from dyntel.engine.firing import Firing
 from dyntel.rules.model import CompiledRule, RuleSet
+
+if TYPE_CHECKING:
+    from dyntel.engine.scheduler import ActionRuntime
 
 
 @dataclass(slots=True)
@@ -35,6 +38,11 @@ class RunOptions:
     # EventHeader tracepoint names (Provider_L5K1...) to register before listening, held until the run ends, so
     # that they are enabled before their producers start and a producer's first events are not missed.
     register: Sequence[str] = ()
+    # How actions run: artifact store, limits, action log (default: a plain runtime), on this many workers with
+    # this many firings waiting at most.
+    runtime: ActionRuntime | None = None
+    action_workers: int = 2
+    action_queue: int = 64
 
 
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
@@ -54,8 +62,9 @@ def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: I
 def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
              options: RunOptions) -> int:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings."""
+    from dyntel.engine.pool import PooledScheduler
     from dyntel.engine.reload import RuleReloader
-    from dyntel.engine.scheduler import Scheduler
+    from dyntel.engine.scheduler import ActionRuntime
     from dyntel.replay import make_want
     from dyntel.sources.perf_live import PerfLiveSource
     from dyntel.sources.tracefs import find_tracefs
@@ -75,7 +84,17 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
     source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
     source.want = make_want(rules.rules)
-    engine = Engine(rules, Scheduler(dry_run=options.dry_run, log=options.log or sys.stderr))
+    runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
+    printing = threading.Lock()
+
+    def done(firing: Firing) -> None:
+        # Called from the action workers once a firing's actions have their outcomes (at once when it has none).
+        with printing:
+            on_firing(firing)
+
+    scheduler = PooledScheduler(runtime, workers=options.action_workers, queue_size=options.action_queue,
+                                on_done=done)
+    engine = Engine(rules, scheduler)
     reloader = RuleReloader(list(rule_paths), engine, rules) if options.reload else None
 
     stop = threading.Event()
@@ -108,9 +127,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # No events: absence timers still run out on the wall clock, and a reload still takes effect.
         nonlocal fired
         check_reload()
-        for firing in engine.advance(time.time_ns()):
-            fired += 1
-            on_firing(firing)
+        fired += len(engine.advance(time.time_ns()))
 
     source.on_idle = on_idle
     try:
@@ -125,15 +142,13 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         for event in source.events():
             if reloader is not None:
                 check_reload()
-            for firing in engine.process(event):
-                fired += 1
-                on_firing(firing)
+            fired += len(engine.process(event))
             if stop.is_set():
                 break
-        for firing in engine.finish(time.time_ns()):
-            fired += 1
-            on_firing(firing)
+        fired += len(engine.finish(time.time_ns()))
     finally:
+        # Queued actions still run (each bounded by its own timeout) before the sources' resources go.
+        scheduler.close()
         if timer is not None:
             timer.cancel()
         if reloader is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from dyntel.engine.engine import Engine, default_index
 from dyntel.engine.explain import ExplainRecord
@@ -36,6 +36,9 @@ from dyntel.progress import ClearingStream, Progress
 from dyntel.rules.model import CompiledRule, RuleSet
 from dyntel.sources import FieldFilter, FieldTest, Source, SourceStats, Want
 from dyntel.sources.recordings import open_recording
+
+if TYPE_CHECKING:
+    from dyntel.engine.scheduler import ActionRuntime
 
 DEFAULT_HOLD = 4096
 MAX_PENDING = 1 << 20  # events a perf.data replay holds back at most while it waits for a round to close
@@ -53,6 +56,8 @@ class ReplayOptions:
     native: bool = True  # with the C pre-filter where the source has one
     progress: TextIO | None = None  # where a progress bar goes, when it is a terminal
     log: TextIO | None = None  # where the `log` action writes (default: stderr)
+    # Builds the action runtime (artifact store, limits, action log) given the log stream; default: a plain one.
+    runtime: Callable[[TextIO | None], ActionRuntime] | None = None
 
 
 @dataclass(slots=True)
@@ -305,7 +310,7 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
            engine: Engine | None = None) -> ReplayResult:
     """Run `rules` over the recording at `path`; each firing goes to `on_firing` as it happens, each explain record
     (with `options.explain`) to `on_explain`. Raises DyntelError when the recording cannot be opened."""
-    from dyntel.engine.scheduler import Scheduler
+    from dyntel.engine.scheduler import ActionRuntime, Scheduler
 
     options = options or ReplayOptions()
     source = open_for_replay(path)
@@ -324,7 +329,9 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
         log = options.log
         if log is not None and progress.enabled:
             log = cast(TextIO, ClearingStream(log, progress))
-        engine = Engine(rules, Scheduler(dry_run=options.dry_run, log=log), explain=options.explain)
+        runtime = (options.runtime(log) if options.runtime is not None
+                   else ActionRuntime(dry_run=options.dry_run, log=log))
+        engine = Engine(rules, Scheduler(runtime=runtime), explain=options.explain)
     late = [0]
     firings = 0
     first: int | None = None

@@ -72,7 +72,7 @@ def specs(*items):
 def test_dry_run_records_every_action_with_expanded_options():
     f = firing(path="/api")
     run_actions(f, specs(("dump", {"format": "minidump", "dir": "/tmp/{pid}"}), ("log", {"message": "pid {pid}"}),
-                         ("nosuch", {})), Scheduler(dry_run=True).context)
+                         ("nosuch", {})), Scheduler(dry_run=True).runtime)
     assert [a.to_json() for a in f.actions] == [
         {"type": "dump", "status": "dry-run", "options": {"format": "minidump", "dir": "/tmp/42"}},
         {"type": "log", "status": "dry-run", "options": {"message": "pid 42"}},
@@ -84,7 +84,7 @@ def test_log_action_writes_one_line_and_unavailable_actions_are_skipped():
     out = io.StringIO()
     f = firing(path="/api")
     run_actions(f, specs(("log", {"message": "burst in {pid}\non {fields.path}", "level": "error"}),
-                         ("nosuch_action", {}), ("log", {})), Scheduler(log=out).context)
+                         ("nosuch_action", {}), ("log", {})), Scheduler(log=out).runtime)
     assert [a.to_json() for a in f.actions] == [
         {"type": "log", "status": "ok", "message": "burst in 42\non /api"},
         {"type": "nosuch_action", "status": "skipped",
@@ -128,7 +128,7 @@ def test_a_failing_action_does_not_stop_the_next_and_outputs_flow_on(fake_action
     f = firing()
     run_actions(f, specs(("made", {"name": "{pid}.dmp"}), ("boom", {}),
                          ("log", {"message": "dumped to {actions.made.path}, boom {actions.boom.status}"})),
-                Scheduler(log=out).context)
+                Scheduler(log=out).runtime)
     assert [a.to_json() for a in f.actions] == [
         {"type": "made", "status": "ok", "path": "/dumps/42.dmp"},
         {"type": "boom", "status": "failed", "reason": "OSError: disk full"},

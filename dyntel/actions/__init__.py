@@ -17,11 +17,14 @@ import importlib
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TextIO, cast
 
+from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.engine.firing import ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
 
@@ -50,6 +53,17 @@ class ActionContext:
     # Engine services later actions need (the flight recorder for `record`, the provider enabler for `enable`), by
     # name; an action that finds its service missing reports itself skipped.
     services: Mapping[str, Any] = field(default_factory=dict)
+    # Where files go (dumps, stack reports): quota and retention per directory.
+    artifacts: ArtifactStores = field(default_factory=lambda: ArtifactStores(StoreSettings(Path(DEFAULT_ARTIFACT_DIR))))
+    # time.monotonic() by which this action must be done (set per action by the scheduler). Actions honour it
+    # themselves: a capture stops writing and releases the target, a child process is killed.
+    deadline: float | None = None
+
+    def remaining(self, default: float = 30.0) -> float:
+        """Seconds left before the deadline (at least a little, so a late action fails fast, not never)."""
+        if self.deadline is None:
+            return default
+        return max(0.001, self.deadline - time.monotonic())
 
 
 class ActionModule(Protocol):

@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from dyntel.commands import utf8_out
+from dyntel.commands._action_flags import add_action_flags
 
 
 def register(sub: Any) -> None:
@@ -37,10 +38,12 @@ def register(sub: Any) -> None:
     r.add_argument("--no-native", action="store_true",
                    help="filter perf.data samples in Python instead of the native pre-filter (for comparison)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr")
+    add_action_flags(r, live=False)
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dyntel.commands._action_flags import runtime_from_args
     from dyntel.errors import DyntelError
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     options = ReplayOptions(dry_run=args.dry_run, explain=args.explain,
                             hold=DEFAULT_HOLD if args.hold is None else args.hold, filter=not args.no_filter,
                             native=not args.no_native,
-                            progress=None if args.quiet else err, log=err)
+                            progress=None if args.quiet else err, log=err,
+                            runtime=lambda log: runtime_from_args(args, dry_run=args.dry_run, log=log, live=False))
     on_firing = _json_firing(out) if args.format == "json" else _text_firing(out)
     explain_to = err if args.format == "json" else out
     try:

@@ -7,6 +7,8 @@ import io
 import sys
 from typing import Any
 
+from dyntel.commands._action_flags import add_action_flags
+
 
 def register(sub: Any) -> None:
     r = sub.add_parser("run", help="listen live to the tracepoints and user_events the rules name, and act",
@@ -24,11 +26,13 @@ def register(sub: Any) -> None:
     r.add_argument("--register", nargs="+", action="extend", default=[], metavar="NAME",
                    help="register these EventHeader user_events (e.g. MyService_L4K1) before listening, held until "
                         "dyntel exits, so they are on before their producers start")
+    add_action_flags(r, live=True)
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.commands import utf8_out
+    from dyntel.commands._action_flags import runtime_from_args
     from dyntel.commands.replay import firing_json, firing_line
     from dyntel.live import RunOptions, run_live
     from dyntel.rules.errors import RuleErrors
@@ -47,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
 
     options = RunOptions(events=args.events, dry_run=args.dry_run, duration=args.duration,
-                         callchain=args.callchain, reload=not args.no_reload, register=args.register)
+                         callchain=args.callchain, reload=not args.no_reload, register=args.register,
+                         runtime=runtime_from_args(args, dry_run=args.dry_run, log=sys.stderr, live=True),
+                         action_workers=args.action_workers, action_queue=args.action_queue)
     try:
         fired = run_live(rules, args.rules, on_firing, options)
     finally:

@@ -1,26 +1,36 @@
 """Running a firing's actions: in order, each with its placeholders expanded, each outcome recorded on the firing.
 
-The engine hands a firing and its rule's action specs to `Scheduler.submit` and goes on with the next event. The
-scheduler here runs them synchronously, which is what a replay wants (outcomes are on the firing when `process`
-returns). A live sidecar will want actions off the event path: a scheduler with a worker pool implements the same
-`ActionScheduler` protocol (`submit`/`close`) and calls the same `run_actions` on its workers; outcomes then land
-on the firing later.
+`ActionRuntime` is what every scheduler runs actions with: the `ActionContext` actions see (log, artifact stores,
+services), the per-type limits (dyntel.engine.action_limits), the action log and the outcome counts. Two
+schedulers share it:
+- `Scheduler` runs a firing's actions before `submit` returns: what a replay and `dyntel test` want (outcomes are on
+  the firing when the engine hands it back).
+- `PooledScheduler` (dyntel.engine.pool) runs them on a bounded pool of workers, off the event path: `dyntel run`.
 
-Modes:
-- dry run: nothing is executed; every action is recorded with status "dry-run" and its expanded options.
-- normal: each action's module runs (`dyntel.actions.<type>`); a type with no module in this build is "skipped"
-  with the reason, an action that raises or reports failure is "failed" with the reason, and the next action of
-  the firing still runs.
+Per action:
+- dry run: nothing is executed; the action is recorded with status "dry-run" and its expanded options.
+- a type with no module in this build: "skipped" with the reason.
+- over a limit of its type (busy, or too many in the window): "skipped" with the limit, never queued for later.
+- otherwise its module runs with a deadline (`timeout` option, else its type's default); an action that raises, or
+  reports failure, is "failed" with the reason, and the firing's next action still runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from dyntel.actions import ActionContext, LogWriter, find_action
+from dyntel.engine.action_limits import ActionGate, TypeLimits
+from dyntel.engine.action_log import ActionLog
+from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.engine.firing import DRY_RUN, FAILED, SKIPPED, ActionOutcome, Firing
 from dyntel.engine.placeholders import expand
+from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
 
 
@@ -32,18 +42,55 @@ class ActionScheduler(Protocol):
     def close(self) -> None: ...
 
 
-def run_actions(firing: Firing, actions: Sequence[ActionSpec], context: ActionContext) -> None:
+class ActionRuntime:
+    def __init__(self, *, dry_run: bool = False, log: TextIO | None = None,
+                 services: Mapping[str, Any] | None = None, artifacts: StoreSettings | None = None,
+                 limits: Mapping[str, TypeLimits] | None = None, action_log: ActionLog | None = None) -> None:
+        stores = ArtifactStores(artifacts or StoreSettings(Path(DEFAULT_ARTIFACT_DIR)))
+        self.context = ActionContext(log=LogWriter(log), dry_run=dry_run, services=dict(services or {}),
+                                     artifacts=stores)
+        self.gate = ActionGate(dict(limits or {}))
+        self.action_log = action_log
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (type, status) -> count
+        self.seconds: dict[str, float] = {}  # type -> time spent running
+
+    @property
+    def dry_run(self) -> bool:
+        return self.context.dry_run
+
+    def record(self, firing: Firing, outcome: ActionOutcome, duration_s: float) -> None:
+        self.outcomes[(outcome.type, outcome.status)] += 1
+        self.seconds[outcome.type] = self.seconds.get(outcome.type, 0.0) + duration_s
+        if self.action_log is not None:
+            self.action_log.write(firing, outcome, duration_s)
+
+    def close(self) -> None:
+        if self.action_log is not None:
+            self.action_log.close()
+
+
+def run_actions(firing: Firing, actions: Sequence[ActionSpec], runtime: ActionRuntime) -> None:
     """Run (or, in a dry run, only expand) a firing's actions in order, appending one outcome each."""
     outputs: dict[str, dict[str, Any]] = {}
     for spec in actions:
-        outcome = _run_one(spec, firing, context, outputs)
+        start = time.monotonic()
+        outcome = _run_one(spec, firing, runtime, outputs)
         firing.actions.append(outcome)
+        runtime.record(firing, outcome, time.monotonic() - start)
         # The latest action of a type is what `{actions.TYPE.KEY}` reads.
         outputs[spec.type] = {"status": outcome.status, **outcome.detail}
 
 
-def _run_one(spec: ActionSpec, firing: Firing, context: ActionContext,
+def _timeout(spec: ActionSpec, options: Mapping[str, Any], default: float) -> float:
+    value = options.get("timeout")
+    if value is None:
+        return default
+    return parse_duration(value) / 1e9 if isinstance(value, str) else float(value)
+
+
+def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
              outputs: Mapping[str, Mapping[str, Any]]) -> ActionOutcome:
+    context = runtime.context
     try:
         options = expand(spec.options, firing, outputs)
     except Exception as e:  # an odd value in a field must not stop the firing's other actions
@@ -54,9 +101,21 @@ def _run_one(spec: ActionSpec, firing: Firing, context: ActionContext,
     if isinstance(module, str):
         return ActionOutcome(spec.type, SKIPPED, {"reason": module})
     try:
-        outcome = module.run(ActionSpec(spec.type, options, spec.position), firing, context)
+        timeout = _timeout(spec, options, runtime.gate.limits_for(spec.type).timeout_s)
+    except ValueError as e:
+        return ActionOutcome(spec.type, FAILED, {"reason": f"timeout: {e}"})
+    refused = runtime.gate.enter(spec.type)
+    if refused is not None:
+        return ActionOutcome(spec.type, SKIPPED, {"reason": refused})
+    try:
+        mine = dataclasses.replace(context, deadline=time.monotonic() + timeout)
+        outcome = module.run(ActionSpec(spec.type, options, spec.position), firing, mine)
+    except TimeoutError as e:
+        return ActionOutcome(spec.type, FAILED, {"reason": f"timeout: {e or f'took longer than {timeout:g}s'}"})
     except Exception as e:
         return ActionOutcome(spec.type, FAILED, {"reason": f"{type(e).__name__}: {e}"})
+    finally:
+        runtime.gate.leave(spec.type)
     if not isinstance(outcome, ActionOutcome):
         return ActionOutcome(spec.type, FAILED, {"reason": f"the {spec.type} action returned {type(outcome).__name__}"})
     return outcome
@@ -66,15 +125,23 @@ class Scheduler:
     """The synchronous scheduler: runs each firing's actions before `submit` returns."""
 
     def __init__(self, *, dry_run: bool = False, log: TextIO | None = None,
-                 services: Mapping[str, Any] | None = None) -> None:
-        self.context = ActionContext(log=LogWriter(log), dry_run=dry_run, services=dict(services or {}))
+                 services: Mapping[str, Any] | None = None, runtime: ActionRuntime | None = None,
+                 on_done: Callable[[Firing], None] | None = None) -> None:
+        self.runtime = runtime or ActionRuntime(dry_run=dry_run, log=log, services=services)
+        self.on_done = on_done
+
+    @property
+    def context(self) -> ActionContext:
+        return self.runtime.context
 
     @property
     def dry_run(self) -> bool:
-        return self.context.dry_run
+        return self.runtime.dry_run
 
     def submit(self, firing: Firing, actions: Sequence[ActionSpec]) -> None:
-        run_actions(firing, actions, self.context)
+        run_actions(firing, actions, self.runtime)
+        if self.on_done is not None:
+            self.on_done(firing)
 
     def close(self) -> None:
-        pass
+        self.runtime.close()

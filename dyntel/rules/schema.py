@@ -177,10 +177,19 @@ class DumpOptions(_Model):
     dir: str | None = None
     max_size: Size | None = None
     max_total: Size | None = None
+    memory: Literal["stacks", "writable", "all"] | None = None
+    pid: int | None = Field(default=None, ge=1)
+    timeout: Duration | None = None
 
 
 class StacksOptions(_Model):
     what: ClassVar[str] = "stacks"
+    pid: int | None = Field(default=None, ge=1)
+    dir: str | None = None
+    max_total: Size | None = None
+    native: bool | None = None
+    python: bool | None = None
+    timeout: Duration | None = None
 
 
 class EnableOptions(_Model):
