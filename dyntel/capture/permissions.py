@@ -99,7 +99,9 @@ def _dumpable(pid: int, uids: tuple[int, ...]) -> bool | None:
 def gather(pid: int) -> Facts | None:
     """The facts about `pid`, None if no such process is visible from here."""
     status = _status(pid)
-    if not status:
+    # A zombie (or a process half-way out) has no memory or threads left to capture: that is gone, not a kernel
+    # thread, whatever its empty /proc files suggest.
+    if not status or status.get("State", "")[:1] in ("Z", "X"):
         return None
     ours = _status("self")
     uids = _ids(status.get("Uid", ""))
