@@ -104,7 +104,7 @@ def test_a_planted_file_or_link_is_never_written_through(tmp_path: Path) -> None
         store.reserve("dump", ".dmp", stem="dyntel-dump-fixed")
 
 
-# --- limits ------------------------------------------------------------------------------------------------------------
+# --- limits ---------------------------------------------------------------------------------------------------------
 
 def test_gate_counts_concurrency_and_a_sliding_rate() -> None:
     gate = ActionGate({"dump": TypeLimits(concurrent=1, count=2, per_s=0.3)})
@@ -131,7 +131,7 @@ def test_parse_limit() -> None:
         parse_limit("dump=soon")
 
 
-# --- the pool -----------------------------------------------------------------------------------------------------------
+# --- the pool -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def slow_action(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -358,8 +358,7 @@ def test_only_cap_sys_ptrace_is_needed_and_its_absence_is_explained(target: Capt
     arts.mkdir()
     os.chown(arts, 65534, 65534)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(arts)}
-    with_cap = AS_NOBODY + ["--inh-caps=-all,+sys_ptrace", "--ambient-caps=-all,+sys_ptrace",
-                            "--bounding-set=-all,+sys_ptrace"]
+    with_cap = [*AS_NOBODY, "--inh-caps=-all,+sys_ptrace", "--ambient-caps=-all,+sys_ptrace", "--bounding-set=-all,+sys_ptrace"]
     cmd = [sys.executable, "-m", "dyntel.cli", "action", "dump", "--pid", str(target.pid), "--dir", str(arts),
            "--json"]
     ok = subprocess.run(with_cap + cmd, capture_output=True, text=True, env=env, timeout=60)
@@ -367,7 +366,7 @@ def test_only_cap_sys_ptrace_is_needed_and_its_absence_is_explained(target: Capt
         pytest.skip(f"cannot run as nobody here: {ok.stderr.strip()}")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["status"] == "ok"
-    without = subprocess.run(AS_NOBODY + ["--inh-caps=-all", "--bounding-set=-all"] + cmd, capture_output=True,
+    without = subprocess.run([*AS_NOBODY, "--inh-caps=-all", "--bounding-set=-all", *cmd], capture_output=True,
                              text=True, env=env, timeout=60)
     shutil.rmtree(base)
     assert without.returncode == 1
