@@ -358,7 +358,8 @@ def test_only_cap_sys_ptrace_is_needed_and_its_absence_is_explained(target: Capt
     arts.mkdir()
     os.chown(arts, 65534, 65534)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(arts)}
-    with_cap = [*AS_NOBODY, "--inh-caps=-all,+sys_ptrace", "--ambient-caps=-all,+sys_ptrace", "--bounding-set=-all,+sys_ptrace"]
+    with_cap = [*AS_NOBODY, "--inh-caps=-all,+sys_ptrace", "--ambient-caps=-all,+sys_ptrace",
+                "--bounding-set=-all,+sys_ptrace"]
     cmd = [sys.executable, "-m", "dyntel.cli", "action", "dump", "--pid", str(target.pid), "--dir", str(arts),
            "--json"]
     ok = subprocess.run(with_cap + cmd, capture_output=True, text=True, env=env, timeout=60)

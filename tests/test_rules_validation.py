@@ -225,7 +225,8 @@ def test_action_option_unknown_key(tmp_path: Path) -> None:
     """) == [
         "r.yaml:4:31: unknown key 'levl' in the options of enable; expected one of: provider, level, keyword, for "
         "(did you mean 'level'?)",
-        "r.yaml:5:18: unknown key 'depth' in the options of stacks; expected one of: pid, dir, max_total, native, python, timeout",
+        "r.yaml:5:18: unknown key 'depth' in the options of stacks; expected one of: pid, dir, max_total, native, "
+        "python, timeout",
     ]
 
 
