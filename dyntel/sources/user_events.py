@@ -227,6 +227,11 @@ class Tracepoint:
     def enable_word(self) -> int:
         return int(self._word.value)
 
+    @property
+    def word(self) -> ctypes.c_uint32:
+        """The enable word itself, for a producer that checks bit 0 through a memoryview of its own."""
+        return self._word
+
     def write(self, *payload: bytes | bytearray | memoryview) -> bool:
         """Write one event made of `payload` joined; False (and no system call) when nothing listens.
 
