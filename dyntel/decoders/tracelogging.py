@@ -169,7 +169,8 @@ def decode_etw_event(header: EtwEventHeader, extended: Sequence[tuple[int, bytes
         event.values = values
         return event
     event.provider = _provider_name(header.provider_id)
-    event.name = f"EventID({header.event_id})" if header.task == 0 else f"Task({header.task})/EventID({header.event_id})"
+    task = header.task
+    event.name = f"Task({task})/EventID({header.event_id})" if task else f"EventID({header.event_id})"
     event.schema = USER_DATA
     event.values = (bytes(user_data),)
     return event

@@ -16,6 +16,7 @@ from dyntel.sources import Source
 READERS = (
     "dyntel.sources.perf_data",
     "dyntel.sources.interceptor_dat",
+    "dyntel.sources.etl",
     "dyntel.sources.jsonl",  # last: the others' sniffs are stricter than "starts with {"
 )
 
