@@ -336,6 +336,7 @@ def test_max_size_truncates_and_still_parses(target: CaptureTarget, tmp_path: Pa
 
     with pytest.raises(CaptureError, match="max_size"):
         _dump(target, tmp_path / "tiny.dmp", "writable", max_size=4096)
+    time.sleep(0.05)  # a few heartbeats' time
     assert target.heartbeat()["beats"]  # released after the refusal too
 
 

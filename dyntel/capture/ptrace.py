@@ -152,6 +152,16 @@ def _regs(raw: bytes) -> dict[str, int]:
     return dict(zip(USER_REGS, values, strict=True))
 
 
+def _exiting(pid: int, tid: int) -> bool:
+    """True if the thread is gone or a zombie thread (its stat state Z or X)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
 class _Stopper:
     """Seizes and stops threads; remembers which ones it holds, and the signal each one stopped with."""
 
@@ -176,8 +186,10 @@ class _Stopper:
             try:
                 _call_ptrace(PTRACE_SEIZE, tid, 0, 0)
             except OSError as e:
-                if e.errno == errno.ESRCH:
-                    continue  # exited between the listing and the seize
+                if e.errno == errno.ESRCH or (e.errno == errno.EPERM and tid != self.pid and _exiting(self.pid, tid)):
+                    # Exited between the listing and the seize; a thread on its way out (exit_state set) answers
+                    # EPERM, not ESRCH, and is no reason to refuse the whole capture.
+                    continue
                 raise NotPermitted(permissions.explain(self.pid, e.errno or 0)) from None
             self.seized.append(tid)
             try:
