@@ -223,8 +223,8 @@ def test_action_option_unknown_key(tmp_path: Path) -> None:
               - enable: {provider: P, levl: 5}
               - stacks: {depth: 3}
     """) == [
-        "r.yaml:4:31: unknown key 'levl' in the options of enable; expected one of: provider, level, keyword, for "
-        "(did you mean 'level'?)",
+        "r.yaml:4:31: unknown key 'levl' in the options of enable; expected one of: provider, level, keyword, for, "
+        "event (did you mean 'level'?)",
         "r.yaml:5:18: unknown key 'depth' in the options of stacks; expected one of: pid, dir, max_total, native, "
         "python, timeout",
     ]

@@ -198,6 +198,7 @@ class EnableOptions(_Model):
     level: Level | None = None
     keyword: int | None = Field(default=None, ge=0)
     for_: Duration | None = Field(default=None, alias="for")
+    event: str | None = None  # a tracefs system's event (a glob); EventHeader providers go by level and keyword
 
 
 class OtlpOptions(_Model):
@@ -214,8 +215,11 @@ class RecordOptions(_Model):
     what: ClassVar[str] = "record"
     last: Duration | None = None
     next: Duration | None = None
-    path: str | None = None
+    path: str | None = None  # the artifact directory, like `dir`
     format: Literal["jsonl", "json"] | None = None
+    dir: str | None = None
+    max_total: Size | None = None
+    timeout: Duration | None = None
 
 
 class ExecOptions(_Model):
@@ -226,7 +230,9 @@ class ExecOptions(_Model):
 
 class SignalOptions(_Model):
     what: ClassVar[str] = "signal"
-    signal: Annotated[Any, BeforeValidator(_signal_value)]
+    signal: Annotated[Any, BeforeValidator(_signal_value)] = None
+    pid: int | None = Field(default=None, ge=1)
+    allow_special: bool | None = None  # let `pid` name process 1 or dyntel itself
 
 
 class LogOptions(_Model):

@@ -160,6 +160,7 @@ class _Selection:
     pattern: Pattern
     filter: str | None
     callchain: bool
+    owner: str | None = None  # who selected it, when not the rules (the enabler: see `release`)
 
 
 def default_ring_pages(ncpus: int, page_size: int | None = None) -> int:
@@ -188,7 +189,7 @@ class PerfLiveSource:
 
     `patterns` are `system:event` globs (see dyntel.sources.selection). Opening (tracefs, rings) happens on the
     first `open()`, `add()` or `events()`; errors that the machine's setup causes are `LiveSetupError`s saying
-    what to change. `add`, `remove`, `stop` and `lost` may be called from any thread.
+    what to change. `add`, `remove`, `release`, `stop` and `lost` may be called from any thread.
     """
 
     def __init__(self, patterns: Iterable[str] = (), *, tracefs: Tracefs | None = None,
@@ -329,17 +330,20 @@ class PerfLiveSource:
     # ----------------------------------------------------------------------------------------------------------
     # Selection at run time
 
-    def add(self, pattern: str, *, filter: str | None = None, callchain: bool = False) -> list[str]:
+    def add(self, pattern: str, *, filter: str | None = None, callchain: bool = False,
+            owner: str | None = None) -> list[str]:
         """Select `pattern` (now and whenever a matching tracepoint appears) and open what it matches now.
 
         `filter` is a tracefs filter expression the kernel applies before writing a sample (`common_pid == 42`);
         `callchain` adds PERF_SAMPLE_CALLCHAIN. Returns the tracepoints this call opened. A tracepoint already open
-        keeps the filter and call-chain setting it was opened with; `remove` it first to change them.
+        keeps the filter and call-chain setting it was opened with; `remove` it first to change them. `owner`
+        keeps this selection apart from an equal one of the rules, for `release`.
         """
-        sel = _Selection(parse_pattern(pattern), filter, callchain)
+        sel = _Selection(parse_pattern(pattern), filter, callchain, owner)
         self.open()
         with self._lock:
-            self._selections = [s for s in self._selections if s.pattern.text != sel.pattern.text]
+            self._selections = [s for s in self._selections
+                                if s.pattern.text != sel.pattern.text or s.owner != owner]
             self._excluded = {n for n in self._excluded if not sel.pattern.matches(*n.split(":", 1))}
             return self._select(sel)
 
@@ -350,18 +354,35 @@ class PerfLiveSource:
         with self._lock:
             self._selections = [s for s in self._selections if s.pattern.text != pat.text]
             victims = [tp for full, tp in self._open.items() if pat.matches(tp.system, tp.name)]
-            if not victims:
-                return []
+            self._retire(victims)
             for tp in victims:
-                for fd in tp.fds:
-                    pe.disable(fd)
-            self._drain()  # everything they wrote before the disable, found while their parsers are kept
-            for tp in victims:
-                self._retired.append((list(tp.ids), [ring.read for ring in self._rings]))
-                self._close_tracepoint(tp)
                 if any(s.pattern.matches(tp.system, tp.name) for s in self._selections):
                     self._excluded.add(tp.full_name)
             return sorted(tp.full_name for tp in victims)
+
+    def release(self, pattern: str, *, owner: str) -> list[str]:
+        """Undo `add(pattern, owner=owner)`: drop that selection and close the tracepoints it matched that no other
+        selection still matches (the `enable` action's "off", which must not close what the rules listen to).
+        Returns the tracepoints closed."""
+        pat = parse_pattern(pattern)
+        with self._lock:
+            self._selections = [s for s in self._selections if s.pattern.text != pat.text or s.owner != owner]
+            victims = [tp for tp in self._open.values() if pat.matches(tp.system, tp.name)
+                       and not any(s.pattern.matches(tp.system, tp.name) for s in self._selections)]
+            self._retire(victims)
+            return sorted(tp.full_name for tp in victims)
+
+    def _retire(self, victims: list[Tracepoint]) -> None:
+        """Disable and close `victims`, keeping their parsers until the rings are read past what they wrote."""
+        if not victims:
+            return
+        for tp in victims:
+            for fd in tp.fds:
+                pe.disable(fd)
+        self._drain()  # everything they wrote before the disable, found while their parsers are kept
+        for tp in victims:
+            self._retired.append((list(tp.ids), [ring.read for ring in self._rings]))
+            self._close_tracepoint(tp)
 
     def _select(self, sel: _Selection) -> list[str]:
         self._selections.append(sel)
