@@ -177,9 +177,10 @@ class EncodedEvent:
 
     @property
     def extended(self) -> list[tuple[int, bytes]]:
-        """The (ExtType, data) items ETW delivers with a TraceLogging event."""
-        return [(EVENT_HEADER_EXT_TYPE_EVENT_SCHEMA_TL, self.metadata),
-                (EVENT_HEADER_EXT_TYPE_PROV_TRAITS, self.traits)]
+        """The (ExtType, data) items ETW delivers with a TraceLogging event, in the order a Windows 11 ETL file
+        holds them (corpus SelfDescribingSingleEvent.etl: traits, then schema)."""
+        return [(EVENT_HEADER_EXT_TYPE_PROV_TRAITS, self.traits),
+                (EVENT_HEADER_EXT_TYPE_EVENT_SCHEMA_TL, self.metadata)]
 
 
 @dataclass(slots=True)
