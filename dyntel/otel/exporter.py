@@ -310,5 +310,149 @@ def with_settings(**changes: Any) -> ExporterSettings:
     return replace(_default_settings, **changes)
 
 
-__all__ = ["QUEUED", "SEQ_ATTRIBUTE", "SPOOLED", "AlertExporter", "ExporterSettings", "ExporterStats",
-           "Submitted", "close_all", "configure", "exporter_for", "spool_dir_for", "with_settings"]
+
+
+# --- the forwarding sender: many records, best effort, never in the event path's way ---------------------------------
+
+
+@dataclass(slots=True)
+class SenderStats:
+    offered: int = 0
+    sent: int = 0  # items in requests the collector took
+    dropped: int = 0  # items dropped: the queue was full, or a batch failed all its tries
+    refused: int = 0  # items the collector refused (partial success or a non-retriable status)
+    requests: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+Encoder = Callable[[list[Any]], Mapping[str, bytes]]
+
+
+class BatchSender:
+    """Items appended by `offer` (cheap: one lock and a list append) are cut into batches of `max_batch` (or what
+    came within `max_delay`), encoded by `encode` on the sender thread into one request per signal, and sent.
+    A batch that keeps failing is dropped after `retries` tries; when `max_queued` items wait, the oldest batch
+    is dropped: forwarding keeps up with the present rather than falling behind it. Both are counted."""
+
+    def __init__(self, transport: Transport, encode: Encoder, *, max_batch: int = 512, max_delay: float = 0.2,
+                 max_queued: int = 65_536, timeout: float = 10.0, retries: int = 5, backoff_initial: float = 0.1,
+                 backoff_max: float = 5.0, log: Callable[[str], None] | None = None) -> None:
+        self.transport = transport
+        self.stats = SenderStats()
+        self._encode = encode
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._max_batches = max(1, max_queued // max_batch)
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = (backoff_initial, backoff_max)
+        self._log = log or (lambda line: None)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._current: list[Any] = []
+        self._started = 0.0  # monotonic time the current batch got its first item
+        self._full: collections.deque[list[Any]] = collections.deque()
+        self._closing = False
+        self._deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"dyntel-forward {transport.endpoint}", daemon=True)
+        self._thread.start()
+
+    def offer(self, item: Any) -> None:
+        with self._lock:
+            self.stats.offered += 1
+            current = self._current
+            current.append(item)
+            if len(current) == 1:
+                self._started = time.monotonic()
+                self._wake.notify()
+            elif len(current) >= self._max_batch:
+                self._push_locked()
+
+    def _push_locked(self) -> None:
+        self._full.append(self._current)
+        self._current = []
+        if len(self._full) > self._max_batches:
+            lost = self._full.popleft()
+            self.stats.dropped += len(lost)
+        self._wake.notify()
+
+    def _take(self) -> list[Any] | None:
+        with self._lock:
+            while True:
+                if self._closing and time.monotonic() >= self._deadline:
+                    left = sum(len(b) for b in self._full) + len(self._current)
+                    if left:
+                        self.stats.dropped += left
+                        self._log(f"forward: {left} event(s) not sent by the close deadline")
+                    self._full.clear()
+                    self._current = []
+                    return None
+                if self._full:
+                    return self._full.popleft()
+                if self._current:
+                    wait = self._started + self._max_delay - time.monotonic()
+                    if wait <= 0 or self._closing:
+                        self._push_locked()
+                        continue
+                elif self._closing:
+                    return None
+                else:
+                    wait = 1.0
+                self._wake.wait(wait)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                requests = self._encode(batch)
+            except Exception as e:  # one odd event must not stop forwarding
+                self.stats.dropped += len(batch)
+                self.stats.last_error = f"encoding: {type(e).__name__}: {e}"
+                self._log(f"forward: {len(batch)} event(s) dropped: {self.stats.last_error}")
+                continue
+            if self._send(requests, len(batch)):
+                self.stats.sent += len(batch)
+            else:
+                self.stats.dropped += len(batch)
+
+    def _send(self, requests: Mapping[str, bytes], count: int) -> bool:
+        backoff, backoff_max = self._backoff
+        pending = dict(requests)
+        for attempt in range(self._retries + 1):
+            for signal, payload in list(pending.items()):
+                try:
+                    result = self.transport.export(signal, payload, self._timeout)
+                except ExportError as e:
+                    self.stats.failures += 1
+                    self.stats.last_error = str(e)
+                    if not e.retriable:
+                        self._log(f"forward: {e}: {count} event(s) refused")
+                        self.stats.refused += count
+                        pending.pop(signal)
+                    continue
+                self.stats.requests += 1
+                self.stats.refused += result.rejected
+                pending.pop(signal)
+            if not pending:
+                return True
+            if attempt == self._retries or (self._closing and time.monotonic() >= self._deadline):
+                break
+            with self._lock:
+                limit = self._deadline - time.monotonic() if self._closing else backoff
+                self._wake.wait(max(0.0, min(backoff, limit)))
+            backoff = min(backoff * 2, backoff_max)
+        self._log(f"forward: {count} event(s) dropped after {attempt + 1} tries: {self.stats.last_error}")
+        return False
+
+    def close(self, timeout: float = 5.0) -> SenderStats:
+        """Send what waits, for up to `timeout` seconds, then stop."""
+        with self._lock:
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+            self._wake.notify_all()
+        self._thread.join(timeout + self._timeout + 1.0)
+        self.transport.close()
+        return self.stats

@@ -16,7 +16,7 @@ from typing import Any
 
 from dyntel.otel.records import OtelLog, OtelSpan
 
-_pack_q = struct.Struct("<Q").pack
+pack_fixed64 = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
 _pack_i = struct.Struct("<I").pack
 
@@ -41,7 +41,7 @@ def field_bytes(tag: bytes, payload: bytes) -> bytes:
     return tag + (_SMALL[n] if n < 128 else varint(n)) + payload
 
 
-def _text(value: str) -> bytes:
+def text_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
 
 
@@ -59,7 +59,7 @@ def any_value(value: Any) -> bytes:
         try:
             raw: bytes = value.encode()
         except UnicodeEncodeError:
-            raw = _text(value)
+            raw = text_bytes(value)
         return field_bytes(_AV_STRING, raw)
     if t is int:
         if 0 <= value < 128:
@@ -85,7 +85,7 @@ def any_value(value: Any) -> bytes:
         return any_value(int(value))
     if isinstance(value, float):
         return _AV_DOUBLE + _pack_d(value)
-    return field_bytes(_AV_STRING, _text(str(value)))
+    return field_bytes(_AV_STRING, text_bytes(str(value)))
 
 
 _key_cache: dict[str, bytes] = {}
@@ -96,7 +96,7 @@ def key_bytes(key: str) -> bytes:
     """KeyValue's key field, encoded once per key name."""
     found = _key_cache.get(key)
     if found is None:
-        found = field_bytes(b"\x0a", _text(key))
+        found = field_bytes(b"\x0a", text_bytes(key))
         if len(_key_cache) < _KEY_CACHE_MAX:  # attribute names are few; a stream of unique ones must not grow this
             _key_cache[key] = found
     return found
@@ -129,11 +129,11 @@ def log_record(log: OtelLog) -> bytes:
     """The bytes of a LogRecord message, fields in field-number order as protobuf's own serializer writes them."""
     parts = []
     if log.time_unix_nano:
-        parts.append(TAG_LOG_TIME + _pack_q(log.time_unix_nano))
+        parts.append(TAG_LOG_TIME + pack_fixed64(log.time_unix_nano))
     if log.severity_number:
         parts.append(TAG_LOG_SEVERITY + varint(log.severity_number))
     if log.severity_text:
-        parts.append(field_bytes(TAG_LOG_SEVERITY_TEXT, _text(log.severity_text)))
+        parts.append(field_bytes(TAG_LOG_SEVERITY_TEXT, text_bytes(log.severity_text)))
     if log.body is not None:
         parts.append(field_bytes(TAG_LOG_BODY, any_value(log.body)))
     if log.attributes:
@@ -145,9 +145,9 @@ def log_record(log: OtelLog) -> bytes:
     if log.span_id:
         parts.append(field_bytes(TAG_LOG_SPAN_ID, log.span_id))
     if log.observed_time_unix_nano:
-        parts.append(TAG_LOG_OBSERVED + _pack_q(log.observed_time_unix_nano))
+        parts.append(TAG_LOG_OBSERVED + pack_fixed64(log.observed_time_unix_nano))
     if log.event_name:
-        parts.append(field_bytes(TAG_LOG_EVENT_NAME, _text(log.event_name)))
+        parts.append(field_bytes(TAG_LOG_EVENT_NAME, text_bytes(log.event_name)))
     return b"".join(parts)
 
 
@@ -156,17 +156,17 @@ def span(s: OtelSpan) -> bytes:
     parts = [field_bytes(b"\x0a", s.trace_id), field_bytes(b"\x12", s.span_id)]
     if s.parent_span_id:
         parts.append(field_bytes(b"\x22", s.parent_span_id))
-    parts.append(field_bytes(b"\x2a", _text(s.name)))
+    parts.append(field_bytes(b"\x2a", text_bytes(s.name)))
     if s.kind:
         parts.append(b"\x30" + varint(s.kind))
-    parts.append(b"\x39" + _pack_q(s.start_time_unix_nano))
-    parts.append(b"\x41" + _pack_q(s.end_time_unix_nano))
+    parts.append(b"\x39" + pack_fixed64(s.start_time_unix_nano))
+    parts.append(b"\x41" + pack_fixed64(s.end_time_unix_nano))
     if s.attributes:
         parts.append(attributes(b"\x4a", s.attributes))
     for trace_id, span_id in s.links:
         parts.append(field_bytes(b"\x6a", field_bytes(b"\x0a", trace_id) + field_bytes(b"\x12", span_id)))
     if s.status_code or s.status_message:
-        status = field_bytes(b"\x12", _text(s.status_message)) if s.status_message else b""
+        status = field_bytes(b"\x12", text_bytes(s.status_message)) if s.status_message else b""
         if s.status_code:
             status += b"\x18" + varint(s.status_code)
         parts.append(field_bytes(b"\x7a", status))
@@ -195,7 +195,7 @@ def scope(name: str | None) -> bytes:
     """A `scope` field (tag 1 of ScopeLogs and ScopeSpans); encoded once per name."""
     found = _scope_cache.get(name)
     if found is None:
-        found = field_bytes(b"\x0a", field_bytes(b"\x0a", _text(name)) if name else b"")
+        found = field_bytes(b"\x0a", field_bytes(b"\x0a", text_bytes(name)) if name else b"")
         if len(_scope_cache) < 4096:
             _scope_cache[name] = found
     return found
