@@ -32,7 +32,7 @@ from dyntel.otel.otlp_events import EventEncoder
 from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, Transport, default_endpoint, make_transport
 from dyntel.rules.condition import Compiler
 from dyntel.rules.durations import parse_duration
-from dyntel.rules.errors import RuleError, RuleErrors
+from dyntel.rules.errors import RuleError, RuleErrors, unique_sorted
 from dyntel.rules.model import Position, Predicate
 from dyntel.rules.yaml_read import YamlDoc, YamlPath, read_yaml
 
@@ -81,7 +81,7 @@ def parse_forward(file: str, text: str) -> ForwardConfig | None:
     errors = []
     config = _section(doc, errors)
     if errors:
-        raise RuleErrors(errors)
+        raise RuleErrors(unique_sorted(errors, [file]))
     return config
 
 

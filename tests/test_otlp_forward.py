@@ -1,0 +1,251 @@
+"""Forwarding to a real receiver: Common Schema events written by the OpenTelemetry SDK through dyntel's producer
+(the Rust exporters' layout) and decoded as `dyntel run` decodes them come back as the records they were; other
+events become records whose attributes are their fields; the `forward:` selection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+from otlp_receiver import Receiver
+
+from dyntel.decoders.eventheader import EventHeaderDecoder
+from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema
+from dyntel.otel import otlp_proto, otlp_wire
+from dyntel.otel.forward import ForwardConfig, Forwarder, parse_forward
+from dyntel.otel.otlp_proto import LogRecord, Span
+from dyntel.otel.records import OtelLog, OtelSpan
+from dyntel.producer.otel import UserEventsLogProcessor, UserEventsSpanProcessor
+from dyntel.producer.sink import capture_pair
+from dyntel.rules.errors import RuleErrors
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+SPAN_ID = 0x00F067AA0BA902B7
+TIME = 1_704_112_496_789_000_000
+PROTOCOLS = ["http/protobuf", "grpc"]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def endpoint(receiver: Receiver, protocol: str) -> str:
+    return receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
+
+
+def forwarder(receiver: Receiver, protocol: str, yaml_select: str = "") -> Forwarder:
+    text = f"forward:\n  endpoint: {endpoint(receiver, protocol)}\n  protocol: {protocol}\n  max_delay: 20ms\n"
+    config = parse_forward("config.yaml", text + yaml_select)
+    assert config is not None
+    return Forwarder(config)
+
+
+def produced(emit: object) -> list[Event]:
+    """Events the producer wrote for what `emit(sink)` did, decoded by dyntel's EventHeader decoder."""
+    sink, reader = capture_pair()
+    try:
+        emit(sink)  # type: ignore[operator]
+        decoder = EventHeaderDecoder()
+        return [decoder.decode(name, raw) for name, raw in sink.receive(reader)]
+    finally:
+        os.close(sink.fd)
+        reader.close()
+
+
+RESOURCE = Resource({"service.name": "checkout", "service.instance.id": "pod-1"})
+ATTRIBUTES = {"user": "alice", "amount": 42, "retry": True, "ratio": 0.25, "event_id": 7}
+
+
+def emit_logs(sink: object) -> None:
+    provider = LoggerProvider(resource=RESOURCE)
+    provider.add_log_record_processor(UserEventsLogProcessor("myprovider", sink=sink))  # type: ignore[arg-type]
+    context = set_span_in_context(NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, False, TraceFlags(1))))
+    logger = provider.get_logger("scope")
+    logger.emit(timestamp=TIME, context=context, severity_number=SeverityNumber.ERROR, severity_text="ERROR",
+                body="payment failed", attributes=ATTRIBUTES, event_name="checkout.failure")
+    logger.emit(timestamp=TIME + 1, severity_number=SeverityNumber.DEBUG, body=12)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_common_schema_logs_arrive_as_the_records_they_were(receiver: Receiver, protocol: str) -> None:
+    events = produced(emit_logs)
+    assert [e.name for e in events] == ["Log", "Log"]
+    f = forwarder(receiver, protocol)
+    assert all(f.offer(e) for e in events)
+    assert receiver.wait_for(logs=2)
+    stats = f.close()
+    assert stats.sent == 2 and stats.dropped == 0
+    first, second = receiver.logs
+    assert first.resource == {"service.name": "checkout", "service.instance.id": "pod-1"}
+    assert first.scope == "myprovider"
+    r = first.record
+    assert r.time_unix_nano == TIME
+    assert (r.severity_number, r.severity_text) == (SeverityNumber.ERROR.value, "ERROR")
+    assert r.body.string_value == "payment failed"
+    assert first.attributes == ATTRIBUTES
+    assert r.trace_id == TRACE_ID.to_bytes(16, "big") and r.span_id == SPAN_ID.to_bytes(8, "big")
+    assert r.event_name == "checkout.failure"
+    assert second.record.body.int_value == 12 and second.record.severity_number == SeverityNumber.DEBUG.value
+    assert second.record.trace_id == b"" and second.attributes == {}
+
+
+def emit_span(sink: object) -> None:
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(UserEventsSpanProcessor("myprovider", sink=sink))  # type: ignore[arg-type]
+    parent = set_span_in_context(NonRecordingSpan(SpanContext(TRACE_ID, 0x1111111111111111, False, TraceFlags(1))))
+    span = provider.get_tracer("t").start_span("GET /cart", context=parent, kind=SpanKind.CLIENT,
+                                               attributes={"http.request.method": "GET", "retries": 2},
+                                               start_time=TIME)
+    span.set_status(Status(StatusCode.ERROR, "boom"))
+    span.end(end_time=TIME + 1_000_000_000)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_common_schema_spans_arrive_as_spans(receiver: Receiver, protocol: str) -> None:
+    [event] = produced(emit_span)
+    f = forwarder(receiver, protocol)
+    f.offer(event)
+    assert receiver.wait_for(spans=1)
+    f.close()
+    [got] = receiver.spans
+    assert got.resource == {"service.name": "checkout", "service.instance.id": "pod-1"}
+    s = got.record
+    assert s.name == "GET /cart" and s.kind == Span.SpanKind.SPAN_KIND_CLIENT
+    assert s.trace_id == TRACE_ID.to_bytes(16, "big") and s.parent_span_id == (0x1111111111111111).to_bytes(8, "big")
+    assert (s.start_time_unix_nano, s.end_time_unix_nano) == (TIME, TIME + 1_000_000_000)
+    assert (s.status.code, s.status.message) == (2, "boom")
+    assert got.attributes == {"http.request.method": "GET", "retries": 2}
+    assert receiver.log_count == 0
+
+
+def plain_schema() -> Schema:
+    req = Schema((FieldInfo("method", Encoding.ZSTRING_CHAR8), FieldInfo("bytes", Encoding.VALUE64)))
+    return Schema((
+        FieldInfo("path", Encoding.ZSTRING_CHAR8),
+        FieldInfo("status", Encoding.VALUE32, Format.SIGNED_INT),
+        FieldInfo("ok", Encoding.VALUE8, Format.BOOLEAN),
+        FieldInfo("latency", Encoding.VALUE64, Format.FLOAT),
+        FieldInfo("blob", Encoding.BINARY_LENGTH16_CHAR8),
+        FieldInfo("ports", Encoding.VALUE16, Format.PORT, ArrayKind.VARIABLE),
+        FieldInfo("req", Encoding.STRUCT, children=req),
+        FieldInfo("peer", Encoding.VALUE32, Format.IP_ADDRESS),
+    ))
+
+
+def plain_event(provider: str = "MyService", name: str = "RequestDone", level: int = 2, status: int = 503) -> Event:
+    return Event(provider, name, plain_schema(),
+                 ["/api/cart", status, 1, 0.5, b"\x00\x01", [80, 443], ["GET", 1 << 40], b"\x7f\x00\x00\x01"],
+                 source="user_events", time=TIME, pid=10, tid=11, level=level, activity=bytes(range(16)))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_other_events_become_records_whose_attributes_are_their_fields(receiver: Receiver, protocol: str) -> None:
+    f = forwarder(receiver, protocol)
+    f.offer(plain_event())
+    assert receiver.wait_for(logs=1)
+    f.close()
+    [got] = receiver.logs
+    assert got.resource["service.name"] == "dyntel" and got.scope == "MyService"
+    r = got.record
+    assert r.event_name == "MyService:RequestDone"
+    assert (r.severity_number, r.severity_text) == (17, "ERROR")
+    assert r.time_unix_nano == TIME and r.observed_time_unix_nano > 0
+    assert r.trace_id == bytes(range(16))
+    assert got.attributes == {"path": "/api/cart", "status": 503, "ok": True, "latency": 0.5, "blob": b"\x00\x01",
+                              "ports": [80, 443], "req": {"method": "GET", "bytes": 1 << 40},
+                              "peer": "127.0.0.1", "process.pid": 10, "thread.id": 11}
+
+
+def test_selection_by_provider_event_and_condition(receiver: Receiver) -> None:
+    f = forwarder(receiver, "http/protobuf", "  select:\n"
+                                             "    - provider: Whole\n"
+                                             "    - {provider: Some, event: Picked}\n"
+                                             "    - condition: level <= 1\n"
+                                             "    - {provider: MyService, condition: \"fields.status >= 500\"}\n")
+    offered = [
+        plain_event("Whole", "Any", level=5),  # yes: whole provider
+        plain_event("Some", "Picked", level=5),  # yes
+        plain_event("Some", "Other", level=5),  # no
+        plain_event("Nobody", "X", level=1),  # yes: the condition
+        plain_event("Nobody", "X", level=4),  # no
+        plain_event("MyService", "RequestDone", level=4, status=503),  # yes
+        plain_event("MyService", "RequestDone", level=4, status=200),  # no
+    ]
+    taken = [f.offer(e) for e in offered]
+    assert taken == [True, True, False, True, False, True, False]
+    assert receiver.wait_for(logs=4)
+    f.close()
+    assert [r.record.event_name for r in receiver.logs] == ["Whole:Any", "Some:Picked", "Nobody:X",
+                                                            "MyService:RequestDone"]
+
+
+def test_a_batch_holds_at_most_batch_records(receiver: Receiver) -> None:
+    config = parse_forward("c.yaml", f"forward: {{endpoint: {receiver.http_endpoint}, batch: 100, max_delay: 5s}}")
+    assert config is not None and config.batch == 100
+    f = Forwarder(config)
+    for _ in range(250):
+        f.offer(plain_event())
+    assert receiver.wait_for(logs=200, timeout=3)  # two full batches went without waiting for max_delay
+    stats = f.close()
+    assert receiver.log_count == 250 and receiver.requests == 3 and stats.sent == 250
+
+
+def test_records_that_cannot_be_sent_are_counted_not_kept_forever(receiver: Receiver) -> None:
+    receiver.stop()
+    config = ForwardConfig(receiver.http_endpoint, batch=10, max_delay=0.01, queue=20, retries=1, timeout=1.0)
+    f = Forwarder(config)
+    for _ in range(100):
+        f.offer(plain_event())
+    stats = f.close(timeout=3)
+    assert stats.sent == 0 and stats.dropped == 100 and stats.offered == 100
+
+
+def test_config_errors_name_the_place() -> None:
+    text = ("forward:\n"
+            "  endpoint: http://127.0.0.1:4318\n"
+            "  protocol: carrier-pigeon\n"
+            "  batch: 0\n"
+            "  colour: blue\n"
+            "  select:\n"
+            "    - {provider: A, condition: \"fields.x >\"}\n"
+            "    - {event: OnlyEvent}\n")
+    with pytest.raises(RuleErrors) as e:
+        parse_forward("conf.yaml", text)
+    lines = str(e.value).splitlines()
+    assert lines[0].startswith("conf.yaml:3:13: forward: protocol 'carrier-pigeon'")
+    assert any(line.startswith("conf.yaml:4:10: forward: batch: expected a whole number >= 1") for line in lines)
+    assert any(line.startswith("conf.yaml:5:3: forward: unknown key 'colour'") for line in lines)
+    assert any(line.startswith("conf.yaml:7:43: syntax error in condition") for line in lines)
+    assert any(line.startswith("conf.yaml:8:15: forward: select: event: needs provider") for line in lines)
+    assert parse_forward("other.yaml", "rules: []\n") is None
+
+
+def test_the_wire_encoder_writes_what_the_generated_classes_write() -> None:
+    log = OtelLog(TIME, TIME + 5, 17, "ERROR", {"k": [1, "two", 3.5, None, b"\x01", {"n": -1}]},
+                  {"s": "t", "i": -(1 << 63), "big": 1 << 64, "b": False, "f": 0.0, "d": {"a": {"b": True}},
+                   "bad": "\udcff"}, bytes(16), b"\x01" * 8, 1, "name", {}, None)
+    assert LogRecord.FromString(otlp_wire.log_record(log)) == otlp_proto.log_record(log)
+    span = OtelSpan("n", b"\x02" * 16, b"\x03" * 8, b"\x04" * 8, 3, TIME, TIME + 1, 2, "boom", {"a": 1},
+                    [(b"\x05" * 16, b"\x06" * 8)], {}, None)
+    assert Span.FromString(otlp_wire.span(span)) == otlp_proto.span(span)
+    request = otlp_wire.request({otlp_wire.resource({"service.name": "x"}): {
+        otlp_wire.scope("sc"): [otlp_wire.log_record(log)] * 2}})
+    expected = otlp_proto.logs_request({"service.name": "x"}, "sc", [otlp_proto.log_record(log)] * 2)
+    assert otlp_proto.ExportLogsServiceRequest.FromString(request) == expected
