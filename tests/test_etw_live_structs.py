@@ -34,6 +34,7 @@ from dyntel.decoders.etw_header import (
 )
 from dyntel.decoders.tracelogging import TypeCache, decode_etw_event
 from dyntel.encoders.tracelogging import ARRAY_VARIABLE, Field, InType, OutType, encode_event, provider_id
+from dyntel.engine.enabler import EnableError
 from dyntel.event import Event
 from dyntel.sources import SourceStats
 from dyntel.sources import etw_structs as s
@@ -41,8 +42,10 @@ from dyntel.sources.etl import EtlSource
 from dyntel.sources.etl_buffers import walk_buffers
 from dyntel.sources.etl_records import HEADER_TYPES
 from dyntel.sources.etw_live import (
+    ALL_KEYWORDS,
     EVENT_RECORD_CALLBACK,
     EtwClock,
+    EtwEnabler,
     EtwLiveSource,
     EtwLiveStats,
     RecordPump,
@@ -433,3 +436,32 @@ def test_off_windows_open_says_so_and_nothing_loads_advapi32() -> None:
     code = "import sys, dyntel.cli; print('dyntel.sources.etw_live' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_enabler_merges_grants_into_the_session_and_reverts_them() -> None:
+    src = EtwLiveSource([provider("Ruled.Provider", level=2, match_any=0x1)])
+    enabler = EtwEnabler(src)
+    now = 1_000_000_000_000
+    # A provider no rule selects: on at the grant's level and keywords, off again when the grant ends.
+    r = enabler.enable("Granted.Provider", 4, 0x30, now + 10)
+    granted = provider_id("Granted.Provider")
+    assert r.names == r.opened == ["Granted.Provider"] and r.until_ns == now + 10 and enabler.armed
+    assert (src.providers[granted].level, src.providers[granted].match_any) == (4, 0x30)
+    # A second grant widens the mask and the level; keyword 0 means every keyword.
+    enabler.enable("Granted.Provider", 5, 0, now + 20)
+    assert (src.providers[granted].level, src.providers[granted].match_any) == (5, ALL_KEYWORDS)
+    enabler.apply(now + 10)
+    assert (src.providers[granted].level, src.providers[granted].match_any) == (5, ALL_KEYWORDS)
+    enabler.apply(now + 20)
+    assert granted not in src.providers and not enabler.armed
+    # A provider the rules already have: raised for the grant, then back to exactly what it was.
+    ruled = provider_id("Ruled.Provider")
+    before = src.providers[ruled]
+    r = enabler.enable("Ruled.Provider", 5, 0x4, now + 30)
+    assert r.opened == [] and (src.providers[ruled].level, src.providers[ruled].match_any) == (5, 0x5)
+    enabler.close()
+    assert src.providers[ruled] == before
+    with pytest.raises(EnableError):
+        enabler.enable("Ruled.Provider", 5, 0, now + 40)
+    with pytest.raises(EnableError):
+        EtwEnabler(src).enable("Ruled.Provider", 5, 0, now, event="Some*")
