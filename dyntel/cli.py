@@ -18,6 +18,7 @@ VERBS = (
     "dyntel.commands.test",
     "dyntel.commands.run",
     "dyntel.commands.action",
+    "dyntel.commands.status",
 )
 
 

@@ -1,0 +1,106 @@
+"""dyntel's own metrics after a known replay, the health and status endpoints over a real socket, `dyntel status`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from support import ROOT
+
+from dyntel.engine.engine import Engine
+from dyntel.engine.http_server import Health, ObserveServer
+from dyntel.engine.metrics import Observed, exposition, registry_for, values
+from dyntel.engine.scheduler import ActionRuntime, Scheduler
+from dyntel.engine.status import rule_statuses
+from dyntel.replay import ReplayOptions, replay
+from dyntel.rules.loader import load_rules
+
+DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"
+
+
+@pytest.fixture(scope="module")
+def replayed() -> tuple[Observed, object]:
+    rules = load_rules([str(ROOT / "rules")])
+    runtime = ActionRuntime(log=open("/dev/null", "w"))  # noqa: SIM115 - lives as long as the module's tests
+    engine = Engine(rules, Scheduler(runtime=runtime))
+    result = replay(rules, str(DEMO), lambda f, s: None, ReplayOptions(), engine=engine)
+    return Observed(source_stats=result.source_stats, engine=engine, runtime=runtime), result
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_metrics_after_the_demo_replay(replayed: tuple[Observed, object]) -> None:
+    observed, result = replayed
+    v = values(registry_for(observed))
+    # The figures `dyntel replay` prints for the demo: 6246 records, 5657 events, 3 firings, one per rule.
+    assert v[("dyntel_events_read_total", ())] == 6246
+    assert v[("dyntel_events_decoded_total", ())] == 5657
+    assert v[("dyntel_engine_events_total", ())] == 5657
+    assert v[("dyntel_rule_firings_total", (("rule", "missing-file-burst"),))] == 1
+    assert v[("dyntel_rule_matches_total", (("rule", "missing-file-burst"),))] == 1226
+    assert v[("dyntel_rule_candidates_total", (("rule", "exec-storm"),))] == 83
+    assert v[("dyntel_rule_suppressed_total", (("reason", "cooldown"), ("rule", "missing-file-burst")))] \
+        + v[("dyntel_rule_suppressed_total", (("reason", "limit"), ("rule", "missing-file-burst")))] == 5
+    assert v[("dyntel_action_outcomes_total", (("status", "ok"), ("type", "log")))] == 3
+    assert v[("dyntel_events_dropped_total", (("reason", "malformed"),))] == 0
+    assert sum(n for (name, _), n in v.items() if name == "dyntel_rule_firings_total") == 3
+    assert b"# TYPE dyntel_rule_firings_total counter" in exposition(registry_for(observed))
+
+
+def test_rule_status_after_the_replay(replayed: tuple[Observed, object]) -> None:
+    observed, _ = replayed
+    assert observed.engine is not None
+    by_name = {s.name: s for s in rule_statuses(observed.engine)}
+    burst = by_name["missing-file-burst"]
+    assert burst.kind == "count" and burst.fired == 1 and burst.window_fill is not None
+    assert burst.window_fill.endswith("in 1s")
+    killed = by_name["process-killed"]
+    assert killed.kind == "event" and killed.fired == 1 and killed.state in ("running", "cooldown")
+
+
+def test_endpoints_over_a_socket_and_dyntel_status(replayed: tuple[Observed, object]) -> None:
+    observed, _ = replayed
+    health = Health(stall_after=0.5)
+    assert observed.engine is not None
+    engine: Engine = observed.engine
+    server = ObserveServer("127.0.0.1:0", registry_for(observed), health,
+                           status=lambda: [s.to_json() for s in rule_statuses(engine)]).start()
+    base = f"http://{server.address}"
+    try:
+        assert get(base + "/readyz")[0] == 503  # sources not open yet
+        health.ready = True
+        assert get(base + "/readyz") == (200, b"ok\n")
+        health.beat()
+        assert get(base + "/healthz") == (200, b"ok\n")
+        import time
+
+        time.sleep(0.6)  # no beat for longer than stall_after: a wedged loop
+        code, body = get(base + "/healthz")
+        assert code == 503 and b"not checked in" in body
+        code, body = get(base + "/metrics")
+        assert code == 200 and b'dyntel_rule_firings_total{rule="exec-storm"} 1.0' in body
+        status = json.loads(get(base + "/status")[1])
+        assert {r["name"] for r in status["rules"]} >= {"missing-file-burst", "exec-storm", "process-killed"}
+        table = subprocess.run([sys.executable, "-m", "dyntel.cli", "status", "--endpoint", base],
+                               capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert table.returncode == 0, table.stderr
+        header, *rows = table.stdout.splitlines()
+        assert header.split()[:3] == ["RULE", "STATE", "KIND"]
+        assert any(r.split()[0] == "exec-storm" and r.split()[-2] == "1" for r in rows), table.stdout
+        health.stopped = True
+        assert get(base + "/readyz")[0] == 503
+    finally:
+        server.close()
+    down = subprocess.run([sys.executable, "-m", "dyntel.cli", "status", "--endpoint", base],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert down.returncode == 1 and "cannot reach" in down.stderr
