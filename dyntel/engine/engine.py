@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from dyntel.engine.explain import CONDITION, COOLDOWN, ERROR, FIRED, LIMIT, WINDOW, ExplainRecord
 from dyntel.engine.firing import Firing
+from dyntel.engine.recorder import FlightRecorder, keep_for
 from dyntel.engine.scheduler import ActionScheduler
 from dyntel.engine.stats import EngineStats, RuleStats
 from dyntel.engine.windows import (
@@ -118,10 +119,11 @@ class _Active:
 class Engine:
     def __init__(self, rules: RuleSet, scheduler: ActionScheduler | None, *, max_groups: int = DEFAULT_MAX_GROUPS,
                  values_cap: int = DEFAULT_VALUES_CAP, explain: str | None = None,
-                 index: IndexFactory | None = None) -> None:
+                 index: IndexFactory | None = None, recorder: FlightRecorder | None = None) -> None:
         """`scheduler` None: firings are returned with no actions run (benchmarks, tests).
         `explain`: the name of a rule to explain; its records collect in `explanations`.
-        `index`: builds the candidate index from the rules (default: dyntel.rules.index.RuleIndex)."""
+        `index`: builds the candidate index from the rules (default: dyntel.rules.index.RuleIndex).
+        `recorder`: the flight recorder `record` actions read; fed only while a loaded rule has one."""
         if max_groups < 1:
             raise ValueError("max_groups must be at least 1")
         self._scheduler = scheduler
@@ -136,7 +138,10 @@ class Engine:
         self._candidates = 0
         self._next_deadline = NEVER
         self._next_sweep = 0
+        self._recorder = recorder
+        self._tap: Callable[[Event], None] | None = None
         self._active = self._build(rules, {})
+        self._set_tap(rules.rules)
         if explain is not None and explain not in self._active.by_name:
             raise KeyError(f"no rule named {explain!r}")
 
@@ -169,8 +174,18 @@ class Engine:
         Stats are kept by rule name. Raises (and keeps the running set) when the new set is unusable."""
         active = self._build(new, self._active.by_name)
         self._active = active
+        self._set_tap(new.rules)
         self._next_deadline = min((st.window.next_deadline() for st in active.timed
                                    if isinstance(st.window, AbsenceState)), default=NEVER)
+
+    def _set_tap(self, rules: Sequence[CompiledRule]) -> None:
+        """Feed the flight recorder only while some rule has a `record` action, for as long as the longest asks."""
+        keep = keep_for(rules) if self._recorder is not None else None
+        if self._recorder is None or keep is None:
+            self._tap = None
+            return
+        self._recorder.keep_ns = keep
+        self._tap = self._recorder.append
 
     @property
     def rules(self) -> list[CompiledRule]:
@@ -186,6 +201,10 @@ class Engine:
             t = self._now
         else:
             self._now = t
+        # The flight recorder's hook: one deque append per event, and only while a loaded rule has `record`.
+        tap = self._tap
+        if tap is not None:
+            tap(event)
         out: list[Firing] = []
         if t >= self._next_deadline:
             self._run_timers(active, t, out)
