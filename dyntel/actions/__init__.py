@@ -58,6 +58,8 @@ class ActionContext:
     # time.monotonic() by which this action must be done (set per action by the scheduler). Actions honour it
     # themselves: a capture stops writing and releases the target, a child process is killed.
     deadline: float | None = None
+    # `exec` runs commands only when the operator said so (`--allow-exec`): a rule file alone must not be able to.
+    allow_exec: bool = False
 
     def remaining(self, default: float = 30.0) -> float:
         """Seconds left before the deadline (at least a little, so a late action fails fast, not never)."""

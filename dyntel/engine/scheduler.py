@@ -45,10 +45,11 @@ class ActionScheduler(Protocol):
 class ActionRuntime:
     def __init__(self, *, dry_run: bool = False, log: TextIO | None = None,
                  services: Mapping[str, Any] | None = None, artifacts: StoreSettings | None = None,
-                 limits: Mapping[str, TypeLimits] | None = None, action_log: ActionLog | None = None) -> None:
+                 limits: Mapping[str, TypeLimits] | None = None, action_log: ActionLog | None = None,
+                 allow_exec: bool = False) -> None:
         stores = ArtifactStores(artifacts or StoreSettings(Path(DEFAULT_ARTIFACT_DIR)))
         self.context = ActionContext(log=LogWriter(log), dry_run=dry_run, services=dict(services or {}),
-                                     artifacts=stores)
+                                     artifacts=stores, allow_exec=allow_exec)
         self.gate = ActionGate(dict(limits or {}))
         self.action_log = action_log
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (type, status) -> count
