@@ -43,6 +43,8 @@ class RunOptions:
     runtime: ActionRuntime | None = None
     action_workers: int = 2
     action_queue: int = 64
+    # The flight recorder's cap (bytes, all providers) for `record` actions.
+    record_memory: int = 64 << 20
 
 
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
@@ -53,7 +55,14 @@ def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: I
         provider, event = rule.match.provider, rule.match.event
         if provider is None:
             continue  # matches whatever else is opened; it cannot name what to open
-        pattern = f"{provider}:{event or '*'}" if provider in known else f"user_events:{provider}_L*"
+        if provider in known:
+            pattern = f"{provider}:{event or '*'}"
+        elif rule.match.level is not None and rule.match.level <= 9:
+            # A level ceiling opens only the levels it takes (`_L0K..` to `_L<level>K..`), so that more verbose
+            # tracepoints stay off (their producers skip writing) until an `enable` action asks for them.
+            pattern = f"user_events:{provider}_L[0-{rule.match.level}]K*"
+        else:
+            pattern = f"user_events:{provider}_L*"
         if pattern not in out:
             out.append(pattern)
     return out
@@ -62,7 +71,9 @@ def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: I
 def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
              options: RunOptions) -> int:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings."""
+    from dyntel.engine.enabler import PerfEnabler
     from dyntel.engine.pool import PooledScheduler
+    from dyntel.engine.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
     from dyntel.replay import make_want
@@ -92,9 +103,14 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         with printing:
             on_firing(firing)
 
+    # Services of the enable and record actions. Both live on this (the engine's) thread: the enabler's requests
+    # from the action workers are applied by `enabler.poll()` below, between events and when idle.
+    enabler = PerfEnabler(source, tracefs, log=runtime.context.log)
+    recorder = FlightRecorder(max_bytes=options.record_memory)
+    runtime.context.services = {**runtime.context.services, "enabler": enabler, "recorder": recorder}
     scheduler = PooledScheduler(runtime, workers=options.action_workers, queue_size=options.action_queue,
                                 on_done=done)
-    engine = Engine(rules, scheduler)
+    engine = Engine(rules, scheduler, recorder=recorder)
     reloader = RuleReloader(list(rule_paths), engine, rules) if options.reload else None
 
     stop = threading.Event()
@@ -127,6 +143,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # No events: absence timers still run out on the wall clock, and a reload still takes effect.
         nonlocal fired
         check_reload()
+        if enabler.armed:
+            enabler.poll()
         fired += len(engine.advance(time.time_ns()))
 
     source.on_idle = on_idle
@@ -142,11 +160,15 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         for event in source.events():
             if reloader is not None:
                 check_reload()
+            if enabler.armed:  # an enable waits to be applied, or is live and will expire
+                enabler.poll()
             fired += len(engine.process(event))
             if stop.is_set():
                 break
         fired += len(engine.finish(time.time_ns()))
     finally:
+        # What enable actions turned on goes off first; enables still queued are refused ("dyntel is stopping").
+        enabler.close()
         # Queued actions still run (each bounded by its own timeout) before the sources' resources go.
         scheduler.close()
         if timer is not None:

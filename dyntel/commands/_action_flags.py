@@ -33,7 +33,12 @@ def add_action_flags(parser: argparse.ArgumentParser, *, live: bool) -> None:
                    help="a limit on one action type, whatever rule fires it: dump=3/1h (at most 3 started an "
                         "hour), dump=concurrent:1, stacks=timeout:10s, dump=none (no rate limit); repeatable. "
                         "Defaults: dump 5/1h one at a time, stacks 120/1h one at a time")
+    g.add_argument("--allow-exec", action="store_true",
+                   help="let rules' exec actions run commands (off by default: they are skipped)")
     if live:
+        g.add_argument("--record-memory", metavar="SIZE", default="64MB",
+                       help="most memory the flight recorder of record actions holds, all providers together "
+                            "(default 64MB; used only when a rule has a record action)")
         g.add_argument("--action-workers", metavar="N", type=int, default=2,
                        help="actions running at once, over all types (default 2)")
         g.add_argument("--action-queue", metavar="N", type=int, default=64,
@@ -54,7 +59,7 @@ def runtime_from_args(args: argparse.Namespace, *, dry_run: bool, log: TextIO | 
     if path is None and live and not dry_run:
         path = str(Path(args.artifacts) / "actions.jsonl")
     runtime = ActionRuntime(dry_run=dry_run, log=log, artifacts=settings,
-                            action_log=ActionLog(path) if path else None)
+                            action_log=ActionLog(path) if path else None, allow_exec=getattr(args, "allow_exec", False))
     gate: ActionGate = runtime.gate
     for text in args.action_limit:
         action_type, changes = parse_limit(text)

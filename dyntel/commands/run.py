@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.commands._action_flags import runtime_from_args
     from dyntel.commands.replay import firing_json, firing_line
     from dyntel.live import RunOptions, run_live
+    from dyntel.rules.durations import parse_size
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
 
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(events=args.events, dry_run=args.dry_run, duration=args.duration,
                          callchain=args.callchain, reload=not args.no_reload, register=args.register,
                          runtime=runtime_from_args(args, dry_run=args.dry_run, log=sys.stderr, live=True),
-                         action_workers=args.action_workers, action_queue=args.action_queue)
+                         action_workers=args.action_workers, action_queue=args.action_queue,
+                         record_memory=parse_size(args.record_memory))
     try:
         fired = run_live(rules, args.rules, on_firing, options)
     finally:
