@@ -24,6 +24,7 @@ from dyntel.decoders.tracelogging_meta import (
     IN_BINARY,
     IN_BOOL32,
     IN_COUNTEDANSISTRING,
+    IN_COUNTEDBINARY,
     IN_COUNTEDSTRING,
     IN_DOUBLE,
     IN_FILETIME,
@@ -183,7 +184,7 @@ class _Builder:
             return _E.STRING_LENGTH16_CHAR16, text_format, 0
         if t == IN_COUNTEDANSISTRING:
             return _E.STRING_LENGTH16_CHAR8, text_format, 0
-        if t == IN_BINARY:
+        if t in (IN_BINARY, IN_COUNTEDBINARY):
             return _E.BINARY_LENGTH16_CHAR8, (_F.IP_ADDRESS if out == OUT_IPV6 else _F.HEX_BYTES), 0
         if t == IN_GUID:
             return _E.VALUE128, _F.UUID, 16
@@ -227,7 +228,7 @@ class _Builder:
             return _counted(name, 1, _utf16)
         if t == IN_COUNTEDANSISTRING:
             return _counted(name, 1, utf8_text)
-        if t == IN_BINARY:
+        if t in (IN_BINARY, IN_COUNTEDBINARY):
             return _counted(name, 1, bytes)
         if t == IN_GUID:
             return _fixed(name, 16, _guid_rfc)
