@@ -19,6 +19,7 @@ VERBS = (
     "dyntel.commands.run",
     "dyntel.commands.action",
     "dyntel.commands.status",
+    "dyntel.commands.config",
 )
 
 
