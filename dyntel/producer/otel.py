@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -126,21 +127,31 @@ class _LogEncoder:
         self.writer = writer
         self.event_name = event_name
         self.shapes = Shapes(log_metadata)
+        # The enable bit and event set of each SeverityNumber, keyed by the member's id(): members are singletons,
+        # and hashing an Enum member or reading its .value runs Python code, which the disabled path cannot afford.
+        self._bits: dict[int, memoryview] = {}
+        self._sets: dict[int, EventSet] = {}
+        for severity in SeverityNumber:
+            event_set = writer.sets[severity_level(severity.value)]
+            if event_set is not None:
+                self._bits[id(severity)] = event_set._bit
+                self._sets[id(severity)] = event_set
 
     def enabled(self, severity_number: int | None) -> bool:
         s = self.writer.sets[severity_level(severity_number or 0)]
         return s is not None and s.enabled
 
     def emit(self, record: ReadableLogRecord | ReadWriteLogRecord) -> None:
-        w = self.writer
         log = record.log_record
         severity = log.severity_number
-        s = w.sets[severity_level(severity.value)] if severity is not None else None
-        if s is None or severity is None:
-            w.dropped += 1
+        bit = self._bits.get(id(severity))
+        if bit is None or severity is None:  # no severity (or UNSPECIFIED): the Rust exporter refuses these too
+            self.writer.dropped += 1
             return
-        if not s.enabled:  # the common case: nobody listens, so nothing is encoded
+        if not bit[0] & 1:  # the common case: nobody listens, so nothing is encoded
             return
+        w = self.writer
+        s = self._sets[id(severity)]
         try:
             r = w.resource(record.resource)
             t = log.timestamp or log.observed_timestamp or time.time_ns()
