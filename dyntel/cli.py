@@ -20,6 +20,7 @@ VERBS = (
     "dyntel.commands.action",
     "dyntel.commands.status",
     "dyntel.commands.config",
+    "dyntel.commands.demo",
 )
 
 

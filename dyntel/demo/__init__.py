@@ -1,0 +1,1 @@
+"""`dyntel demo`: the whole idea in under a minute, with nothing but the package installed."""
