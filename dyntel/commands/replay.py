@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
+    from dyntel.security import check_rule_files
 
     rules_paths: list[str] = list(args.rules)
     events_path: str | None = args.events
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         events_path = rules_paths.pop()
     err = sys.stderr
+    # Only `run` refuses rule files others could write; a replay of a recording warns (its actions are real, but
+    # it runs by hand, not as the sidecar).
+    check_rule_files(rules_paths, refuse=False, log=err, command="dyntel replay")
     try:
         rules = load_rules(rules_paths)
     except RuleErrors as e:

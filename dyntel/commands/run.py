@@ -26,6 +26,9 @@ def register(sub: Any) -> None:
     r.add_argument("--register", nargs="+", action="extend", default=[], metavar="NAME",
                    help="register these EventHeader user_events (e.g. MyService_L4K1) before listening, held until "
                         "dyntel exits, so they are on before their producers start")
+    r.add_argument("--insecure-rules", action="store_true",
+                   help="load rule files that others could have written (group/other-writable, or owned by another "
+                        "user), with a warning; for development only")
     add_action_flags(r, live=True)
     r.set_defaults(func=run)
 
@@ -38,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.rules.durations import parse_size
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
+    from dyntel.security import check_rule_files
 
+    # Rules steer a process that may ptrace, dump and exec: refuse files others could have written (issue 9),
+    # before anything is opened. UntrustedFileError is a DyntelError: the CLI prints it and exits 1.
+    check_rule_files(args.rules, refuse=not args.insecure_rules, command="dyntel run")
     try:
         rules = load_rules(args.rules)
     except RuleErrors as e:

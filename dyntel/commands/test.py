@@ -20,7 +20,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.ruletest import exit_status, format_text, run_paths, to_json
+    from dyntel.security import check_rule_files
 
+    # Only `run` refuses rule files others could write; test cases warn.
+    check_rule_files(args.paths, refuse=False, command="dyntel test")
     results = run_paths(args.paths)
     if args.format == "json":
         sys.stdout.write(json.dumps(to_json(results), indent=2) + "\n")

@@ -20,7 +20,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.rules.loader import load
+    from dyntel.security import check_rule_files
 
+    # Only `run` refuses rule files others could write; here a warning is enough (nothing acts on them).
+    check_rule_files(args.rules, refuse=False, command="dyntel validate")
     result = load(args.rules)
     if args.format == "json":
         json.dump([e.to_json() for e in result.errors], sys.stdout, indent=1)
