@@ -373,3 +373,39 @@ def test_only_cap_sys_ptrace_is_needed_and_its_absence_is_explained(target: Capt
     assert without.returncode == 1
     outcome = json.loads(without.stdout)
     assert outcome["status"] == "failed" and "CAP_SYS_PTRACE" in outcome["reason"], outcome
+
+
+def test_secrets_in_environ_and_cmdline_are_redacted_in_dumps(tmp_path: Path) -> None:
+    import struct as st
+
+    child = subprocess.Popen([sys.executable, "-c", "input()", "--password=hunter2"],
+                             stdin=subprocess.PIPE, env={"DB_PASSWORD": "s3cret", "PATH": "/usr/bin:/bin",
+                                                         "PLAIN": "visible"})
+    try:
+        time.sleep(0.3)
+        f = firing_for(child.pid)
+        run_actions(f, [ActionSpec("dump", {"dir": str(tmp_path), "format": "minidump"}),
+                        ActionSpec("dump", {"dir": str(tmp_path), "format": "core", "max_size": "2MB"})],
+                    ActionRuntime())
+        minidump, core = (Path(a.detail["path"]).read_bytes() for a in f.actions)
+        # The minidump's Linux streams: find environ (0x47670007) and cmdline (0x47670006) in the directory.
+        count, rva = st.unpack_from("<II", minidump, 8)
+        streams = {}
+        for i in range(count):
+            kind, size, where = st.unpack_from("<III", minidump, rva + 12 * i)
+            streams[kind] = minidump[where:where + size]
+        assert b"DB_PASSWORD=[REDACTED]" in streams[0x47670007] and b"s3cret" not in streams[0x47670007]
+        assert b"PLAIN=visible" in streams[0x47670007]
+        assert b"--password=[REDACTED]" in streams[0x47670006] and b"hunter2" not in streams[0x47670006]
+        # The notes come before the memory: the first command line in the core is NT_PRPSINFO's (the stack's own
+        # copy of argv, further on, is memory and is not rewritten).
+        first = core.index(b"--password=")
+        assert core[first:first + 21] == b"--password=[REDACTED]"
+        off = ActionRuntime()
+        off.context.redact = ()
+        g = firing_for(child.pid)
+        run_actions(g, [ActionSpec("dump", {"dir": str(tmp_path), "format": "minidump"})], off)
+        assert b"DB_PASSWORD=s3cret" in Path(g.actions[0].detail["path"]).read_bytes()
+    finally:
+        child.kill()
+        child.wait()

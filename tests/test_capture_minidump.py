@@ -27,6 +27,7 @@ from dyntel.capture.minidump import PAGE, _copy, _Sink, process_info, write_mini
 from dyntel.capture.procfs import build_id, read_maps
 from dyntel.capture.ptrace import Frozen, frozen
 from dyntel.capture.regions import DumpResult, Region
+from dyntel.security import redact_nul_separated
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +233,8 @@ def test_linux_streams_hold_the_proc_files(target: CaptureTarget, tmp_path: Path
     raw = _raw(dump.path)
     assert raw.stream(fmt.LINUX_CMD_LINE) == Path(f"/proc/{pid}/cmdline").read_bytes()
     assert raw.stream(fmt.LINUX_MAPS) == maps_before
-    assert raw.stream(fmt.LINUX_ENVIRON) == Path(f"/proc/{pid}/environ").read_bytes()
+    # Secrets are redacted by default (dyntel.security); everything else is the file as it was.
+    assert raw.stream(fmt.LINUX_ENVIRON) == redact_nul_separated(Path(f"/proc/{pid}/environ").read_bytes())
     assert raw.stream(fmt.LINUX_AUXV) == Path(f"/proc/{pid}/auxv").read_bytes()
     assert raw.stream(fmt.LINUX_CPU_INFO).startswith(b"processor")
     assert b"\nPid:\t%d\n" % pid in raw.stream(fmt.LINUX_PROC_STATUS)

@@ -40,7 +40,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def test_metrics_after_the_demo_replay(replayed: tuple[Observed, object]) -> None:
-    observed, result = replayed
+    observed, _ = replayed
     v = values(registry_for(observed))
     # The figures `dyntel replay` prints for the demo: 6246 records, 5657 events, 3 firings, one per rule.
     assert v[("dyntel_events_read_total", ())] == 6246

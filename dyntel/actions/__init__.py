@@ -27,6 +27,7 @@ from typing import Any, Protocol, TextIO, cast
 from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.engine.firing import ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
+from dyntel.security import DEFAULT_PATTERNS as DEFAULT_REDACT
 
 
 class LogWriter:
@@ -58,6 +59,9 @@ class ActionContext:
     # time.monotonic() by which this action must be done (set per action by the scheduler). Actions honour it
     # themselves: a capture stops writing and releases the target, a child process is killed.
     deadline: float | None = None
+    # Names of environment variables and options whose values are secrets, redacted in dumps and alerts
+    # (dyntel.security); empty turns redaction off.
+    redact: tuple[str, ...] = DEFAULT_REDACT
     # `exec` runs commands only when the operator said so (`--allow-exec`): a rule file alone must not be able to.
     allow_exec: bool = False
 

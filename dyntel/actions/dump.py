@@ -74,12 +74,13 @@ def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutco
             from dyntel.capture.elfcore import write_core
 
             with frozen(pid, timeout=min(2.0, context.remaining())) as f:
-                result = write_core(f, maps, out, memory=memory, max_size=reservation.limit)
+                result = write_core(f, maps, out, memory=memory, max_size=reservation.limit,
+                                    redact_patterns=context.redact)
         else:
             from dyntel.capture.minidump import process_info, write_minidump
 
             # /proc text, ELF build ids and uname are read while the target still runs, not during its pause.
-            info = process_info(pid, maps, maps_raw)
+            info = process_info(pid, maps, maps_raw, context.redact)
             with frozen(pid, timeout=min(2.0, context.remaining())) as f:
                 result = write_minidump(f, maps, out, memory=memory, max_size=reservation.limit, info=info)
         pause_ns = f.pause_ns

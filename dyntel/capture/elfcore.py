@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -21,6 +21,7 @@ from dyntel.capture.errors import CaptureError
 from dyntel.capture.procfs import MapEntry, read_proc
 from dyntel.capture.ptrace import Frozen, ThreadState
 from dyntel.capture.regions import DumpResult, Region, plan_regions, skipped_regions
+from dyntel.security import DEFAULT_PATTERNS, redact_nul_separated
 
 __all__ = ["write_core"]
 
@@ -87,13 +88,16 @@ def _prstatus(thread: ThreadState, stat: _Stat) -> bytes:
                          zero_tv, zero_tv, zero_tv, zero_tv, thread.regs_raw, 1)
 
 
-def _prpsinfo(pid: int, stat: _Stat) -> bytes:
+def _prpsinfo(pid: int, stat: _Stat, redact_patterns: Sequence[str]) -> bytes:
     status = read_proc(pid, "status").decode("utf-8", "replace")
     ids = {line.split(":", 1)[0]: line.split(":", 1)[1].split() for line in status.splitlines() if ":" in line}
     uid = int(ids.get("Uid", ["0"])[0])
     gid = int(ids.get("Gid", ["0"])[0])
     comm = read_proc(pid, "comm").rstrip(b"\n")[:15]
-    args = read_proc(pid, "cmdline").rstrip(b"\0").replace(b"\0", b" ")[:79]
+    cmdline = read_proc(pid, "cmdline")
+    if redact_patterns:
+        cmdline = redact_nul_separated(cmdline, redact_patterns)
+    args = cmdline.rstrip(b"\0").replace(b"\0", b" ")[:79]
     state = stat.state[:1] or "R"
     state_number = "RSDTZW".find(state)
     return PRPSINFO.pack(max(state_number, 0), ord(state), int(state == "Z"), max(-128, min(127, stat.nice)),
@@ -107,14 +111,14 @@ def _file_note(maps: Iterable[MapEntry]) -> bytes:
     return struct.pack("<QQ", len(files), PAGE) + table + names
 
 
-def _notes(frozen: Frozen, maps: list[MapEntry]) -> bytes:
+def _notes(frozen: Frozen, maps: list[MapEntry], redact_patterns: Sequence[str]) -> bytes:
     stat = _stat(frozen.pid)
     parts = []
     for i, thread in enumerate(frozen.threads):
         parts.append(_note(NT_PRSTATUS, _prstatus(thread, stat)))
         if i == 0:
             # The kernel's order: the process-wide notes follow the first thread's status.
-            parts.append(_note(NT_PRPSINFO, _prpsinfo(frozen.pid, stat)))
+            parts.append(_note(NT_PRPSINFO, _prpsinfo(frozen.pid, stat, redact_patterns)))
             parts.append(_note(NT_AUXV, read_proc(frozen.pid, "auxv")))
             parts.append(_note(NT_FILE, _file_note(maps)))
         parts.append(_note(NT_FPREGSET, thread.fpregs_raw))
@@ -200,10 +204,11 @@ def _copy(frozen: Frozen, start: int, size: int, out: BinaryIO, buffer: memoryvi
 
 
 def write_core(frozen: Frozen, maps: list[MapEntry], out: BinaryIO, *, memory: str = "writable",
-               max_size: int | None = None) -> DumpResult:
-    """Write an ELF core of the frozen process to `out` (at its current position); never more than max_size bytes."""
+               max_size: int | None = None, redact_patterns: Sequence[str] = DEFAULT_PATTERNS) -> DumpResult:
+    """Write an ELF core of the frozen process to `out` (at its current position); never more than max_size bytes.
+    The command line in NT_PRPSINFO has secrets (`--password=...`) redacted unless `redact_patterns` is empty."""
     maps = sorted(maps, key=lambda m: m.start)
-    notes = _notes(frozen, maps)
+    notes = _notes(frozen, maps, redact_patterns)
     regions, truncated = _plan(frozen, maps, memory, max_size, len(notes))
     segments = _segments(maps, regions)
     phnum = 1 + len(segments)

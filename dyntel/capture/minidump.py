@@ -26,6 +26,7 @@ from dyntel.capture.errors import CaptureError
 from dyntel.capture.procfs import MapEntry, build_id, read_proc
 from dyntel.capture.ptrace import Frozen, ThreadState
 from dyntel.capture.regions import DumpResult, Region, plan_regions
+from dyntel.security import DEFAULT_PATTERNS, redact_nul_separated
 
 __all__ = ["Module", "ProcessInfo", "modules_of", "process_info", "write_minidump"]
 
@@ -170,9 +171,15 @@ def _os_version(release: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-def process_info(pid: int, maps: Sequence[MapEntry], maps_raw: bytes | None = None) -> ProcessInfo:
+def process_info(pid: int, maps: Sequence[MapEntry], maps_raw: bytes | None = None,
+                 redact_patterns: Sequence[str] = DEFAULT_PATTERNS) -> ProcessInfo:
     """What the dump needs from /proc and the file system; read it before freezing. `maps_raw`: the bytes `maps`
-    was parsed from, when the caller has them (read again otherwise)."""
+    was parsed from, when the caller has them (read again otherwise). The cmdline and environ streams have their
+    secrets (`DB_PASSWORD=...`, `--token x`) replaced by REDACTED unless `redact_patterns` is empty."""
+    cmdline, environ = read_proc(pid, "cmdline"), read_proc(pid, "environ")
+    if redact_patterns:
+        cmdline = redact_nul_separated(cmdline, redact_patterns)
+        environ = redact_nul_separated(environ, redact_patterns)
     cpuinfo = _read("/proc/cpuinfo")
     count, level, revision, vendor, version_information = _cpu_fields(cpuinfo)
     uts = os.uname()
@@ -182,8 +189,8 @@ def process_info(pid: int, maps: Sequence[MapEntry], maps_raw: bytes | None = No
         (fmt.LINUX_CPU_INFO, cpuinfo),
         (fmt.LINUX_PROC_STATUS, read_proc(pid, "status")),
         (fmt.LINUX_LSB_RELEASE, _release_file(pid)),
-        (fmt.LINUX_CMD_LINE, read_proc(pid, "cmdline")),
-        (fmt.LINUX_ENVIRON, read_proc(pid, "environ")),
+        (fmt.LINUX_CMD_LINE, cmdline),
+        (fmt.LINUX_ENVIRON, environ),
         (fmt.LINUX_AUXV, read_proc(pid, "auxv")),
         (fmt.LINUX_MAPS, maps_raw if maps_raw is not None else read_proc(pid, "maps")),
     ]
