@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dyntel.engine.engine import Engine
 from dyntel.engine.firing import Firing
@@ -45,6 +45,10 @@ class RunOptions:
     action_queue: int = 64
     # The flight recorder's cap (bytes, all providers) for `record` actions.
     record_memory: int = 64 << 20
+    # HOST:PORT of /metrics, /healthz, /readyz, /status (None: no endpoint).
+    metrics_listen: str | None = None
+    # The config's `forward:` section (OTLP forwarding of events), as written; None: no forwarding.
+    forward: dict[str, Any] | None = None
 
 
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
@@ -112,6 +116,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
                                 on_done=done)
     engine = Engine(rules, scheduler, recorder=recorder)
     reloader = RuleReloader(list(rule_paths), engine, rules) if options.reload else None
+    observe = _observe(options, source, engine, runtime, scheduler, reloader)
 
     stop = threading.Event()
 
@@ -142,6 +147,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     def on_idle() -> None:
         # No events: absence timers still run out on the wall clock, and a reload still takes effect.
         nonlocal fired
+        if observe is not None:
+            observe.health.beat()
         check_reload()
         if enabler.armed:
             enabler.poll()
@@ -152,6 +159,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         if reloader is not None:
             reloader.start()
         source.open()
+        if observe is not None:
+            observe.health.ready = True
         # Rules, compiled code and decoders live as long as the run: keep the collector from scanning them again on
         # every collection (a drain cost about 30% less per event with collection out of the way).
         gc.freeze()
@@ -167,6 +176,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
                 break
         fired += len(engine.finish(time.time_ns()))
     finally:
+        if observe is not None:
+            observe.health.stopped = True
         # What enable actions turned on goes off first; enables still queued are refused ("dyntel is stopping").
         enabler.close()
         # Queued actions still run (each bounded by its own timeout) before the sources' resources go.
@@ -180,4 +191,28 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             registration.close()
         for s, handler in old.items():
             signal.signal(s, handler)
+        if observe is not None:
+            observe.close()
     return fired
+
+
+def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRuntime, scheduler: Any,
+             reloader: Any) -> Any:
+    """The metrics and health endpoint, when asked for. Health counts the engine's events as progress, so the
+    loop pays nothing per event for being watched: a busy loop is alive because its count moves, an idle one
+    because on_idle beats."""
+    if not options.metrics_listen:
+        return None
+    from dyntel.engine.http_server import Health, ObserveServer
+    from dyntel.engine.metrics import Observed, registry_for
+    from dyntel.engine.status import rule_statuses
+
+    observed = Observed(source_stats=source.stats, engine=engine, runtime=runtime, reloader=reloader,
+                        queue_depth=scheduler.pending, queue_dropped=lambda: scheduler.dropped)
+    health = Health(progress=lambda: engine.stats.events)
+    health.reason_not_ready = "starting: opening the tracepoints"
+    server = ObserveServer(options.metrics_listen, registry_for(observed), health,
+                           status=lambda: [s.to_json() for s in rule_statuses(engine)])
+    print(f"dyntel run: metrics and health on http://{server.address}/ (metrics, healthz, readyz, status)",
+          file=options.log or sys.stderr)
+    return server.start()

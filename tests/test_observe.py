@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from support import ROOT
@@ -104,3 +105,60 @@ def test_endpoints_over_a_socket_and_dyntel_status(replayed: tuple[Observed, obj
     down = subprocess.run([sys.executable, "-m", "dyntel.cli", "status", "--endpoint", base],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert down.returncode == 1 and "cannot reach" in down.stderr
+
+
+def test_dyntel_run_serves_metrics_health_and_status_live(tmp_path: Path) -> None:
+    """A live `dyntel run` from a config file: ready once its tracepoints are open, its counters move with the
+    kernel's events, `dyntel status` reads its rules, and readiness goes when it stops."""
+    import os
+    import socket
+    import time
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("dyntel run needs root (perf_event_open on tracepoints)")
+        pytest.skip("needs root")
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: getppid-seen\n    match: {provider: syscalls, "
+                     "event: sys_enter_getppid}\n    cooldown: 1h\n    actions:\n      - log: seen\n")
+    config = tmp_path / "dyntel.yaml"
+    config.write_text(f"rules: [{rules}]\nmetrics: {{listen: '127.0.0.1:{port}'}}\n"
+                      f"artifacts: {{dir: {tmp_path / 'arts'}}}\n")
+    for p in (rules, config):
+        p.chmod(0o644)
+    run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--config", str(config), "--duration", "8",
+                            "--no-reload"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 6
+        code = 0
+        while time.monotonic() < deadline:
+            try:
+                code = get(base + "/readyz")[0]
+            except OSError:
+                code = 0
+            if code == 200:
+                break
+            time.sleep(0.1)
+        assert code == 200
+        for _ in range(20):
+            os.getppid()
+        time.sleep(0.5)
+        assert get(base + "/healthz")[0] == 200
+        metrics = get(base + "/metrics")[1].decode()
+        fired = [ln for ln in metrics.splitlines() if ln.startswith('dyntel_rule_firings_total{rule="getppid-seen"}')]
+        assert fired == ['dyntel_rule_firings_total{rule="getppid-seen"} 1.0'], metrics
+        matched = [ln for ln in metrics.splitlines() if ln.startswith('dyntel_rule_matches_total{rule="getppid-seen"}')]
+        assert float(matched[0].split()[-1]) >= 20
+        status = subprocess.run([sys.executable, "-m", "dyntel.cli", "status", "--endpoint", base, "--json"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        rule = json.loads(status.stdout)["rules"][0]
+        assert rule["name"] == "getppid-seen" and rule["state"] == "cooldown" and rule["fired"] == 1
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    assert f"metrics and health on http://127.0.0.1:{port}/" in err

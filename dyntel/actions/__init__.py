@@ -64,6 +64,8 @@ class ActionContext:
     redact: tuple[str, ...] = DEFAULT_REDACT
     # `exec` runs commands only when the operator said so (`--allow-exec`): a rule file alone must not be able to.
     allow_exec: bool = False
+    # The action types the config allows (actions.allow); None: every type (exec still needs allow_exec).
+    allowed: tuple[str, ...] | None = None
 
     def remaining(self, default: float = 30.0) -> float:
         """Seconds left before the deadline (at least a little, so a late action fails fast, not never)."""

@@ -38,12 +38,15 @@ def register(sub: Any) -> None:
     r.add_argument("--no-native", action="store_true",
                    help="filter perf.data samples in Python instead of the native pre-filter (for comparison)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr")
+    r.add_argument("--metrics", metavar="FILE",
+                   help="write dyntel's own metrics at the end, in the Prometheus text format (as /metrics shows "
+                        "them live)")
     add_action_flags(r, live=False)
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dyntel.commands._action_flags import runtime_from_args
+    from dyntel.commands._action_flags import runtime_from_settings, settings_from_args
     from dyntel.errors import DyntelError
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     # it runs by hand, not as the sidecar).
     check_rule_files(rules_paths, refuse=False, log=err, command="dyntel replay")
     try:
+        settings = settings_from_args(args)
         rules = load_rules(rules_paths)
     except RuleErrors as e:
         for error in e.errors:
@@ -74,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
               file=err)
         return 1
     out = utf8_out(None)
+    made: list[Any] = []
+
+    def make_runtime(log: TextIO | None) -> Any:
+        made.append(runtime_from_settings(settings, dry_run=args.dry_run, log=log, live=False))
+        return made[-1]
+
     options = ReplayOptions(dry_run=args.dry_run, explain=args.explain,
                             hold=DEFAULT_HOLD if args.hold is None else args.hold, filter=not args.no_filter,
                             native=not args.no_native,
                             progress=None if args.quiet else err, log=err,
-                            runtime=lambda log: runtime_from_args(args, dry_run=args.dry_run, log=log, live=False))
+                            runtime=make_runtime)
     on_firing = _json_firing(out) if args.format == "json" else _text_firing(out)
     explain_to = err if args.format == "json" else out
     try:
@@ -93,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
             out.detach()  # standard output stays open for whoever runs this in-process
     if not args.quiet:
         err.write(summary(result))
+    if args.metrics:
+        from dyntel.engine.metrics import Observed, exposition, registry_for
+
+        observed = Observed(source_stats=result.source_stats, engine_stats=result.engine,
+                            runtime=made[0] if made else None)
+        with open(args.metrics, "wb") as f:
+            f.write(exposition(registry_for(observed)))
     return 0
 
 

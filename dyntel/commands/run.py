@@ -15,27 +15,32 @@ def register(sub: Any) -> None:
                        description="Open the tracepoints and user_events the rules' match names (and --events), "
                                    "evaluate the rules on every event as it happens, run their actions. Rule files "
                                    "are reloaded on change and on SIGHUP. Needs root or CAP_PERFMON and tracefs.")
-    r.add_argument("--rules", nargs="+", action="extend", required=True, metavar="RULES", help="rule files (YAML)")
-    r.add_argument("--events", nargs="+", action="extend", default=[], metavar="PATTERN",
+    r.add_argument("--rules", nargs="+", action="extend", metavar="RULES",
+                   help="rule files or folders (YAML); default: the config file's rules")
+    r.add_argument("--events", nargs="+", action="extend", metavar="PATTERN",
                    help="also open these tracepoints (system:event globs, e.g. 'raw_syscalls:*')")
     r.add_argument("--dry-run", action="store_true", help="record each firing's actions without running them")
     r.add_argument("--format", choices=("text", "json"), default="text", help="how firings are printed")
     r.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until ^C)")
-    r.add_argument("--callchain", action="store_true", help="capture each event's kernel and user call chain")
+    r.add_argument("--callchain", action="store_true", default=None,
+                   help="capture each event's kernel and user call chain")
     r.add_argument("--no-reload", action="store_true", help="do not watch the rule files")
-    r.add_argument("--register", nargs="+", action="extend", default=[], metavar="NAME",
+    r.add_argument("--register", nargs="+", action="extend", metavar="NAME",
                    help="register these EventHeader user_events (e.g. MyService_L4K1) before listening, held until "
                         "dyntel exits, so they are on before their producers start")
     r.add_argument("--insecure-rules", action="store_true",
                    help="load rule files that others could have written (group/other-writable, or owned by another "
                         "user), with a warning; for development only")
+    r.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve /metrics (Prometheus), /healthz, /readyz and /status there, e.g. 127.0.0.1:9464 "
+                        "(default: off; $DYNTEL_METRICS_LISTEN)")
     add_action_flags(r, live=True)
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.commands import utf8_out
-    from dyntel.commands._action_flags import runtime_from_args
+    from dyntel.commands._action_flags import runtime_from_settings, settings_from_args
     from dyntel.commands.replay import firing_json, firing_line
     from dyntel.live import RunOptions, run_live
     from dyntel.rules.durations import parse_size
@@ -45,9 +50,20 @@ def run(args: argparse.Namespace) -> int:
 
     # Rules steer a process that may ptrace, dump and exec: refuse files others could have written (issue 9),
     # before anything is opened. UntrustedFileError is a DyntelError: the CLI prints it and exits 1.
-    check_rule_files(args.rules, refuse=not args.insecure_rules, command="dyntel run")
     try:
-        rules = load_rules(args.rules)
+        settings = settings_from_args(args)
+    except RuleErrors as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        return 1
+    rule_paths = [str(p) for p in settings["rules"]]
+    if not rule_paths:
+        print("dyntel run: no rules: give --rules FILES, or rules: in the config file", file=sys.stderr)
+        return 2
+    trusted = [*rule_paths, *([settings.config_file] if settings.config_file else [])]
+    check_rule_files(trusted, refuse=not args.insecure_rules, command="dyntel run")
+    try:
+        rules = load_rules(rule_paths)
     except RuleErrors as e:
         for error in e.errors:
             print(error, file=sys.stderr)
@@ -58,13 +74,15 @@ def run(args: argparse.Namespace) -> int:
         out.write((firing_json(firing) if args.format == "json" else firing_line(firing)) + "\n")
         out.flush()
 
-    options = RunOptions(events=args.events, dry_run=args.dry_run, duration=args.duration,
-                         callchain=args.callchain, reload=not args.no_reload, register=args.register,
-                         runtime=runtime_from_args(args, dry_run=args.dry_run, log=sys.stderr, live=True),
-                         action_workers=args.action_workers, action_queue=args.action_queue,
+    options = RunOptions(events=list(settings["sources.events"]), dry_run=args.dry_run, duration=args.duration,
+                         callchain=bool(settings["sources.callchain"]), reload=not args.no_reload,
+                         register=list(settings["sources.register"]),
+                         runtime=runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True),
+                         action_workers=settings["actions.workers"], action_queue=settings["actions.queue"],
+                         metrics_listen=settings["metrics.listen"], forward=settings["forward"],
                          record_memory=parse_size(args.record_memory))
     try:
-        fired = run_live(rules, args.rules, on_firing, options)
+        fired = run_live(rules, rule_paths, on_firing, options)
     finally:
         out.flush()
         if isinstance(out, io.TextIOWrapper):

@@ -27,8 +27,11 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 class Health:
     """What /healthz and /readyz answer from: the loop calls `beat()`; `ready`/`stopped` mark its life."""
 
-    def __init__(self, stall_after: float = 30.0) -> None:
+    def __init__(self, stall_after: float = 30.0, progress: Callable[[], int] | None = None) -> None:
         self.stall_after = stall_after
+        # A counter the loop advances anyway (events processed): movement counts as a beat, at no cost per event.
+        self.progress = progress
+        self._last_progress = progress() if progress is not None else 0
         self.ready = False
         self.stopped = False
         self.reason_not_ready = "starting: sources not open yet"
@@ -40,6 +43,11 @@ class Health:
     def healthy(self) -> tuple[bool, str]:
         if self.stopped:
             return False, "the event loop has stopped"
+        if self.progress is not None:
+            now = self.progress()
+            if now != self._last_progress:
+                self._last_progress = now
+                self.beat()
         quiet = time.monotonic() - self._last_beat
         if quiet > self.stall_after:
             return False, f"the event loop has not checked in for {quiet:.0f}s (stalled?)"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dyntel.engine.engine import Engine
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
+    from dyntel.engine.stats import EngineStats
     from dyntel.sources import SourceStats
 
 
@@ -38,6 +39,7 @@ class Observed:
 
     source_stats: SourceStats | None = None  # the source's counters (the object the source keeps updating)
     engine: Engine | None = None
+    engine_stats: EngineStats | None = None  # when there is no engine left to ask (after a replay)
     runtime: ActionRuntime | None = None
     reloader: RuleReloader | None = None
     queue_depth: Callable[[], int] | None = None
@@ -64,8 +66,7 @@ def _source_families(st: SourceStats) -> Iterator[Metric]:
         yield _counter("events_lost", "samples the kernel dropped for a full ring buffer", lost)
 
 
-def _engine_families(engine: Engine) -> Iterator[Metric]:
-    stats = engine.stats
+def _engine_families(stats: EngineStats, rules_loaded: int | None) -> Iterator[Metric]:
     yield _counter("engine_events", "events the engine evaluated", stats.events)
     families = {name: _counter(name, doc, labels=["rule"]) for name, doc in (
         ("rule_candidates", "events that met the rule's match pre-filter"),
@@ -82,7 +83,8 @@ def _engine_families(engine: Engine) -> Iterator[Metric]:
         suppressed.add_metric([rule, "limit"], s.suppressed_limit)
     yield from families.values()
     yield suppressed
-    yield GaugeMetricFamily("dyntel_rules_loaded", "rules in the running set", value=len(engine.rules))
+    if rules_loaded is not None:
+        yield GaugeMetricFamily("dyntel_rules_loaded", "rules in the running set", value=rules_loaded)
 
 
 def _runtime_families(runtime: ActionRuntime) -> Iterator[Metric]:
@@ -114,7 +116,9 @@ class DyntelCollector(Collector):
         if o.source_stats is not None:
             yield from _source_families(o.source_stats)
         if o.engine is not None:
-            yield from _engine_families(o.engine)
+            yield from _engine_families(o.engine.stats, len(o.engine.rules))
+        elif o.engine_stats is not None:
+            yield from _engine_families(o.engine_stats, None)
         if o.runtime is not None:
             yield from _runtime_families(o.runtime)
         if o.queue_depth is not None:

@@ -98,6 +98,9 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
         return ActionOutcome(spec.type, FAILED, {"reason": f"placeholders: {type(e).__name__}: {e}"})
     if context.dry_run:
         return ActionOutcome(spec.type, DRY_RUN, {"options": options})
+    if context.allowed is not None and spec.type not in context.allowed:
+        return ActionOutcome(spec.type, SKIPPED, {"reason": f"{spec.type} actions are not allowed by the config "
+                                                            f"(actions.allow: {', '.join(context.allowed)})"})
     module = find_action(spec.type)
     if isinstance(module, str):
         return ActionOutcome(spec.type, SKIPPED, {"reason": module})
