@@ -26,7 +26,9 @@ from otlp_receiver import Receiver
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema
 from dyntel.otel import otlp_proto, otlp_wire
+from dyntel.otel.common_schema import to_otel
 from dyntel.otel.forward import ForwardConfig, Forwarder, parse_forward
+from dyntel.otel.otlp_events import EventEncoder
 from dyntel.otel.otlp_proto import LogRecord, Span
 from dyntel.otel.records import OtelLog, OtelSpan
 from dyntel.producer.otel import UserEventsLogProcessor, UserEventsSpanProcessor
@@ -249,3 +251,53 @@ def test_the_wire_encoder_writes_what_the_generated_classes_write() -> None:
         otlp_wire.scope("sc"): [otlp_wire.log_record(log)] * 2}})
     expected = otlp_proto.logs_request({"service.name": "x"}, "sc", [otlp_proto.log_record(log)] * 2)
     assert otlp_proto.ExportLogsServiceRequest.FromString(request) == expected
+
+
+def emit_varied(sink: object) -> None:
+    provider = LoggerProvider(resource=Resource({"service.name": "svc"}))
+    provider.add_log_record_processor(UserEventsLogProcessor("varied", sink=sink))  # type: ignore[arg-type]
+    logger = provider.get_logger("scope")
+    logger.emit(timestamp=TIME + 123_456_789, severity_number=SeverityNumber.WARN, body=True,
+                attributes={"neg": -5, "flag": False, "text": "ünï"})
+    logger.emit(timestamp=TIME + 1_000, severity_number=SeverityNumber.FATAL, severity_text="FATAL", body=3.5,
+                event_name="  ")
+    logger.emit(timestamp=TIME, severity_number=SeverityNumber.INFO, body="x", attributes={"event_id": -1})
+
+
+def test_the_common_schema_plan_gives_what_to_otel_gives() -> None:
+    events = produced(emit_logs) + produced(emit_varied)
+    assert len(events) == 5
+    encoder = EventEncoder()
+    for e in events:
+        signal, resource, scope, record = encoder.encode(e, 5)
+        assert e.schema.cache["otlp.cs_log"] is not None  # the plan, not to_otel, made it
+        mapped = to_otel(e)
+        assert isinstance(mapped, OtelLog)
+        mapped.observed_time_unix_nano = 5
+        assert signal == "logs" and scope == otlp_wire.scope(e.provider)
+        assert LogRecord.FromString(record) == otlp_proto.log_record(mapped)
+        assert resource == otlp_wire.resource(mapped.resource)
+
+
+def test_a_common_schema_layout_the_plan_does_not_know_goes_through_to_otel(receiver: Receiver) -> None:
+    # The ETW exporters' nesting: ext_dt {traceId, spanId} inside Part A.
+    dt = Schema((FieldInfo("traceId", Encoding.STRING_LENGTH16_CHAR8),
+                 FieldInfo("spanId", Encoding.STRING_LENGTH16_CHAR8)))
+    part_a = Schema((FieldInfo("time", Encoding.STRING_LENGTH16_CHAR8), FieldInfo("ext_dt", Encoding.STRUCT,
+                                                                                 children=dt)))
+    part_b = Schema((FieldInfo("_typeName", Encoding.STRING_LENGTH16_CHAR8),
+                     FieldInfo("body", Encoding.STRING_LENGTH16_CHAR8),
+                     FieldInfo("severityNumber", Encoding.VALUE16, Format.SIGNED_INT)))
+    schema = Schema((FieldInfo("__csver__", Encoding.VALUE32), FieldInfo("PartA", Encoding.STRUCT, children=part_a),
+                     FieldInfo("PartB", Encoding.STRUCT, children=part_b)))
+    e = Event("EtwProv", "Log", schema, [0x400, ["2024-01-01T12:34:56.789Z", [f"{TRACE_ID:032x}",
+                                                                             f"{SPAN_ID:016x}"]],
+                                        ["Log", "etw body", 9]])
+    f = forwarder(receiver, "http/protobuf")
+    f.offer(e)
+    assert receiver.wait_for(logs=1)
+    f.close()
+    r = receiver.logs[0].record
+    assert e.schema.cache["otlp.cs_log"] is None
+    assert (r.body.string_value, r.severity_number, r.time_unix_nano) == ("etw body", 9, TIME)
+    assert r.trace_id == TRACE_ID.to_bytes(16, "big") and r.span_id == SPAN_ID.to_bytes(8, "big")

@@ -10,14 +10,20 @@
 
 Per schema (one per event type), the attribute keys are encoded once and kept on the schema (Schema.cache); per
 (provider, event, level) the severity and event name; so an event costs the encoding of its values and little else.
+Common Schema logs in the user_events exporters' flat layout (the common case) are read the same way, by a plan
+made once per schema that knows where each Part A/B/C field sits, instead of through to_otel's dictionaries;
+anything the plan does not know (the ETW layout, a repeated name, an odd time) goes through to_otel. The tests
+hold the two to the same records.
 """
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dyntel.event import ArrayKind, Event, FieldInfo, Format, Schema, fields_as_dict, schema_cached
@@ -33,6 +39,7 @@ _LEVELS = {1: (21, "FATAL"), 2: (17, "ERROR"), 3: (13, "WARN"), 4: (9, "INFO"), 
 pack_fixed64 = otlp_wire.pack_fixed64
 _KV = b"\x12"
 _PID_KEY = key_bytes("process.pid")
+_EVENT_ID_KEY = key_bytes("event_id")
 _TID_KEY = key_bytes("thread.id")
 
 # One field's attribute: (key bytes, converter of its value or None, index in the values).
@@ -94,10 +101,16 @@ class EventEncoder:
     def __init__(self, resource: Mapping[str, Any] | None = None) -> None:
         self.resource = otlp_wire.resource(resource if resource is not None else default_resource())
         self._identity: dict[tuple[str, str, int | None], bytes] = {}
+        self._cs_resources: dict[tuple[Any, Any], bytes] = {}
 
     def encode(self, event: Event, observed: int) -> tuple[str, bytes, bytes, bytes]:
         """(signal, resource field, scope field, record bytes) of one event."""
         if schema_cached(event.schema, "otlp.common_schema", _is_common_schema):
+            plan = schema_cached(event.schema, "otlp.cs_log", _cs_log_plan)
+            if plan is not None:
+                fast = self._cs_log(plan, event, observed)
+                if fast is not None:
+                    return LOGS, fast[0], otlp_wire.scope(event.provider), fast[1]
             mapped = to_otel(event)
             if mapped is not None:
                 scope = otlp_wire.scope(mapped.scope_name or event.provider)
@@ -140,6 +153,70 @@ class EventEncoder:
             parts.append(b"\x4a\x10" + bytes(activity))
         return b"".join(parts)
 
+    def _cs_log(self, plan: _CsPlan, event: Event, observed: int) -> tuple[bytes, bytes] | None:
+        """(resource field, LogRecord bytes) of a Common Schema log by its schema's plan; None to use to_otel."""
+        values = event.values
+        try:
+            a = values[plan.part_a]
+            b = values[plan.part_b]
+            if plan.type_name is not None and b[plan.type_name] != "Log":
+                return None
+            when = _rfc3339(a[plan.time]) if plan.time is not None else None
+        except (IndexError, TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        parts = [b"\x09" + pack_fixed64(when), b"\x59" + pack_fixed64(observed)]
+        severity = b[plan.severity_number] if plan.severity_number is not None else None
+        if type(severity) is int and severity:
+            parts.append(b"\x10" + otlp_wire.varint(severity & 0xFFFFFFFFFFFFFFFF))
+        text = b[plan.severity_text] if plan.severity_text is not None else None
+        if type(text) is str and text:
+            parts.append(field_bytes(b"\x1a", otlp_wire.text_bytes(text)))
+        if plan.body is not None:
+            body = b[plan.body]
+            if body is not None:
+                if plan.body_boolean:
+                    body = bool(body)
+                parts.append(field_bytes(b"\x2a", otlp_wire.any_value(body)))
+        any_value = otlp_wire.any_value
+        if plan.part_c is not None:
+            c = values[plan.part_c]
+            for key_field, boolean, i in plan.attributes:
+                v = c[i]
+                if v is None:
+                    parts.append(field_bytes(b"\x32", key_field + b"\x12\x00"))
+                    continue
+                if boolean:
+                    v = bool(v)
+                parts.append(field_bytes(b"\x32", key_field + field_bytes(_KV, any_value(v))))
+        if plan.event_id is not None:
+            event_id = b[plan.event_id]
+            if type(event_id) is int:
+                parts.append(field_bytes(b"\x32", _EVENT_ID_KEY + field_bytes(_KV, any_value(event_id))))
+        for index, tag, size in ((plan.trace_id, b"\x4a", 16), (plan.span_id, b"\x52", 8)):
+            if index is not None:
+                raw = _hex_id(a[index], size)
+                if raw is not None:
+                    parts.append(field_bytes(tag, raw))
+        if plan.name is not None:
+            name = b[plan.name]
+            if type(name) is str and name.strip():
+                parts.append(field_bytes(b"\x62", otlp_wire.text_bytes(name)))
+        role = a[plan.role] if plan.role is not None else None
+        instance = a[plan.instance] if plan.instance is not None else None
+        resource = self._cs_resources.get((role, instance))
+        if resource is None:
+            attrs = {}
+            if role is not None:
+                attrs["service.name"] = role
+            if instance is not None:
+                attrs["service.instance.id"] = instance
+            resource = self._cs_resources[(role, instance)] = otlp_wire.resource(attrs)
+            if len(self._cs_resources) > 1024:
+                self._cs_resources.clear()
+        return resource, b"".join(parts)
+
     def requests(self, events: list[Event]) -> dict[str, bytes]:
         """One export request per signal for a batch of events."""
         observed = time.time_ns()
@@ -157,3 +234,117 @@ def _identity(event: Event) -> bytes:
     if sev is not None:
         out += b"\x10" + otlp_wire.varint(sev[0]) + field_bytes(b"\x1a", sev[1].encode())
     return out + field_bytes(b"\x62", otlp_wire.text_bytes(f"{event.provider}:{event.name}"))
+
+
+# --- Common Schema logs by plan ---------------------------------------------------------------------------------
+
+_PART_A = ("time", "ext_dt_traceId", "ext_dt_spanId", "ext_cloud_role", "ext_cloud_roleInstance")
+_PART_B = ("_typeName", "body", "severityNumber", "severityText", "eventId", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class _CsPlan:
+    part_a: int
+    part_b: int
+    part_c: int | None
+    time: int | None
+    trace_id: int | None
+    span_id: int | None
+    role: int | None
+    instance: int | None
+    type_name: int | None
+    body: int | None
+    body_boolean: bool
+    severity_number: int | None
+    severity_text: int | None
+    event_id: int | None
+    name: int | None
+    attributes: tuple[tuple[bytes, bool, int], ...]  # (key field, boolean-formatted, index in Part C)
+
+
+def _hex_id(value: Any, size: int) -> bytes | None:
+    """A trace or span id as Part A holds it (hex text, or the bytes of a binary field), as to_otel reads it."""
+    if isinstance(value, bytes) and len(value) == size:
+        return value
+    if type(value) is not str or len(value) != size * 2:
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if any(raw) else None
+
+
+def _scalar(info: FieldInfo) -> bool:
+    return info.children is None and info.array == ArrayKind.NONE
+
+
+def _cs_log_plan(schema: Schema) -> _CsPlan | None:
+    """Where the flat (user_events) layout's fields sit in this schema; None for any other layout."""
+    top = {f.name: i for i, f in enumerate(schema.fields)}
+    if len(top) != len(schema.fields) or "PartA" not in top or "PartB" not in top:
+        return None
+    part_c = top.get("PartC")
+    children: list[Schema | None] = []
+    for name in ("PartA", "PartB", "PartC"):
+        if name not in top:
+            children.append(None)
+            continue
+        info = schema.fields[top[name]]
+        if info.children is None or info.array != ArrayKind.NONE:
+            return None
+        children.append(info.children)
+    a, b, c = children
+    assert a is not None and b is not None
+    a_index = {f.name: i for i, f in enumerate(a.fields)}
+    b_index = {f.name: i for i, f in enumerate(b.fields)}
+    if (len(a_index) != len(a.fields) or len(b_index) != len(b.fields) or not set(a_index) <= set(_PART_A)
+            or not set(b_index) <= set(_PART_B) or not all(_scalar(f) for f in (*a.fields, *b.fields))
+            or any(f.format == Format.BOOLEAN for f in a.fields)):
+        return None
+    attributes: list[tuple[bytes, bool, int]] = []
+    if c is not None:
+        names = [f.name for f in c.fields]
+        if len(set(names)) != len(names) or "event_id" in names or not all(_scalar(f) for f in c.fields):
+            return None
+        attributes = [(key_bytes(f.name), f.format == Format.BOOLEAN, i) for i, f in enumerate(c.fields)]
+    # Only the body may be boolean-formatted in Part B; the other fields are read as to_otel reads them.
+    if any(f.format == Format.BOOLEAN for f in b.fields if f.name != "body"):
+        return None
+    body = b_index.get("body")
+    return _CsPlan(
+        part_a=top["PartA"], part_b=top["PartB"], part_c=part_c, time=a_index.get("time"),
+        trace_id=a_index.get("ext_dt_traceId"), span_id=a_index.get("ext_dt_spanId"),
+        role=a_index.get("ext_cloud_role"), instance=a_index.get("ext_cloud_roleInstance"),
+        type_name=b_index.get("_typeName"), body=body,
+        body_boolean=body is not None and b.fields[body].format == Format.BOOLEAN,
+        severity_number=b_index.get("severityNumber"), severity_text=b_index.get("severityText"),
+        event_id=b_index.get("eventId"), name=b_index.get("name"), attributes=tuple(attributes))
+
+
+_minutes: dict[str, int] = {}
+
+
+def _rfc3339(value: Any) -> int | None:
+    """`YYYY-MM-DDTHH:MM:SS[.fraction]Z` (what the exporters write) to ns; None for anything else (to_otel then
+    reads it). The minute's epoch seconds are kept: consecutive events share it."""
+    if type(value) is not str or len(value) < 20 or value[-1] != "Z" or value[10] != "T":
+        return None
+    minute = _minutes.get(value[:16])
+    if minute is None:
+        if value[4] != "-" or value[7] != "-" or value[13] != ":" or not value[:4].isdigit():
+            return None
+        minute = calendar.timegm((int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                                  int(value[14:16]), 0, 0, 0, 0))
+        if len(_minutes) > 4096:
+            _minutes.clear()
+        _minutes[value[:16]] = minute
+    if value[16] != ":" or not value[17:19].isdigit():
+        return None
+    seconds = minute + int(value[17:19])
+    if len(value) == 20:
+        return seconds * 1_000_000_000
+    fraction = value[20:-1]
+    if value[19] != "." or not fraction.isdigit() or len(fraction) > 9:
+        return None
+    return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
