@@ -49,6 +49,8 @@ class RunOptions:
     metrics_listen: str | None = None
     # The config's `forward:` section (OTLP forwarding of events), as written; None: no forwarding.
     forward: dict[str, Any] | None = None
+    # Windows: the name of dyntel's ETW session ("dyntel-" is prefixed); two dyntels on a host need two names.
+    etw_session: str = "dyntel-live"
 
 
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
@@ -75,31 +77,16 @@ def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: I
 def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
              options: RunOptions) -> int:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings."""
-    from dyntel.engine.enabler import PerfEnabler
     from dyntel.engine.pool import PooledScheduler
     from dyntel.engine.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
     from dyntel.replay import make_want
-    from dyntel.sources.perf_live import PerfLiveSource
-    from dyntel.sources.tracefs import find_tracefs
 
-    tracefs = find_tracefs()
-    registration = None
-    if options.register:
-        from dyntel.sources.user_events import Registration
-
-        registration = Registration(options.register)
-        # A pre-registered name is a user_events tracepoint like any other: listen to it by its exact name.
-        options.events = [*options.events, *(f"user_events:{n}" for n in options.register)]
-    systems = [d for d in os.listdir(os.path.join(str(tracefs.path), "events"))
-               if os.path.isdir(os.path.join(str(tracefs.path), "events", d))]
-    patterns = patterns_for(rules.rules, systems, options.events)
-    if not patterns:
-        raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
-    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
-    source.want = make_want(rules.rules)
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
+    live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log)
+    source = live.source
+    source.want = make_want(rules.rules)
     printing = threading.Lock()
 
     def done(firing: Firing) -> None:
@@ -109,7 +96,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
 
     # Services of the enable and record actions. Both live on this (the engine's) thread: the enabler's requests
     # from the action workers are applied by `enabler.poll()` below, between events and when idle.
-    enabler = PerfEnabler(source, tracefs, log=runtime.context.log)
+    enabler = live.enabler
     recorder = FlightRecorder(max_bytes=options.record_memory)
     runtime.context.services = {**runtime.context.services, "enabler": enabler, "recorder": recorder}
     scheduler = PooledScheduler(runtime, workers=options.action_workers, queue_size=options.action_queue,
@@ -131,7 +118,6 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         timer.daemon = True
         timer.start()
     fired = 0
-    opened = set(patterns)
 
     def check_reload() -> None:
         if reloader is None or not reloader.pending():
@@ -139,10 +125,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # New rules may name providers nothing listens to yet, and want events the filter drops.
         current = engine.rules
         source.want = make_want(current)
-        for pattern in patterns_for(current, systems):
-            if pattern not in opened:
-                opened.add(pattern)
-                source.add(pattern)
+        live.open_for(current)
 
     def on_idle() -> None:
         # No events: absence timers still run out on the wall clock, and a reload still takes effect.
@@ -186,14 +169,87 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             timer.cancel()
         if reloader is not None:
             reloader.stop()
-        source.close()
-        if registration is not None:
-            registration.close()
+        live.close()
         for s, handler in old.items():
             signal.signal(s, handler)
         if observe is not None:
             observe.close()
     return fired
+
+
+@dataclass(slots=True)
+class _Live:
+    """The platform's live source, its `enable` service, how to open what reloaded rules name, how to close."""
+
+    source: Any
+    enabler: Any
+    open_for: Callable[[Sequence[CompiledRule]], None]
+    close: Callable[[], None]
+
+
+def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -> _Live:
+    """Linux: tracepoints and user_events through perf ring buffers."""
+    from dyntel.engine.enabler import PerfEnabler
+    from dyntel.sources.perf_live import PerfLiveSource
+    from dyntel.sources.tracefs import find_tracefs
+
+    tracefs = find_tracefs()
+    registration = None
+    if options.register:
+        from dyntel.sources.user_events import Registration
+
+        registration = Registration(options.register)
+        # A pre-registered name is a user_events tracepoint like any other: listen to it by its exact name.
+        options.events = [*options.events, *(f"user_events:{n}" for n in options.register)]
+    systems = [d for d in os.listdir(os.path.join(str(tracefs.path), "events"))
+               if os.path.isdir(os.path.join(str(tracefs.path), "events", d))]
+    patterns = patterns_for(rules.rules, systems, options.events)
+    if not patterns:
+        raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
+    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
+    opened = set(patterns)
+
+    def open_for(current: Sequence[CompiledRule]) -> None:
+        for pattern in patterns_for(current, systems):
+            if pattern not in opened:
+                opened.add(pattern)
+                source.add(pattern)
+
+    def close() -> None:
+        source.close()
+        if registration is not None:
+            registration.close()
+
+    return _Live(source, PerfEnabler(source, tracefs, log=log), open_for, close)
+
+
+def etw_providers_for(rules: Iterable[CompiledRule], extra: Iterable[str] = ()) -> list[str]:
+    """The ETW providers the rules name (TraceLogging names or GUIDs), plus `extra`, each once, in order."""
+    out = list(dict.fromkeys(extra))
+    for rule in rules:
+        if rule.match.provider is not None and rule.match.provider not in out:
+            out.append(rule.match.provider)
+    return out
+
+
+def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -> _Live:
+    """Windows: a real-time ETW session of dyntel's own (dyntel.sources.etw_live). `--events` names extra
+    providers; `--callchain` asks ETW for stacks. Not exercised on a Windows host yet (docs/etw.md)."""
+    from dyntel.sources.etw_live import EtwEnabler, EtwLiveSource, provider
+
+    names = etw_providers_for(rules.rules, options.events)
+    if not names:
+        raise SystemExit("dyntel run: the rules name no provider to listen to; give --events PROVIDER")
+    source = EtwLiveSource([provider(n, stack=options.callchain) for n in names], session=options.etw_session)
+    opened = set(names)
+
+    def open_for(current: Sequence[CompiledRule]) -> None:
+        for name in etw_providers_for(current):
+            if name not in opened:
+                opened.add(name)
+                source.add(provider(name, stack=options.callchain))
+
+    return _Live(source, EtwEnabler(source, log=log), open_for, source.close)
 
 
 def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRuntime, scheduler: Any,

@@ -465,3 +465,31 @@ def test_enabler_merges_grants_into_the_session_and_reverts_them() -> None:
         enabler.enable("Ruled.Provider", 5, 0, now + 40)
     with pytest.raises(EnableError):
         EtwEnabler(src).enable("Ruled.Provider", 5, 0, now, event="Some*")
+
+
+def test_dyntel_run_on_windows_opens_a_session_for_the_rules_providers(tmp_path: Path) -> None:
+    """The Windows branch of the live loop, built (not opened: that needs advapi32) from real rules: one
+    provider per rule provider and --events entry, TraceLogging names turned into their GUIDs, stacks on request."""
+    from dyntel.encoders.tracelogging import provider_id
+    from dyntel.live import RunOptions, _open_etw, etw_providers_for
+    from dyntel.rules.loader import load_rules
+
+    def rules_of(text: str, name: str) -> Any:
+        path = tmp_path / name
+        path.write_text(text)
+        return load_rules([str(path)])
+
+    rules = rules_of("version: 1\nrules:\n  - name: a\n    match: {provider: MyCompany.MyComponent}\n"
+                     "  - name: b\n    match: {provider: MyCompany.MyComponent, event: X}\n"
+                     "  - name: c\n    match: {provider: Other}\n", "r.yaml")
+    guid = "{22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716}"
+    assert etw_providers_for(rules.rules, [guid]) == [guid, "MyCompany.MyComponent", "Other"]
+    live = _open_etw(rules, RunOptions(events=[guid], callchain=True, etw_session="test"), lambda line: None)
+    source = live.source
+    assert source.session == "dyntel-test"
+    specs = list(source.providers.values())
+    assert [s.guid for s in specs] == [
+        uuid.UUID(guid.strip("{}")).bytes_le, provider_id("MyCompany.MyComponent"), provider_id("Other")]
+    assert all(s.stack for s in specs)
+    live.open_for(rules_of("version: 1\nrules:\n  - name: d\n    match: {provider: Third}\n", "r2.yaml").rules)
+    assert provider_id("Third") in source.providers
