@@ -301,3 +301,14 @@ def test_a_common_schema_layout_the_plan_does_not_know_goes_through_to_otel(rece
     assert e.schema.cache["otlp.cs_log"] is None
     assert (r.body.string_value, r.severity_number, r.time_unix_nano) == ("etw body", 9, TIME)
     assert r.trace_id == TRACE_ID.to_bytes(16, "big") and r.span_id == SPAN_ID.to_bytes(8, "big")
+
+
+def test_wants_lets_through_the_event_types_the_selection_could_take(receiver: Receiver) -> None:
+    f = forwarder(receiver, "http/protobuf",
+                  "  select:\n    - provider: Whole\n    - {provider: Some, event: Picked}\n")
+    assert f.wants("Whole", "Any", 5) and f.wants("Some", "Picked", 1)
+    assert not f.wants("Some", "Other", 1) and not f.wants("Nobody", "X", 1)
+    f.close()
+    g = forwarder(receiver, "http/protobuf", "  select:\n    - provider: Whole\n    - condition: level <= 1\n")
+    assert g.wants("Nobody", "X", 5)  # a condition without a provider could take any event
+    g.close()

@@ -208,6 +208,31 @@ def compile_selection(selectors: tuple[Selector, ...]) -> Callable[[Event], bool
     return selected
 
 
+def selection_wants(selectors: tuple[Selector, ...]) -> Callable[[str, str, int | None], bool]:
+    """Whether events of (provider, event, level) could be selected: for a live source's pre-decode filter, which
+    must let through what the forwarder takes besides what the rules take. A condition without a provider could
+    take any event."""
+    if not selectors or any(s.provider is None for s in selectors):
+        return lambda provider, event, level: True
+    named: dict[str, set[str] | None] = {}
+    for s in selectors:
+        provider = s.provider or ""
+        current = named.get(provider, set())
+        if s.event is None or current is None:
+            named[provider] = None  # any event of the provider
+        else:
+            current.add(s.event)
+            named[provider] = current
+
+    def wants(provider: str, event: str, level: int | None) -> bool:
+        if provider not in named:
+            return False
+        events = named[provider]
+        return events is None or event in events
+
+    return wants
+
+
 @dataclass(slots=True)
 class Forwarder:
     """Selected events to a collector. `offer` from the event path; `close` once, at shutdown."""
@@ -217,15 +242,21 @@ class Forwarder:
     log: Callable[[str], None] | None = None
     selected: int = 0
     _select: Callable[[Event], bool] = field(init=False)
+    _wants: Callable[[str, str, int | None], bool] = field(init=False)
     _sender: BatchSender = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
         encoder = EventEncoder()
         self._select = compile_selection(c.select)
+        self._wants = selection_wants(c.select)
         self._sender = BatchSender(self.transport or make_transport(c.endpoint, c.protocol), encoder.requests,
                                    max_batch=c.batch, max_delay=c.max_delay, max_queued=c.queue, timeout=c.timeout,
                                    retries=c.retries, log=self.log)
+
+    def wants(self, provider: str, event: str, level: int | None) -> bool:
+        """Whether events of this type could be selected (see selection_wants)."""
+        return self._wants(provider, event, level)
 
     def offer(self, event: Event) -> bool:
         """Queue the event when the selection takes it; whether it did."""
