@@ -47,28 +47,32 @@ class RunOptions:
     record_memory: int = 64 << 20
     # HOST:PORT of /metrics, /healthz, /readyz, /status (None: no endpoint).
     metrics_listen: str | None = None
-    # The config's `forward:` section (OTLP forwarding of events), as written; None: no forwarding.
-    forward: dict[str, Any] | None = None
+    # OTLP forwarding of selected events (the config's `forward:` section, dyntel.otel.forward); None: none.
+    forwarder: Any = None
     # Windows: the name of dyntel's ETW session ("dyntel-" is prefixed); two dyntels on a host need two names.
     etw_session: str = "dyntel-live"
 
 
+def pattern_for(provider: str, event: str | None, level: int | None, systems: Iterable[str]) -> str:
+    """The tracepoint pattern that opens a provider's events: `system:event` for a tracefs system, else the
+    EventHeader user_events tracepoints of the provider."""
+    if provider in systems and provider != "user_events":
+        return f"{provider}:{event or '*'}"
+    if level is not None and level <= 9:
+        # A level ceiling opens only the levels it takes (`_L0K..` to `_L<level>K..`), so that more verbose
+        # tracepoints stay off (their producers skip writing) until an `enable` action asks for them.
+        return f"user_events:{provider}_L[0-{level}]K*"
+    return f"user_events:{provider}_L*"
+
+
 def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
     """The tracepoint patterns the rules can match, given the tracefs systems this kernel has."""
-    known = set(systems) - {"user_events"}
+    known = set(systems)
     out: list[str] = list(extra)
     for rule in rules:
-        provider, event = rule.match.provider, rule.match.event
-        if provider is None:
+        if rule.match.provider is None:
             continue  # matches whatever else is opened; it cannot name what to open
-        if provider in known:
-            pattern = f"{provider}:{event or '*'}"
-        elif rule.match.level is not None and rule.match.level <= 9:
-            # A level ceiling opens only the levels it takes (`_L0K..` to `_L<level>K..`), so that more verbose
-            # tracepoints stay off (their producers skip writing) until an `enable` action asks for them.
-            pattern = f"user_events:{provider}_L[0-{rule.match.level}]K*"
-        else:
-            pattern = f"user_events:{provider}_L*"
+        pattern = pattern_for(rule.match.provider, rule.match.event, rule.match.level, known)
         if pattern not in out:
             out.append(pattern)
     return out
@@ -84,9 +88,17 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     from dyntel.replay import make_want
 
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
+    forwarder = options.forwarder
     live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log)
     source = live.source
-    source.want = make_want(rules.rules)
+
+    def want_for(current: Sequence[CompiledRule]) -> Any:
+        rules_want = make_want(current)
+        if forwarder is None:
+            return rules_want
+        return lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
+
+    source.want = want_for(rules.rules)
     printing = threading.Lock()
 
     def done(firing: Firing) -> None:
@@ -124,7 +136,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             return
         # New rules may name providers nothing listens to yet, and want events the filter drops.
         current = engine.rules
-        source.want = make_want(current)
+        source.want = want_for(current)
         live.open_for(current)
 
     def on_idle() -> None:
@@ -155,6 +167,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             if enabler.armed:  # an enable waits to be applied, or is live and will expire
                 enabler.poll()
             fired += len(engine.process(event))
+            if forwarder is not None:
+                forwarder.offer(event)
             if stop.is_set():
                 break
         fired += len(engine.finish(time.time_ns()))
@@ -163,8 +177,15 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             observe.health.stopped = True
         # What enable actions turned on goes off first; enables still queued are refused ("dyntel is stopping").
         enabler.close()
-        # Queued actions still run (each bounded by its own timeout) before the sources' resources go.
+        # Queued actions still run (each bounded by its own timeout) before the sources' resources go; then what
+        # waits for a collector is sent (or stays in the spool for the next start).
         scheduler.close()
+        if forwarder is not None:
+            forwarder.close(timeout=5.0)
+        if "dyntel.otel.exporter" in sys.modules:  # an otlp action ran: deliver what it queued
+            from dyntel.otel.exporter import close_all
+
+            close_all(timeout=5.0)
         if timer is not None:
             timer.cancel()
         if reloader is not None:
@@ -204,6 +225,13 @@ def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) 
     systems = [d for d in os.listdir(os.path.join(str(tracefs.path), "events"))
                if os.path.isdir(os.path.join(str(tracefs.path), "events", d))]
     patterns = patterns_for(rules.rules, systems, options.events)
+    if options.forwarder is not None:
+        # What the forward section selects by provider is opened like what rules name.
+        for sel in options.forwarder.config.select:
+            if sel.provider is not None:
+                pattern = pattern_for(sel.provider, sel.event, None, systems)
+                if pattern not in patterns:
+                    patterns.append(pattern)
     if not patterns:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
     source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
@@ -237,7 +265,9 @@ def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -
     providers; `--callchain` asks ETW for stacks. Not exercised on a Windows host yet (docs/etw.md)."""
     from dyntel.sources.etw_live import EtwEnabler, EtwLiveSource, provider
 
-    names = etw_providers_for(rules.rules, options.events)
+    forwarded = [sel.provider for sel in options.forwarder.config.select if sel.provider] \
+        if options.forwarder is not None else []
+    names = etw_providers_for(rules.rules, [*options.events, *forwarded])
     if not names:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events PROVIDER")
     source = EtwLiveSource([provider(n, stack=options.callchain) for n in names], session=options.etw_session)

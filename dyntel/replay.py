@@ -58,6 +58,8 @@ class ReplayOptions:
     log: TextIO | None = None  # where the `log` action writes (default: stderr)
     # Builds the action runtime (artifact store, limits, action log) given the log stream; default: a plain one.
     runtime: Callable[[TextIO | None], ActionRuntime] | None = None
+    # OTLP forwarding of the events its selection takes (dyntel.otel.forward.Forwarder); None: none.
+    forwarder: Any = None
 
 
 @dataclass(slots=True)
@@ -314,8 +316,14 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
 
     options = options or ReplayOptions()
     source = open_for_replay(path)
+    forwarder = options.forwarder
     if options.filter:
         want, field_filter = make_filters(rules.rules, options.explain)
+        if forwarder is not None:
+            # Events only the forward section wants must be decoded whole, not dropped or field-filtered.
+            rules_want, rules_fields = want, field_filter
+            want = lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)  # noqa: E731
+            field_filter = lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)  # noqa: E731
         if hasattr(source, "want"):
             source.want = want
         if hasattr(source, "field_filter"):
@@ -343,6 +351,8 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     try:
         for event in time_ordered(events, options.hold, late, rounds_of(source)):
             fired = process(event)
+            if forwarder is not None:
+                forwarder.offer(event)
             t = event.time
             if t is not None:
                 if first is None:

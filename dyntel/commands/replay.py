@@ -77,6 +77,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"dyntel replay: --explain {args.explain}: no rule of that name in {', '.join(rules_paths)}",
               file=err)
         return 1
+    forwarder = None
+    if settings.config_file and settings["forward"] is not None:
+        from dyntel.otel.forward import Forwarder, load_forward
+
+        try:
+            forward_config = load_forward(settings.config_file)
+        except RuleErrors as e:
+            for error in e.errors:
+                print(error, file=err)
+            return 1
+        if forward_config is not None:
+            forwarder = Forwarder(forward_config, log=lambda line: print(f"dyntel replay: {line}", file=err))
     out = utf8_out(None)
     made: list[Any] = []
 
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                             hold=DEFAULT_HOLD if args.hold is None else args.hold, filter=not args.no_filter,
                             native=not args.no_native,
                             progress=None if args.quiet else err, log=err,
-                            runtime=make_runtime)
+                            runtime=make_runtime, forwarder=forwarder)
     on_firing = _json_firing(out) if args.format == "json" else _text_firing(out)
     explain_to = err if args.format == "json" else out
     try:
@@ -101,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
         if isinstance(out, io.TextIOWrapper):
             out.detach()  # standard output stays open for whoever runs this in-process
+        # Alerts and forwarded events still queued for a collector go now (or stay spooled for the next run).
+        if forwarder is not None:
+            forwarder.close(timeout=5.0)
+        if "dyntel.otel.exporter" in sys.modules:  # an otlp action ran: deliver what it queued
+            from dyntel.otel.exporter import close_all
+
+            close_all(timeout=5.0)
     if not args.quiet:
         err.write(summary(result))
     if args.metrics:

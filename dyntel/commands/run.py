@@ -68,6 +68,18 @@ def run(args: argparse.Namespace) -> int:
         for error in e.errors:
             print(error, file=sys.stderr)
         return 1
+    forwarder = None
+    if settings.config_file and settings["forward"] is not None:
+        from dyntel.otel.forward import Forwarder, load_forward
+
+        try:
+            config = load_forward(settings.config_file)  # read again for its positions in errors
+        except RuleErrors as e:
+            for error in e.errors:
+                print(error, file=sys.stderr)
+            return 1
+        forwarder = Forwarder(config, log=lambda line: print(f"dyntel run: {line}", file=sys.stderr)) \
+            if config else None
     out = utf8_out(None)
 
     def on_firing(firing: Any) -> None:
@@ -79,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                          register=list(settings["sources.register"]),
                          runtime=runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True),
                          action_workers=settings["actions.workers"], action_queue=settings["actions.queue"],
-                         metrics_listen=settings["metrics.listen"], forward=settings["forward"],
+                         metrics_listen=settings["metrics.listen"], forwarder=forwarder,
                          record_memory=parse_size(args.record_memory))
     try:
         fired = run_live(rules, rule_paths, on_firing, options)
