@@ -248,3 +248,19 @@ def test_close_flushes_what_waits(tmp_path: Path) -> None:
         assert r.log_count == 5
     finally:
         r.stop()
+
+
+def test_alert_attributes_and_body_are_redacted() -> None:
+    from dyntel.actions.otlp import alert_record
+    from dyntel.engine.firing import Firing
+    from dyntel.event import Event
+    from dyntel.security import DEFAULT_PATTERNS
+
+    firing = Firing("r", 0, {}, Event("Svc", "Login", pid=7))
+    record = alert_record(firing, "ERROR", "login with --password=hunter2 failed",
+                          {"api_token": "abc", "user": "bob"}, DEFAULT_PATTERNS)
+    assert record.attributes["api_token"] != "abc" and record.attributes["user"] == "bob"
+    assert "hunter2" not in record.body and "--password=" in record.body
+    assert record.attributes["dyntel.event.name"] == "Login" and record.attributes["process.pid"] == 7
+    plain = alert_record(firing, "ERROR", "--password=hunter2", {"api_token": "abc"}, ())
+    assert plain.attributes["api_token"] == "abc" and "hunter2" in plain.body

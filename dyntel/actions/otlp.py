@@ -17,7 +17,7 @@ event's activity id is the trace id.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from dyntel.otel.otlp_transport import HTTP, check_protocol, default_endpoint
 from dyntel.otel.records import OtelLog
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
+from dyntel.security import redact
 
 TYPE = "otlp"
 DEFAULT_SEVERITY = "WARN"
@@ -53,7 +54,7 @@ def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutco
     extra = options.get("attributes") or {}
     if not isinstance(extra, Mapping):
         raise ValueError(f"attributes: expected a mapping of names to values, got {type(extra).__name__}")
-    record = alert_record(firing, severity, options.get("body"), extra)
+    record = alert_record(firing, severity, options.get("body"), extra, context.redact)
     spool_root = context.services.get(SPOOL_SERVICE) or Path(context.artifacts.settings.directory) / SPOOL_SUBDIR
     settings = None
     if options.get("timeout") is not None:
@@ -75,8 +76,11 @@ def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutco
     return ActionOutcome(TYPE, OK, detail)
 
 
-def alert_record(firing: Firing, severity: str, body: Any, extra: Mapping[str, Any]) -> OtelLog:
-    """The log record of one firing (without its sequence number, which the exporter assigns)."""
+def alert_record(firing: Firing, severity: str, body: Any, extra: Mapping[str, Any],
+                 redact_patterns: Sequence[str] = ()) -> OtelLog:
+    """The log record of one firing (without its sequence number, which the exporter assigns). Attribute values
+    whose names are secrets (`dyntel.event.fields.DB_PASSWORD`, `token`) and secrets written in text (a command line
+    with --password=...) are redacted with `redact_patterns`."""
     event = firing.event
     attributes: dict[str, Any] = {"dyntel.rule": firing.rule}
     trace_id = span_id = None
@@ -96,6 +100,9 @@ def alert_record(firing: Firing, severity: str, body: Any, extra: Mapping[str, A
     now = time.time_ns()
     when = firing.time if event is None or event.time_is_wall else now
     text = as_text(body) if body is not None else default_body(firing)
+    if redact_patterns:
+        attributes = redact(attributes, redact_patterns)
+        text = redact(text, redact_patterns)
     return OtelLog(time_unix_nano=when, observed_time_unix_nano=now,
                    severity_number=otlp_proto.SEVERITY_NUMBERS[severity], severity_text=severity, body=text,
                    attributes=attributes, trace_id=trace_id, span_id=span_id, flags=flags, event_name=EVENT_NAME,
