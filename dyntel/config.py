@@ -24,6 +24,7 @@ actions:
   otlp: {endpoint: "http://collector:4318", protocol: http/protobuf}   # defaults for otlp actions
 metrics:
   listen: 127.0.0.1:9464
+  otlp: {endpoint: "http://collector:4318", interval: 30s}   # dyntel's own metrics as OTLP, pushed
 forward: {...}                       # OTLP forwarding of events (docs/otlp.md)
 security:
   redact: ["*PASSWORD*", "*TOKEN*"]  # environment and argument names redacted in dumps and alerts
@@ -39,10 +40,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dyntel.rules.durations import parse_size
+from dyntel.rules.durations import parse_duration, parse_size
 from dyntel.rules.errors import RuleError, RuleErrors
 from dyntel.rules.model import Position
-from dyntel.rules.schema import AnyDict, Keys, Size, Texts, _Model, validate_model
+from dyntel.rules.schema import AnyDict, Duration, Keys, Size, Texts, _Model, validate_model
 from dyntel.rules.yaml_read import read_yaml
 
 # --- the file's schema ------------------------------------------------------------------------------------------------
@@ -79,9 +80,16 @@ class ActionsModel(_Model):
     otlp: OtlpDefaultsModel | None = None
 
 
+class OtlpMetricsModel(_Model):
+    what: ClassVar[str] = "metrics.otlp"
+    endpoint: str | None = None
+    interval: Duration | None = None
+
+
 class MetricsModel(_Model):
     what: ClassVar[str] = "metrics"
     listen: str | None = None
+    otlp: OtlpMetricsModel | None = None
 
 
 class SecurityModel(_Model):
@@ -153,6 +161,8 @@ KEYS: dict[str, Key] = {
     "actions.otlp.endpoint": Key(None, str),
     "actions.otlp.protocol": Key(None, str),
     "metrics.listen": Key(None, str),
+    "metrics.otlp.endpoint": Key(None, str),
+    "metrics.otlp.interval": Key(30 * 10**9, parse_duration),
     "forward": Key(None, _file_only),
     "security.redact": Key([], _text_list),
 }

@@ -47,6 +47,9 @@ class RunOptions:
     record_memory: int = 64 << 20
     # HOST:PORT of /metrics, /healthz, /readyz, /status (None: no endpoint).
     metrics_listen: str | None = None
+    # An OTLP/HTTP endpoint dyntel's own metrics are pushed to every metrics_interval seconds (None: none).
+    metrics_otlp: str | None = None
+    metrics_interval: float = 30.0
     # OTLP forwarding of selected events (the config's `forward:` section, dyntel.otel.forward); None: none.
     forwarder: Any = None
     # Windows: the name of dyntel's ETW session ("dyntel-" is prefixed); two dyntels on a host need two names.
@@ -287,18 +290,43 @@ def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRu
     """The metrics and health endpoint, when asked for. Health counts the engine's events as progress, so the
     loop pays nothing per event for being watched: a busy loop is alive because its count moves, an idle one
     because on_idle beats."""
-    if not options.metrics_listen:
+    if not options.metrics_listen and not options.metrics_otlp:
         return None
-    from dyntel.engine.http_server import Health, ObserveServer
+    from dyntel.engine.http_server import Health
     from dyntel.engine.metrics import Observed, registry_for
-    from dyntel.engine.status import rule_statuses
 
     observed = Observed(source_stats=source.stats, engine=engine, runtime=runtime, reloader=reloader,
                         queue_depth=scheduler.pending, queue_dropped=lambda: scheduler.dropped)
     health = Health(progress=lambda: engine.stats.events)
     health.reason_not_ready = "starting: opening the tracepoints"
-    server = ObserveServer(options.metrics_listen, registry_for(observed), health,
-                           status=lambda: [s.to_json() for s in rule_statuses(engine)])
-    print(f"dyntel run: metrics and health on http://{server.address}/ (metrics, healthz, readyz, status)",
-          file=options.log or sys.stderr)
-    return server.start()
+    return _Observing(registry_for(observed), health, engine, options)
+
+
+class _Observing:
+    """The metrics endpoint and the OTLP metrics pusher of one run, whichever were asked for."""
+
+    def __init__(self, registry: Any, health: Any, engine: Engine, options: RunOptions) -> None:
+        from dyntel.engine.http_server import ObserveServer
+        from dyntel.engine.metrics_otlp import OtlpMetricsPusher
+        from dyntel.engine.status import rule_statuses
+
+        self.health = health
+        self.server: ObserveServer | None = None
+        self.pusher: OtlpMetricsPusher | None = None
+        log = options.log or sys.stderr
+        if options.metrics_listen:
+            self.server = ObserveServer(options.metrics_listen, registry, health,
+                                        status=lambda: [s.to_json() for s in rule_statuses(engine)])
+            print(f"dyntel run: metrics and health on http://{self.server.address}/ (metrics, healthz, readyz, "
+                  "status)", file=log)
+            self.server.start()
+        if options.metrics_otlp:
+            self.pusher = OtlpMetricsPusher(registry, options.metrics_otlp, options.metrics_interval).start()
+            print(f"dyntel run: own metrics pushed to {self.pusher.url} every {options.metrics_interval:g}s",
+                  file=log)
+
+    def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+        if self.server is not None:
+            self.server.close()

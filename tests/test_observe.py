@@ -162,3 +162,51 @@ def test_dyntel_run_serves_metrics_health_and_status_live(tmp_path: Path) -> Non
         run.kill()
     assert run.returncode == 0, err
     assert f"metrics and health on http://127.0.0.1:{port}/" in err
+
+
+def test_own_metrics_as_otlp_reach_a_collector(replayed: tuple[Observed, object]) -> None:
+    """The same registry pushed as ExportMetricsServiceRequest to an HTTP server parsing it with opentelemetry-proto:
+    counters as monotonic cumulative sums with their labels, the final push on close."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from dyntel.engine.metrics_otlp import OtlpMetricsPusher
+
+    got: list[ExportMetricsServiceRequest] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            assert self.path == "/v1/metrics"
+            got.append(ExportMetricsServiceRequest.FromString(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    observed, _ = replayed
+    try:
+        pusher = OtlpMetricsPusher(registry_for(observed), f"http://127.0.0.1:{server.server_address[1]}",
+                                   interval=0.2).start()
+        import time
+
+        time.sleep(0.5)
+        pusher.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(got) >= 2 and pusher.failed == 0
+    metrics = {m.name: m for m in got[-1].resource_metrics[0].scope_metrics[0].metrics}
+    firings = metrics["dyntel_rule_firings_total"]
+    assert firings.sum.is_monotonic and firings.sum.aggregation_temporality == 2  # cumulative
+    by_rule = {p.attributes[0].value.string_value: p.as_double for p in firings.sum.data_points}
+    assert by_rule["exec-storm"] == 1 and by_rule["missing-file-burst"] == 1
+    assert metrics["dyntel_events_read_total"].sum.data_points[0].as_double == 6246
+    resource = {a.key: a.value.string_value for a in got[-1].resource_metrics[0].resource.attributes}
+    assert resource["service.name"] == "dyntel"
