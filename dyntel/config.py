@@ -168,6 +168,10 @@ KEYS: dict[str, Key] = {
 }
 
 
+# Older or shorter names, still read (the canonical name wins when both are set).
+ENV_ALIASES = {"DYNTEL_ARTIFACTS": "artifacts.dir"}
+
+
 def env_name(key: str) -> str:
     return "DYNTEL_" + key.upper().replace(".", "_")
 
@@ -234,8 +238,11 @@ def resolve(config_file: str | None = None, env: Mapping[str, str] | None = None
             settings.values[key] = value
             settings.origin[key] = str(where[key])
     problems = []
+    aliases = {key: alias for alias, key in ENV_ALIASES.items() if alias in env}
     for key, spec in KEYS.items():
         name = env_name(key)
+        if name not in env and key in aliases:
+            name = aliases[key]
         if name in env:
             try:
                 settings.values[key] = spec.from_env(env[name])

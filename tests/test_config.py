@@ -88,3 +88,9 @@ def test_dyntel_config_show(tmp_path: Path) -> None:
     text = subprocess.run([sys.executable, "-m", "dyntel.cli", "config", "show", "--config", path],
                           capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
     assert f"artifacts.quota: 1073741824    # {path}:4:10" in text
+
+
+def test_dyntel_artifacts_is_still_read() -> None:
+    s = resolve(None, env={"DYNTEL_ARTIFACTS": "/a"})
+    assert s["artifacts.dir"] == "/a" and s.origin["artifacts.dir"] == "$DYNTEL_ARTIFACTS"
+    assert resolve(None, env={"DYNTEL_ARTIFACTS": "/a", "DYNTEL_ARTIFACTS_DIR": "/b"})["artifacts.dir"] == "/b"
