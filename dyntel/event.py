@@ -155,16 +155,20 @@ class Event:
         return f
 
 
-def fields_as_dict(schema: Schema, values: Sequence[Any]) -> dict[str, Any]:
+def fields_as_dict(schema: Schema, values: Sequence[Any], booleans: bool = False) -> dict[str, Any]:
+    """The payload as a dict (structs nested). `booleans`: boolean-formatted integers become bools (decoders keep
+    them as the integers they are, as the reference JSON shows them)."""
     out: dict[str, Any] = {}
     for info, value in zip(schema.fields, values, strict=False):
         if info.name in out:
             continue
         if info.children is not None:
             if info.array == ArrayKind.NONE:
-                value = fields_as_dict(info.children, value)
+                value = fields_as_dict(info.children, value, booleans)
             else:
-                value = [fields_as_dict(info.children, v) for v in value]
+                value = [fields_as_dict(info.children, v, booleans) for v in value]
+        elif booleans and info.format == Format.BOOLEAN and value is not None:
+            value = [bool(v) for v in value] if info.array != ArrayKind.NONE else bool(value)
         out[info.name] = value
     return out
 

@@ -24,13 +24,15 @@ import json
 import time
 from typing import Any
 
-from dyntel.event import ArrayKind, Event, Format, Schema, schema_cached
+from dyntel.event import Event, Format, Schema, fields_as_dict, schema_cached
 from dyntel.otel.records import STATUS_ERROR, STATUS_UNSET, OtelLog, OtelSpan
 
 __all__ = [
     "CS_VERSION",
     "SPAN_WELL_KNOWN_ATTRIBUTES",
     "format_time",
+    "fraction_text",
+    "hex_id",
     "is_common_schema",
     "parse_time",
     "severity_level",
@@ -77,14 +79,18 @@ def format_time(unix_nano: int) -> str:
     """RFC 3339 in UTC with 'Z', and 0, 3, 6 or 9 fraction digits, the fewest that hold the value (chrono's
     `SecondsFormat::AutoSi`, which the Rust exporters use)."""
     seconds, nanos = divmod(unix_nano, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction_text(nanos)
+
+
+def fraction_text(nanos: int) -> str:
+    """The part after the seconds, as chrono's AutoSi writes it: none, milli-, micro- or nanoseconds, then Z."""
     if nanos == 0:
-        return text + "Z"
+        return "Z"
     if nanos % 1_000_000 == 0:
-        return f"{text}.{nanos // 1_000_000:03d}Z"
+        return f".{nanos // 1_000_000:03d}Z"
     if nanos % 1000 == 0:
-        return f"{text}.{nanos // 1000:06d}Z"
-    return f"{text}.{nanos:09d}Z"
+        return f".{nanos // 1000:06d}Z"
+    return f".{nanos:09d}Z"
 
 
 def parse_time(value: Any) -> int | None:
@@ -121,7 +127,8 @@ def parse_time(value: Any) -> int | None:
     return (seconds - offset) * 1_000_000_000 + nanos
 
 
-def _hex_id(value: Any, size: int) -> bytes | None:
+def hex_id(value: Any, size: int) -> bytes | None:
+    """A trace or span id as Part A holds it (hex text, or the bytes of a binary field); None for none or zero."""
     if isinstance(value, bytes) and len(value) == size:  # a GUID or binary field
         return value
     if not isinstance(value, str) or len(value) != size * 2:
@@ -163,20 +170,8 @@ def _has_boolean(schema: Schema) -> bool:
 
 
 def _as_dict(schema: Schema, values: Any) -> dict[str, Any]:
-    """Event.fields, but with boolean-formatted integers as bools (decoders keep them as the integers they are)."""
-    out: dict[str, Any] = {}
-    for info, value in zip(schema.fields, values, strict=False):
-        if info.name in out:
-            continue
-        if info.children is not None:
-            if info.array == ArrayKind.NONE:
-                value = _as_dict(info.children, value)
-            else:
-                value = [_as_dict(info.children, v) for v in value]
-        elif info.format == Format.BOOLEAN and value is not None:
-            value = [bool(v) for v in value] if info.array != ArrayKind.NONE else bool(value)
-        out[info.name] = value
-    return out
+    """Event.fields, but with boolean-formatted integers as bools."""
+    return fields_as_dict(schema, values, booleans=True)
 
 
 def _payload(event: Event) -> dict[str, Any]:
@@ -229,8 +224,8 @@ def _log(event: Event, part_a: dict[str, Any], part_b: dict[str, Any], attribute
         severity_text=text if isinstance(text, str) else None,
         body=part_b.get("body"),
         attributes=attributes,
-        trace_id=_hex_id(trace_id, 16),
-        span_id=_hex_id(span_id, 8),
+        trace_id=hex_id(trace_id, 16),
+        span_id=hex_id(span_id, 8),
         flags=0,
         event_name=name if isinstance(name, str) and name.strip() else None,
         resource=_resource(part_a),
@@ -249,7 +244,7 @@ def _links(value: Any) -> list[tuple[bytes, bytes]]:
     if isinstance(items, list):
         for item in items:
             if isinstance(item, dict):
-                t, s = _hex_id(item.get("toTraceId"), 16), _hex_id(item.get("toSpanId"), 8)
+                t, s = hex_id(item.get("toTraceId"), 16), hex_id(item.get("toSpanId"), 8)
                 if t is not None and s is not None:
                     links.append((t, s))
     return links
@@ -257,7 +252,7 @@ def _links(value: Any) -> list[tuple[bytes, bytes]]:
 
 def _span(event: Event, part_a: dict[str, Any], part_b: dict[str, Any], attributes: dict[str, Any]) -> OtelSpan | None:
     trace_hex, span_hex = _trace_context(part_a)
-    trace_id, span_id = _hex_id(trace_hex, 16), _hex_id(span_hex, 8)
+    trace_id, span_id = hex_id(trace_hex, 16), hex_id(span_hex, 8)
     if trace_id is None or span_id is None:
         return None
     for key, value in part_b.items():
@@ -274,7 +269,7 @@ def _span(event: Event, part_a: dict[str, Any], part_b: dict[str, Any], attribut
         name=name if isinstance(name, str) else "",
         trace_id=trace_id,
         span_id=span_id,
-        parent_span_id=_hex_id(part_b.get("parentId"), 8),
+        parent_span_id=hex_id(part_b.get("parentId"), 8),
         # Part B's kind is the SDK's SpanKind (INTERNAL = 0); OTLP counts from UNSPECIFIED = 0.
         kind=kind + 1 if isinstance(kind, int) and not isinstance(kind, bool) and 0 <= kind <= 4 else 0,
         start_time_unix_nano=start if start is not None else end,

@@ -28,7 +28,7 @@ from typing import Any
 
 from dyntel.event import ArrayKind, Event, FieldInfo, Format, Schema, fields_as_dict, schema_cached
 from dyntel.otel import otlp_wire
-from dyntel.otel.common_schema import to_otel
+from dyntel.otel.common_schema import hex_id, to_otel
 from dyntel.otel.otlp_proto import default_resource
 from dyntel.otel.otlp_transport import LOGS, TRACES
 from dyntel.otel.otlp_wire import field_bytes, key_bytes
@@ -196,7 +196,7 @@ class EventEncoder:
                 parts.append(field_bytes(b"\x32", _EVENT_ID_KEY + field_bytes(_KV, any_value(event_id))))
         for index, tag, size in ((plan.trace_id, b"\x4a", 16), (plan.span_id, b"\x52", 8)):
             if index is not None:
-                raw = _hex_id(a[index], size)
+                raw = hex_id(a[index], size)
                 if raw is not None:
                     parts.append(field_bytes(tag, raw))
         if plan.name is not None:
@@ -261,18 +261,6 @@ class _CsPlan:
     name: int | None
     attributes: tuple[tuple[bytes, bool, int], ...]  # (key field, boolean-formatted, index in Part C)
 
-
-def _hex_id(value: Any, size: int) -> bytes | None:
-    """A trace or span id as Part A holds it (hex text, or the bytes of a binary field), as to_otel reads it."""
-    if isinstance(value, bytes) and len(value) == size:
-        return value
-    if type(value) is not str or len(value) != size * 2:
-        return None
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if any(raw) else None
 
 
 def _scalar(info: FieldInfo) -> bool:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from dyntel.otel.common_schema import CS_VERSION, SPAN_WELL_KNOWN_ATTRIBUTES
+from dyntel.otel.common_schema import CS_VERSION, SPAN_WELL_KNOWN_ATTRIBUTES, fraction_text
 
 __all__ = ["LogShapes", "SpanShapes", "encode_log", "encode_span", "format_time_cached", "metadata"]
 
@@ -122,14 +122,7 @@ class _TimeText:
         if seconds != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
             self._second = seconds
-        text = self._prefix
-        if nanos == 0:
-            return text + "Z"
-        if nanos % 1_000_000 == 0:
-            return f"{text}.{nanos // 1_000_000:03d}Z"
-        if nanos % 1000 == 0:
-            return f"{text}.{nanos // 1000:06d}Z"
-        return f"{text}.{nanos:09d}Z"
+        return self._prefix + fraction_text(nanos)
 
 
 format_time_cached = _TimeText()
