@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from vmhelpers import HERE, WAIT, wait_for
+from vmhelpers import HERE, DyntelRun, wait_for
 
 S = 1_000_000_000
 TRIGGER_SEQ = 100  # the level-2 event whose rule fires the enable: about 1 s after level 2 came on
@@ -84,30 +81,6 @@ print(json.dumps({"changes": changes, "l5": l5_written, "l2_written": seq2}), fl
 """
 
 
-class Run:
-    """`dyntel run --format json`, its firings collected as they are printed."""
-
-    def __init__(self, rules: Path, artifacts: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
-             "--artifacts", str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.firings: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.firings.append(json.loads(line))
-
-    def of(self, rule: str) -> list[dict[str, Any]]:
-        return [f for f in self.firings if f["rule"] == rule]
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=WAIT)
-        self._reader.join(timeout=WAIT)
-        return self.proc.returncode, err
 
 
 def test_enable_turns_level_5_on_for_two_seconds(tmp_path: Path) -> None:
@@ -118,7 +91,7 @@ def test_enable_turns_level_5_on_for_two_seconds(tmp_path: Path) -> None:
                                  str(RUN_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert producer.stdout is not None
     assert producer.stdout.readline().strip() == "ready", producer.stderr.read() if producer.stderr else ""
-    run = Run(rules, tmp_path / "artifacts")
+    run = DyntelRun(rules, "--artifacts", str(tmp_path / "artifacts"))
     out = perr = missed = ""
     try:
         out, perr = producer.communicate(timeout=RUN_S + 90)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from vmhelpers import WAIT, PerfRecord, tracepoint_exists, wait_for
+from vmhelpers import DyntelRun, PerfRecord, tracepoint_exists, wait_for
 
 from dyntel.otel import OtelLog, OtelSpan, to_otel
 from dyntel.sources.perf_data import PerfDataSource
@@ -75,30 +72,6 @@ rules:
 """
 
 
-class Run:
-    """`dyntel run --format json`, its firings collected as they are printed."""
-
-    def __init__(self, rules: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
-             "--dry-run", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.firings: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.firings.append(json.loads(line))
-
-    def of(self, rule: str) -> list[dict[str, Any]]:
-        return [f for f in self.firings if f["rule"] == rule]
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=WAIT)
-        self._reader.join(timeout=WAIT)
-        return self.proc.returncode, err
 
 
 def test_an_otel_sdk_app_is_watched_by_dyntel_run_and_decodes_to_what_it_logged(
@@ -109,7 +82,7 @@ def test_an_otel_sdk_app_is_watched_by_dyntel_run_and_decodes_to_what_it_logged(
     rules.write_text(RULES.replace("PROVIDER", provider))
     app = tmp_path / "app.py"
     app.write_text(APP)
-    run = Run(rules, "--register", name)
+    run = DyntelRun(rules, "--dry-run", "--register", name)
     problem = ""
     perf = None
     try:

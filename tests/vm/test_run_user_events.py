@@ -8,18 +8,12 @@ the producer sends `Ping` events, which a second rule fires on, until one comes 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from producer import EVENT_ID, EVENT_NAME, EVENT_TAG, EVENT_VERSION, expected_fields
-from vmhelpers import WAIT, Producer, tracepoint_exists, wait_for
+from vmhelpers import DyntelRun, Producer, tracepoint_exists, wait_for
 
 N = 1000
 RULES = """\
@@ -36,33 +30,9 @@ rules:
 """
 
 
-class Run:
-    """`dyntel run --format json` in its own process, its firings collected as they are printed."""
-
-    def __init__(self, rules: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
-             "--dry-run", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.firings: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.firings.append(json.loads(line))
-
-    def of(self, rule: str) -> list[dict[str, Any]]:
-        return [f for f in self.firings if f["rule"] == rule]
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=WAIT)
-        self._reader.join(timeout=WAIT)
-        return self.proc.returncode, err
 
 
-def _fired(run: Run, rule: str, within: float = 1.0) -> bool:
+def _fired(run: DyntelRun, rule: str, within: float = 1.0) -> bool:
     try:
         wait_for(f"{rule} fired", lambda: bool(run.of(rule)), timeout=within)
     except AssertionError:
@@ -77,7 +47,7 @@ def test_dyntel_run_enables_the_producer_and_fires_on_every_event(producers: Cal
     assert not producer.enabled
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("PROVIDER", provider).replace("EVENT", EVENT_NAME))
-    run = Run(rules)
+    run = DyntelRun(rules, "--dry-run")
     seen = ""
     try:
         wait_for("enabled by dyntel run", lambda: producer.enabled)
@@ -115,7 +85,7 @@ def test_dyntel_run_pre_registers_so_a_producer_starts_enabled(producers: Callab
     assert not tracepoint_exists(name)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("PROVIDER", provider).replace("EVENT", EVENT_NAME))
-    run = Run(rules, "--register", name)
+    run = DyntelRun(rules, "--dry-run", "--register", name)
     seen = ""
     try:
         wait_for("dyntel registered the name", lambda: tracepoint_exists(name))

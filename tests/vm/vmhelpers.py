@@ -152,3 +152,31 @@ def dyntel_decode(path: Path, *extra: str) -> tuple[list[dict[str, Any]], str, i
 
 def tracepoint_exists(name: str) -> bool:
     return Path(f"/sys/kernel/tracing/events/user_events/{name}").is_dir()
+
+
+class DyntelRun:
+    """`dyntel run --format json --no-reload [ARGS]` in its own process, its firings collected as printed."""
+
+    def __init__(self, rules: Path, *extra: str) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--format", "json", "--no-reload",
+             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.firings: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.firings.append(json.loads(line))
+
+    def of(self, rule: str) -> list[dict[str, Any]]:
+        return [f for f in self.firings if f["rule"] == rule]
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=WAIT)
+        self._reader.join(timeout=WAIT)
+        return self.proc.returncode, err
