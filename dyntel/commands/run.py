@@ -48,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.rules.loader import load_rules
     from dyntel.security import check_rule_files
 
-    # Rules steer a process that may ptrace, dump and exec: refuse files others could have written (issue 9),
-    # before anything is opened. UntrustedFileError is a DyntelError: the CLI prints it and exits 1.
     try:
         settings = settings_from_args(args)
     except RuleErrors as e:
@@ -60,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if not rule_paths:
         print("dyntel run: no rules: give --rules FILES, or rules: in the config file", file=sys.stderr)
         return 2
+    # Rules and the config steer a process that may ptrace, dump and exec: refuse files others could have written,
+    # before anything is opened. UntrustedFileError is a DyntelError: the CLI prints it and exits 1.
     trusted = [*rule_paths, *([settings.config_file] if settings.config_file else [])]
     check_rule_files(trusted, refuse=not args.insecure_rules, command="dyntel run")
     try:
