@@ -52,6 +52,8 @@ class RunOptions:
     metrics_interval: float = 30.0
     # OTLP forwarding of selected events (the config's `forward:` section, dyntel.otel.forward); None: none.
     forwarder: Any = None
+    # Load rule files others could have written (with a warning) instead of refusing them (--insecure-rules).
+    insecure_rules: bool = False
     # Windows: the name of dyntel's ETW session ("dyntel-" is prefixed); two dyntels on a host need two names.
     etw_session: str = "dyntel-live"
 
@@ -117,7 +119,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     scheduler = PooledScheduler(runtime, workers=options.action_workers, queue_size=options.action_queue,
                                 on_done=done)
     engine = Engine(rules, scheduler, recorder=recorder)
-    reloader = RuleReloader(list(rule_paths), engine, rules) if options.reload else None
+    reloader = RuleReloader(list(rule_paths), engine, rules, loader=_trusted_loader(options)) \
+        if options.reload else None
     observe = _observe(options, source, engine, runtime, scheduler, reloader)
 
     stop = threading.Event()
@@ -199,6 +202,19 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         if observe is not None:
             observe.close()
     return fired
+
+
+def _trusted_loader(options: RunOptions) -> Callable[[Sequence[str]], RuleSet]:
+    """Reloads check the files as the start did: a rule file made writable by others since is refused (the
+    running rules stay, the reload counts as failed with the reason)."""
+    from dyntel.rules.loader import load_rules
+    from dyntel.security import check_rule_files
+
+    def load(paths: Sequence[str]) -> RuleSet:
+        check_rule_files(paths, refuse=not options.insecure_rules, log=options.log, command="dyntel run")
+        return load_rules(paths)
+
+    return load
 
 
 @dataclass(slots=True)

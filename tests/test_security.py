@@ -286,3 +286,26 @@ def test_alert_attributes_keep_the_event_keyword() -> None:
     assert redact(attributes) == {"dyntel.rule": "r", "dyntel.event.keyword": 5, "dyntel.group.user": "bob",
                                   "db.password": REDACTED, "process.command_line": f"app --secret={REDACTED}",
                                   "count": 3}
+
+
+def test_a_reload_of_a_rule_file_made_writable_by_others_is_refused(tmp_path: Path) -> None:
+    """dyntel run's reloads check the files as its start did: the running rules stay, the failure says why."""
+    from dyntel.engine.engine import Engine
+    from dyntel.engine.reload import RuleReloader
+    from dyntel.live import RunOptions, _trusted_loader
+    from dyntel.rules.loader import load_rules
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: a\n    match: {provider: P}\n")
+    rules.chmod(0o644)
+    tmp_path.chmod(0o755)
+    ruleset = load_rules([str(rules)])
+    engine = Engine(ruleset, None)
+    reloader = RuleReloader([str(rules)], engine, ruleset, loader=_trusted_loader(RunOptions()), watch=False)
+    rules.write_text("version: 1\nrules:\n  - name: b\n    match: {provider: P}\n")
+    rules.chmod(0o666)
+    assert reloader.reload_now() is False
+    assert [r.name for r in engine.rules] == ["a"]
+    assert any("writable by others" in line for line in reloader.stats.last_error), reloader.stats.last_error
+    rules.chmod(0o644)
+    assert reloader.reload_now() is True and [r.name for r in engine.rules] == ["b"]

@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                          runtime=runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True),
                          action_workers=settings["actions.workers"], action_queue=settings["actions.queue"],
                          metrics_listen=settings["metrics.listen"], forwarder=forwarder,
+                         insecure_rules=args.insecure_rules,
                          metrics_otlp=settings["metrics.otlp.endpoint"],
                          metrics_interval=settings["metrics.otlp.interval"] / 1e9,
                          record_memory=parse_size(args.record_memory))
