@@ -248,3 +248,31 @@ def test_replay_skips_enable_with_the_reason(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     action = json.loads(done.stdout.splitlines()[0])["actions"][0]
     assert action["status"] == "skipped" and "dyntel run" in action["reason"]
+
+
+def test_dyntel_action_enable_by_hand_holds_the_tracepoint_open_for_its_duration() -> None:
+    """The contract's `dyntel action enable`: a live source of its own keeps the tracepoint open for `for`, the
+    events that arrive are counted, and it ends on its own when the grant does."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (perf_event_open)")
+    child = subprocess.Popen([sys.executable, "-c", "import os, time\nend = time.monotonic() + 6\n"
+                              "while time.monotonic() < end:\n    os.getppid(); time.sleep(0.001)"])
+    try:
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "action", "enable", "--provider", "syscalls",
+                               "--event", "sys_enter_getppid", "--for", "2s", "--json"], capture_output=True,
+                              text=True, timeout=60)
+        took = time.monotonic() - start
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout)
+    assert outcome["status"] == "ok" and outcome["opened"] == ["syscalls:sys_enter_getppid"]
+    assert outcome["events_seen"]["syscalls:sys_enter_getppid"] > 100
+    assert 2.0 <= took < 15.0  # held for its 2 s, then ended by itself

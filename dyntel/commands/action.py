@@ -108,9 +108,15 @@ def run(args: argparse.Namespace) -> int:
     # By hand there is no rate limit, only the per-type timeout and the one-at-a-time rule.
     limits = {args.type: TypeLimits(concurrent=1, count=None, timeout_s=_default_timeout(args.type))}
     runtime = ActionRuntime(log=sys.stderr, action_log=ActionLog(log_path) if log_path else None, limits=limits)
-    run_actions(firing, [ActionSpec(args.type, options)], runtime)
+    if args.type == "enable" and not runtime.dry_run:
+        seen = _enable_by_hand(firing, ActionSpec(args.type, options), runtime)
+    else:
+        run_actions(firing, [ActionSpec(args.type, options)], runtime)
+        seen = None
     runtime.close()
     outcome = firing.actions[0]
+    if seen is not None:
+        outcome.detail["events_seen"] = seen
     if as_json:
         print(json.dumps(outcome_record(firing, outcome, 0.0) | outcome.to_json(), default=str))
     else:
@@ -122,6 +128,47 @@ def run(args: argparse.Namespace) -> int:
         for key, value in outcome.detail.items():
             print(f"  {key}: {value}", file=sys.stderr)
     return 0 if outcome.status == OK else 1
+
+
+def _enable_by_hand(firing: Any, spec: Any, runtime: Any) -> dict[str, int]:
+    """`enable` needs a live source to hold the tracepoints open for its duration: dyntel action opens one, applies
+    the grant, and keeps it open (counting what arrives, per event) until the grant ends or ^C."""
+    import signal
+    import threading
+
+    from dyntel.engine.enabler import PerfEnabler
+    from dyntel.engine.scheduler import run_actions
+    from dyntel.sources.perf_live import PerfLiveSource
+    from dyntel.sources.tracefs import find_tracefs
+
+    tracefs = find_tracefs()
+    source = PerfLiveSource([], tracefs=tracefs)
+    enabler = PerfEnabler(source, tracefs, log=runtime.context.log)
+    runtime.context.services = {**runtime.context.services, "enabler": enabler}
+    worker = threading.Thread(target=run_actions, args=(firing, [spec], runtime), daemon=True)
+    seen: dict[str, int] = {}
+
+    def on_idle() -> None:
+        if enabler.armed:
+            enabler.poll()
+        if not worker.is_alive() and not enabler.armed:
+            source.stop()  # the grant has ended (or was refused)
+
+    old = signal.signal(signal.SIGINT, lambda *_: source.stop())
+    source.on_idle = on_idle
+    try:
+        source.open()
+        worker.start()
+        for event in source.events():
+            key = f"{event.provider}:{event.name}"
+            seen[key] = seen.get(key, 0) + 1
+            on_idle()
+    finally:
+        enabler.close()
+        source.close()
+        signal.signal(signal.SIGINT, old)
+        worker.join(5)
+    return seen
 
 
 def _default_timeout(action_type: str) -> float:
