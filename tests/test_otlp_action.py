@@ -264,3 +264,19 @@ def test_alert_attributes_and_body_are_redacted() -> None:
     assert record.attributes["dyntel.event.name"] == "Login" and record.attributes["process.pid"] == 7
     plain = alert_record(firing, "ERROR", "--password=hunter2", {"api_token": "abc"}, ())
     assert plain.attributes["api_token"] == "abc" and "hunter2" in plain.body
+
+
+def test_dyntel_action_otlp_by_hand_delivers_before_it_exits(tmp_path: Path) -> None:
+    import json as _json
+    import subprocess
+    import sys
+
+    with Receiver() as receiver:
+        proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "action", "otlp", "--endpoint",
+                               receiver.http_endpoint, "--body", "by hand", "--severity", "ERROR", "--json"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert _json.loads(proc.stdout)["delivery"] in ("queued", "spooled")
+        assert receiver.wait_for(logs=1, timeout=10)
+        [got] = receiver.logs
+        assert got.record.body.string_value == "by hand" and got.record.severity_text == "ERROR"

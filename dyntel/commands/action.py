@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         run_actions(firing, [ActionSpec(args.type, options)], runtime)
         seen = None
     runtime.close()
+    if "dyntel.otel.exporter" in sys.modules:  # an otlp alert waits in its sender: deliver it before exiting
+        from dyntel.otel.exporter import close_all
+
+        close_all(timeout=10.0)
     outcome = firing.actions[0]
     if seen is not None:
         outcome.detail["events_seen"] = seen
