@@ -106,8 +106,9 @@ def gather(pid: int) -> Facts | None:
     ours = _status("self")
     uids = _ids(status.get("Uid", ""))
     tracer = int(status.get("TracerPid", "0") or 0)
-    kernel_thread = status.get("Kthread") == "1" or (not os.path.exists(f"/proc/{pid}/exe")
-                                                     and not _read_cmdline(pid) and "VmSize" not in status)
+    kernel_thread = _is_kernel_thread(pid, status)
+    if kernel_thread is None:
+        return None  # on its way out: no memory left, and not a kernel thread either
     return Facts(
         pid=pid,
         name=status.get("Name", "?"),
@@ -126,12 +127,25 @@ def gather(pid: int) -> Facts | None:
     )
 
 
-def _read_cmdline(pid: int) -> bytes:
+PF_KTHREAD = 0x00200000
+
+
+def _is_kernel_thread(pid: int, status: dict[str, str]) -> bool | None:
+    """True for a kernel thread (PF_KTHREAD in /proc/PID/stat's flags, or `Kthread: 1` in status); None for a
+    process that has released its memory while exiting (no VmSize, no exe) but is no kernel thread: it is gone."""
+    if status.get("Kthread") == "1":
+        return True
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        flags = int(stat[stat.rfind(b")") + 2:].split()[6])
+    except (OSError, ValueError, IndexError):
+        return None
+    if flags & PF_KTHREAD:
+        return True
+    if "VmSize" not in status and not os.path.exists(f"/proc/{pid}/exe"):
+        return None
+    return False
 
 
 def reasons(facts: Facts) -> list[str]:
