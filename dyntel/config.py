@@ -185,9 +185,6 @@ class Settings:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
 
 def _flatten(model: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -188,10 +188,9 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         scheduler.close()
         if forwarder is not None:
             forwarder.close(timeout=5.0)
-        if "dyntel.otel.exporter" in sys.modules:  # an otlp action ran: deliver what it queued
-            from dyntel.otel.exporter import close_all
+        from dyntel.actions import deliver_queued
 
-            close_all(timeout=5.0)
+        deliver_queued(timeout=5.0)
         if timer is not None:
             timer.cancel()
         if reloader is not None:

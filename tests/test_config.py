@@ -94,3 +94,16 @@ def test_dyntel_artifacts_is_still_read() -> None:
     s = resolve(None, env={"DYNTEL_ARTIFACTS": "/a"})
     assert s["artifacts.dir"] == "/a" and s.origin["artifacts.dir"] == "$DYNTEL_ARTIFACTS"
     assert resolve(None, env={"DYNTEL_ARTIFACTS": "/a", "DYNTEL_ARTIFACTS_DIR": "/b"})["artifacts.dir"] == "/b"
+
+
+def test_allow_exec_adds_exec_to_the_configs_allow_list(tmp_path: Path) -> None:
+    from dyntel.cli import build_parser
+    from dyntel.commands._action_flags import settings_from_args
+
+    path = write(tmp_path, "actions:\n  allow: [log, dump]\n")
+    args = build_parser().parse_args(["replay", "--config", path, "--allow-exec", "--rules", "r.yaml", "e.jsonl"])
+    s = settings_from_args(args)
+    assert s["actions.allow"] == ["log", "dump", "exec"]  # exec added, nothing the config left out let back in
+    assert s.origin["actions.allow"] == f"{path}:2:10 + --allow-exec"
+    plain = settings_from_args(build_parser().parse_args(["replay", "--rules", "r.yaml", "e.jsonl"]))
+    assert "exec" not in plain["actions.allow"]

@@ -80,6 +80,15 @@ class ActionModule(Protocol):
     def run(self, spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
 
 
+def deliver_queued(timeout: float) -> None:
+    """Let actions that send in the background (otlp alerts) deliver what they queued, before the process ends.
+    Nothing to do, and nothing imported, when no such action ran."""
+    if "dyntel.otel.exporter" in sys.modules:
+        from dyntel.otel.exporter import close_all
+
+        close_all(timeout=timeout)
+
+
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _found: dict[str, ActionModule | str] = {}
 

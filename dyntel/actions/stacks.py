@@ -13,14 +13,15 @@ import time
 
 from dyntel.actions import ActionContext
 from dyntel.actions.dump import target_pid
+from dyntel.capture.symbolize import PERF_CONTEXT_MIN
 from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.durations import parse_size
 from dyntel.rules.model import ActionSpec
 
 TYPE = "stacks"
-# perf marks where a call chain's kernel and user parts start with values at the top of the address space.
+# perf marks where a call chain's user part starts with a value at the top of the address space (the markers all
+# sit at or above dyntel.capture.symbolize.PERF_CONTEXT_MIN, which symbolize() drops).
 PERF_CONTEXT_USER = (1 << 64) - 512
-PERF_CONTEXT_MAX = (1 << 64) - 4095
 
 
 def user_callchain(chain: tuple[int, ...] | None) -> list[int] | None:
@@ -29,29 +30,29 @@ def user_callchain(chain: tuple[int, ...] | None) -> list[int] | None:
         return None
     if PERF_CONTEXT_USER in chain:
         chain = chain[chain.index(PERF_CONTEXT_USER) + 1:]
-    out = [a for a in chain if a < PERF_CONTEXT_MAX]
+    out = [a for a in chain if a < PERF_CONTEXT_MIN]
     return out or None
 
 
 def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome:
     from dyntel.capture.errors import ProcessGone
-    from dyntel.capture.permissions import check
     from dyntel.capture.stacks import capture_stacks, format_text, report_json
 
     opts = spec.options
     pid = target_pid(spec, firing)
     if isinstance(pid, str):
         return ActionOutcome(TYPE, SKIPPED, {"reason": pid})
-    try:
-        check(pid)
-    except ProcessGone as e:
-        return ActionOutcome(TYPE, SKIPPED, {"reason": str(e), "pid": pid})
     event = firing.event
     chain = user_callchain(event.callchain) if event is not None and event.pid == pid else None
     python = opts.get("python")
     start = time.monotonic()
-    report = capture_stacks(pid, native=bool(opts.get("native", True)), python=None if python is None else bool(python),
-                            callchain=chain, timeout=context.remaining())
+    try:
+        # capture_stacks checks the permissions itself (permissions.check) before it attaches anything.
+        report = capture_stacks(pid, native=bool(opts.get("native", True)),
+                                python=None if python is None else bool(python), callchain=chain,
+                                timeout=context.remaining())
+    except ProcessGone as e:
+        return ActionOutcome(TYPE, SKIPPED, {"reason": str(e), "pid": pid})
     document = report_json(report)
     text = format_text(report)
     detail: dict[str, object] = {

@@ -9,6 +9,7 @@ DYNTEL_* variables < flags) can tell a flag the user typed from a default.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -55,7 +56,6 @@ def add_action_flags(parser: argparse.ArgumentParser, *, live: bool) -> None:
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings keys the user set by flag (dyntel.config.KEYS names), from this module's flags and run's."""
-    from dyntel.config import DEFAULT_ALLOW
     from dyntel.rules.durations import parse_size
 
     a = vars(args)
@@ -82,8 +82,6 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
             kind, _ = parse_limit(text)  # checked here, so a typo fails before anything starts
             limits[kind] = text.partition("=")[2]
         flags["actions.limits"] = limits
-    if a.get("allow_exec"):
-        flags["actions.allow"] = [*DEFAULT_ALLOW, "exec"]
     return flags
 
 
@@ -91,9 +89,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     from dyntel.config import resolve
 
     settings = resolve(getattr(args, "config", None), flags=given_flags(args))
+    # --allow-exec adds exec to the allow list wherever that list came from, never widening it otherwise.
     if args.allow_exec and "exec" not in settings["actions.allow"]:
         settings.values["actions.allow"] = [*settings["actions.allow"], "exec"]
+        settings.origin["actions.allow"] += " + --allow-exec"
     return settings
+
+
+def forwarder_from_settings(settings: Settings, log: Callable[[str], None]) -> Any:
+    """The Forwarder of the config's `forward:` section (dyntel.otel.forward), or None. The section is read again
+    from the file for its positions in errors; raises RuleErrors."""
+    if not settings.config_file or settings["forward"] is None:
+        return None
+    from dyntel.otel.forward import Forwarder, load_forward
+
+    config = load_forward(settings.config_file)
+    return Forwarder(config, log=log) if config is not None else None
 
 
 def runtime_from_settings(settings: Settings, *, dry_run: bool, log: TextIO | None, live: bool) -> ActionRuntime:

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from dyntel.actions import deliver_queued
     from dyntel.engine.action_limits import TypeLimits
     from dyntel.engine.action_log import ActionLog, outcome_record
     from dyntel.engine.firing import OK, Firing
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"dyntel action: {e}", file=sys.stderr)
         return 2
-    problems = _check(args.type, {k: v for k, v in options.items()})
+    problems = _check(args.type, options)
     if problems:
         for p in problems:
             print(f"dyntel action {args.type}: {p}", file=sys.stderr)
@@ -114,15 +115,12 @@ def run(args: argparse.Namespace) -> int:
         run_actions(firing, [ActionSpec(args.type, options)], runtime)
         seen = None
     runtime.close()
-    if "dyntel.otel.exporter" in sys.modules:  # an otlp alert waits in its sender: deliver it before exiting
-        from dyntel.otel.exporter import close_all
-
-        close_all(timeout=10.0)
+    deliver_queued(timeout=10.0)  # an otlp alert waits in its sender: deliver it before exiting
     outcome = firing.actions[0]
     if seen is not None:
         outcome.detail["events_seen"] = seen
     if as_json:
-        print(json.dumps(outcome_record(firing, outcome, 0.0) | outcome.to_json(), default=str))
+        print(json.dumps(outcome_record(firing, outcome, 0.0), default=str))
     else:
         text_path = outcome.detail.get("text_path")
         if outcome.status == OK and isinstance(text_path, str):

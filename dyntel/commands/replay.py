@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dyntel.commands._action_flags import runtime_from_settings, settings_from_args
+    from dyntel.commands._action_flags import forwarder_from_settings, runtime_from_settings, settings_from_args
     from dyntel.errors import DyntelError
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
@@ -77,18 +77,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"dyntel replay: --explain {args.explain}: no rule of that name in {', '.join(rules_paths)}",
               file=err)
         return 1
-    forwarder = None
-    if settings.config_file and settings["forward"] is not None:
-        from dyntel.otel.forward import Forwarder, load_forward
-
-        try:
-            forward_config = load_forward(settings.config_file)
-        except RuleErrors as e:
-            for error in e.errors:
-                print(error, file=err)
-            return 1
-        if forward_config is not None:
-            forwarder = Forwarder(forward_config, log=lambda line: print(f"dyntel replay: {line}", file=err))
+    try:
+        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel replay: {line}", file=err))
+    except RuleErrors as e:
+        for error in e.errors:
+            print(error, file=err)
+        return 1
     out = utf8_out(None)
     made: list[Any] = []
 
@@ -116,10 +110,9 @@ def run(args: argparse.Namespace) -> int:
         # Alerts and forwarded events still queued for a collector go now (or stay spooled for the next run).
         if forwarder is not None:
             forwarder.close(timeout=5.0)
-        if "dyntel.otel.exporter" in sys.modules:  # an otlp action ran: deliver what it queued
-            from dyntel.otel.exporter import close_all
+        from dyntel.actions import deliver_queued
 
-            close_all(timeout=5.0)
+        deliver_queued(timeout=5.0)
     if not args.quiet:
         err.write(summary(result))
     if args.metrics:

@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.commands import utf8_out
-    from dyntel.commands._action_flags import runtime_from_settings, settings_from_args
+    from dyntel.commands._action_flags import forwarder_from_settings, runtime_from_settings, settings_from_args
     from dyntel.commands.replay import firing_json, firing_line
     from dyntel.live import RunOptions, run_live
     from dyntel.rules.durations import parse_size
@@ -68,18 +68,12 @@ def run(args: argparse.Namespace) -> int:
         for error in e.errors:
             print(error, file=sys.stderr)
         return 1
-    forwarder = None
-    if settings.config_file and settings["forward"] is not None:
-        from dyntel.otel.forward import Forwarder, load_forward
-
-        try:
-            config = load_forward(settings.config_file)  # read again for its positions in errors
-        except RuleErrors as e:
-            for error in e.errors:
-                print(error, file=sys.stderr)
-            return 1
-        forwarder = Forwarder(config, log=lambda line: print(f"dyntel run: {line}", file=sys.stderr)) \
-            if config else None
+    try:
+        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel run: {line}", file=sys.stderr))
+    except RuleErrors as e:
+        for error in e.errors:
+            print(error, file=sys.stderr)
+        return 1
     out = utf8_out(None)
 
     def on_firing(firing: Any) -> None:

@@ -68,10 +68,10 @@ def _firing_text(firing: Firing, style: Style) -> str:
 
 
 def run_demo(out: TextIO, *, artifacts: str | None = None, color: bool | None = None) -> DemoResult:
+    from dyntel.actions import deliver_queued
     from dyntel.demo.receiver import DemoReceiver
     from dyntel.engine.artifacts import StoreSettings
     from dyntel.engine.scheduler import ActionRuntime
-    from dyntel.otel.exporter import close_all
     from dyntel.replay import ReplayOptions, replay
     from dyntel.rules.loader import load_rules
 
@@ -120,7 +120,7 @@ def run_demo(out: TextIO, *, artifacts: str | None = None, color: bool | None = 
                 replay(rules, str(RECORDING), on_firing, ReplayOptions(runtime=runtime))
             finally:
                 devnull.close()
-        close_all(timeout=10.0)  # deliver the queued alert before reading what the receiver got
+        deliver_queued(timeout=10.0)  # the queued alert, before reading what the receiver got
         result.alerts = list(receiver.records)
     finally:
         receiver.close()

@@ -120,12 +120,14 @@ class ArtifactStore:
     def used(self) -> int:
         return sum(size for _, size, _ in self.artifacts())
 
-    def _prune(self, making_room_for: int) -> None:
-        """Retention: keep the newest `keep - making_room_for` and nothing older than max_age."""
+    def _prune(self, making_room_for: int) -> int:
+        """Retention: keep the newest `keep - making_room_for` and nothing older than max_age. Returns the bytes of
+        the artifacts kept (what the quota counts), from the same directory scan."""
         found = self.artifacts()
         now = time.time()
         excess = max(0, len(found) + making_room_for - self.keep)
-        for i, (mtime, _, path) in enumerate(found):
+        kept = 0
+        for i, (mtime, size, path) in enumerate(found):
             old = self.max_age_s is not None and now - mtime > self.max_age_s
             if i < excess or old:
                 try:
@@ -133,6 +135,9 @@ class ArtifactStore:
                     self.stats.deleted += 1
                 except FileNotFoundError:
                     pass
+            else:
+                kept += size
+        return kept
 
     def reserve(self, kind: str, suffix: str, *, pid: int | None = None, rule: str | None = None,
                 want: int | None = None, stem: str | None = None) -> Reservation | str:
@@ -141,8 +146,7 @@ class ArtifactStore:
         `stem`: the name of an artifact just made, without its suffix, for a second file of the same capture."""
         with self._lock:
             self._ensure_dir()
-            self._prune(1)
-            used = self.used() + sum(self._reserved.values())
+            used = self._prune(1) + sum(self._reserved.values())
             room = self.max_total - used
             disk = os.statvfs(self.directory)
             room = min(room, disk.f_bavail * disk.f_frsize - self.min_free)

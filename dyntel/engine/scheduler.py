@@ -82,7 +82,7 @@ def run_actions(firing: Firing, actions: Sequence[ActionSpec], runtime: ActionRu
         outputs[spec.type] = {"status": outcome.status, **outcome.detail}
 
 
-def _timeout(spec: ActionSpec, options: Mapping[str, Any], default: float) -> float:
+def _timeout(options: Mapping[str, Any], default: float) -> float:
     value = options.get("timeout")
     if value is None:
         return default
@@ -105,7 +105,7 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
     if isinstance(module, str):
         return ActionOutcome(spec.type, SKIPPED, {"reason": module})
     try:
-        timeout = _timeout(spec, options, runtime.gate.limits_for(spec.type).timeout_s)
+        timeout = _timeout(options, runtime.gate.limits_for(spec.type).timeout_s)
     except ValueError as e:
         return ActionOutcome(spec.type, FAILED, {"reason": f"timeout: {e}"})
     refused = runtime.gate.enter(spec.type)
