@@ -108,6 +108,10 @@ class QueueRegistry:
     def of_kind(self, kind: str) -> list[QueueCounts]:
         return [q for q in self.all() if q.kind == kind]
 
+    def size_of_kind(self, kind: str) -> int:
+        """What the queues of one kind hold now, together (the OTLP spools' depth: kind `spool`)."""
+        return sum(q.size() or 0 for q in self.of_kind(kind))
+
     def total_dropped(self) -> int:
         return sum(q.total_dropped for q in self.all())
 
