@@ -323,9 +323,9 @@ def _count_perf_rings(queues: Any, source: Any) -> None:
 
     def refresh(counts: QueueCounts) -> None:
         st = source.stats
-        counts.out = st.records
+        counts.out = st.records - st.skipped.get("LOST", 0)  # a LOST record is the kernel's note, not an item
         counts.dropped[KERNEL_LOST] = st.lost
-        counts.put = st.records + st.lost
+        counts.put = counts.out + st.lost
         if source.ring_pages and source.cpus:
             counts.capacity = source.ring_pages * os.sysconf("SC_PAGE_SIZE") * len(source.cpus)
 
