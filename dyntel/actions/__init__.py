@@ -8,7 +8,11 @@ An action module exposes
 `spec.options` arrive with their placeholders already expanded (dyntel.engine.placeholders). `run` returns an
 `ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read as
 `{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
-Adding an action type is adding a module: nothing registers it.
+
+The runtime finds a module by its type name (`find_action`), but rule files are checked against a fixed list, so
+adding an action type takes, besides its module here: its name in `dyntel.rules.schema.ACTION_TYPES` and its
+options model in `ACTION_OPTIONS` (without them a rule naming it is refused as an unknown action), and, for it to
+run under the default config, its name in `dyntel.config.DEFAULT_ALLOW`.
 """
 
 from __future__ import annotations
