@@ -134,8 +134,9 @@ def format_queue(q: dict[str, Any]) -> str:
     """One queue as a line for people: `forward http://...: 120 events in, 0 out, 120 dropped (120 export
     failed), 0 of 65536 waiting`."""
     dropped = f"{q['dropped_total']} dropped"
-    if q["dropped"]:
-        dropped += " (" + ", ".join(f"{n} {reason}" for reason, n in q["dropped"].items()) + ")"
+    reasons = [f"{n} {reason}" for reason, n in q["dropped"].items() if n]
+    if reasons:
+        dropped += " (" + ", ".join(reasons) + ")"
     size_unit = q.get("size_unit") or q["unit"]
     size = _amount(q["size"], size_unit)
     capacity = _amount(q["capacity"], size_unit)
