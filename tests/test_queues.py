@@ -330,3 +330,23 @@ def test_batch_queue_flushes_on_demand_and_counts_what_shutdown_leaves() -> None
     c = q.counts
     assert c.put == 10 and c.out == 2
     assert c.dropped == {NOT_SENT_AT_SHUTDOWN: 7, SHUTDOWN: 1}
+
+
+def test_the_queue_counts_are_in_the_otlp_self_metrics_too() -> None:
+    """The OTLP push of dyntel's own metrics reads the same registry: the drops are there, parsed back with
+    opentelemetry-proto's classes."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from dyntel.engine.metrics_otlp import metrics_request
+
+    queues = QueueRegistry()
+    counts = queues.add("forward http://x:4318", kind="forward", unit="events", capacity=10)
+    counts.put, counts.out = 12, 2
+    counts.drop(QUEUE_FULL, 10)
+    request = ExportMetricsServiceRequest.FromString(metrics_request(registry_for(Observed(queues=queues))))
+    metrics = {m.name: m for m in request.resource_metrics[0].scope_metrics[0].metrics}
+    [point] = metrics["dyntel_queue_dropped_total"].sum.data_points
+    assert point.as_double == 10 and metrics["dyntel_queue_dropped_total"].sum.is_monotonic
+    assert {a.key: a.value.string_value for a in point.attributes} == {
+        "kind": "forward", "queue": "forward http://x:4318", "reason": QUEUE_FULL}
+    assert metrics["dyntel_queue_capacity"].gauge.data_points[0].as_double == 10

@@ -243,13 +243,15 @@ class AlertExporter:
             return max(0.0, self._retry_at - time.monotonic())
         self.spool_counts.out += len(batch) - rejected
         self.spool_counts.drop(REFUSED, rejected)
-        self._delivered_batch(batch)
+        self._delivered_batch(batch, from_spool=True)
         return 0.0
 
-    def _delivered_batch(self, batch: list[tuple[int, bytes]]) -> None:
+    def _delivered_batch(self, batch: list[tuple[int, bytes]], from_spool: bool = False) -> None:
         last = batch[-1][0]
         with self._lock:
             self._delivered = max(self._delivered, last)
+            if not (from_spool or self._spooling):
+                return  # memory only: nothing on disk to delete
             # A memory batch may have been moved to the spool meanwhile (memory_limit): delete it there too.
             try:
                 self.spool.remove([q for q, _ in batch])
