@@ -156,16 +156,19 @@ class BatchQueue(Generic[T]):
         return self._closing and time.monotonic() >= self._deadline
 
     def sleep(self, seconds: float) -> bool:
-        """Wait up to `seconds` between tries (less once shutdown began); False when the deadline has passed."""
+        """Wait `seconds` between tries; when shutdown begins, stop waiting (one more try at once). False when the
+        shutdown deadline has passed: stop trying."""
+        end = time.monotonic() + seconds
         with self._lock:
-            if self._closing:
-                seconds = min(seconds, self._deadline - time.monotonic())
-                if seconds <= 0:
+            was_closing = self._closing
+            while True:
+                now = time.monotonic()
+                if self._closing and now >= self._deadline:
                     return False
-                self._cond.wait(seconds)
-                return time.monotonic() < self._deadline
-            self._cond.wait(seconds)
-            return True
+                if now >= end or (self._closing and not was_closing):
+                    return True
+                # New items notify too: wait again for what is left, so they do not shorten the backoff.
+                self._cond.wait(min(end, self._deadline) - now if self._closing else end - now)
 
     # --- the sender thread ------------------------------------------------------------------------------------------
 

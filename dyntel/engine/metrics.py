@@ -154,7 +154,7 @@ class DyntelCollector(Collector):
             yield GaugeMetricFamily("dyntel_action_queue_depth", "firings waiting for an action worker",
                                     value=o.queue_depth())
         if o.queue_dropped is not None:
-            yield _counter("action_queue_dropped", "firings whose actions were skipped: queue full",
+            yield _counter("action_queue_dropped", "firings whose actions were skipped: queue full or shutdown",
                            o.queue_dropped())
         if o.reloader is not None:
             yield _counter("reloads", "rule sets swapped in by a reload", o.reloader.stats.reloads)
