@@ -350,3 +350,18 @@ def test_the_queue_counts_are_in_the_otlp_self_metrics_too() -> None:
     assert {a.key: a.value.string_value for a in point.attributes} == {
         "kind": "forward", "queue": "forward http://x:4318", "reason": QUEUE_FULL}
     assert metrics["dyntel_queue_capacity"].gauge.data_points[0].as_double == 10
+
+
+def test_the_run_summary_names_rule_errors_and_kernel_losses() -> None:
+    from dyntel.engine.stats import EngineStats, RuleStats
+    from dyntel.sources.perf_live import LiveStats
+
+    engine = EngineStats(events=10, rules={"ok": RuleStats(candidates=5),
+                                           "bad": RuleStats(candidates=5, errors=3,
+                                                            last_error="ZeroDivisionError: division by zero")})
+    source = LiveStats(records=12, events=10, lost=4)
+    text = exit_summary("dyntel run: 0 firing(s)", source_stats=source, engine=engine, queues=QueueRegistry())
+    assert text.startswith("dyntel run: 0 firing(s); 12 record(s) read, 10 event(s) decoded, 0 malformed, "
+                           "4 sample(s) lost by the kernel (full ring)\n")
+    assert "rule errors: 3 event(s) on which a rule raised" in text
+    assert "bad: 3 (last: ZeroDivisionError: division by zero)" in text and "ok:" not in text
