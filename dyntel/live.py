@@ -102,7 +102,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     queues = runtime.context.queues  # every queue of the run registers here (dyntel.queues)
     forwarder = options.forwarder
     if forwarder is not None:
-        queues.register(forwarder.counts)  # (again: registering is idempotent) a forwarder made without the registry
+        # Made with this registry, or without one (a caller's own): registering the same counts again changes nothing.
+        queues.register(forwarder.counts)
     live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log, queues)
     source = live.source
 
