@@ -49,6 +49,7 @@ class PooledScheduler:
         self.counts = runtime.context.queues.register(QueueCounts(
             "actions", kind="actions", unit="firings", capacity=queue_size, size_of=self.pending))
         self._order = threading.Lock()
+        self._counting = threading.Lock()  # workers and the engine's thread both count: no update may be lost
         self._submitted = 0  # sequence number of the next firing
         self._reported = 0  # sequence number of the next firing to hand to on_done
         self._ready: dict[int, Firing] = {}
@@ -78,7 +79,8 @@ class PooledScheduler:
         if not actions:
             self._done(seq, firing)
             return
-        self.counts.put += 1
+        with self._counting:
+            self.counts.put += 1
         if self._closed:
             self._skip(seq, firing, actions, SHUTDOWN, AFTER_CLOSE)
         elif self._queue.qsize() >= self.queue_size:
@@ -89,7 +91,8 @@ class PooledScheduler:
 
     def _skip(self, seq: int, firing: Firing, actions: Sequence[ActionSpec], why: str, reason: str) -> None:
         """Every action of the firing `skipped` with `reason`, recorded (action log, metrics); counted as a drop."""
-        self.counts.drop(why)
+        with self._counting:
+            self.counts.drop(why)
         for spec in actions:
             outcome = ActionOutcome(spec.type, SKIPPED, {"reason": reason})
             firing.actions.append(outcome)
@@ -117,7 +120,8 @@ class PooledScheduler:
             if self._abandoned:
                 self._skip(seq, firing, actions, SHUTDOWN, NOT_STARTED)
                 continue
-            self.counts.out += 1
+            with self._counting:
+                self.counts.out += 1
             try:
                 run_actions(firing, actions, self.runtime)
             except Exception as e:  # run_actions records failures itself; this is a bug, kept off the loop
