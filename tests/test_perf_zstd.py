@@ -104,7 +104,7 @@ def test_a_fresh_zstd_recording_lists_the_events_perf_script_lists(pipe: bool, t
     assert struct.pack("<IHH", abi.RECORD_COMPRESSED, 0, 0)[:4] in head or struct.pack(
         "<I", RECORD_COMPRESSED2) in head
     expected = perf_script_events(out)
-    assert len(expected) > 50
+    assert len(expected) > 20  # 4 forks, 4 exits, and the workload's sleeps at the least
     assert dyntel_events(out) == expected
 
 
