@@ -1,8 +1,9 @@
 """The user_events tests (tests/vm), run where they can pass: in a qemu VM with a CONFIG_USER_EVENTS kernel.
 
 scripts/vm/run-tests.py boots the project's cached kernel (scripts/vm/build-kernel.sh) with this machine's root
-read-only over 9p and runs `pytest -m user_events tests/vm` inside. Without a cached kernel or qemu this is skipped
-on a workstation; under CI=true a missing kernel is built (about 13 minutes on 2 CPUs) and a missing qemu fails.
+read-only over 9p and runs `pytest -m user_events tests/vm/MODULE` inside, one boot per module. Without a cached
+kernel or qemu this is skipped on a workstation; under CI=true a missing kernel is built (about 13 minutes on 2
+CPUs) and a missing qemu fails.
 """
 
 from __future__ import annotations
@@ -29,14 +30,22 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def test_user_events_suite_passes_in_the_vm() -> None:
+VM_TESTS = sorted(p.name for p in (ROOT / "tests" / "vm").glob("test_*.py"))
+
+
+@pytest.mark.parametrize("module", VM_TESTS)
+def test_user_events_suite_passes_in_the_vm(module: str) -> None:
+    """One boot per test module: a failure or a hang names its module, and each has the runner's whole timeout
+    (everything in the guest runs under software emulation, where one interpreter start takes seconds)."""
     if shutil.which("qemu-system-x86_64") is None:
         _unavailable("qemu-system-x86_64 missing: apt-get install qemu-system-x86 (.ci/run installs it)")
-    cmd = [sys.executable, str(RUNNER)]
+    vm_timeout = float(os.environ.get("DYNTEL_VM_TIMEOUT", "1200"))
+    cmd = [sys.executable, str(RUNNER), "--timeout", str(vm_timeout)]
     if CI:
         cmd.append("--build")
+    cmd += ["--", "-m", "user_events", str(ROOT / "tests" / "vm" / module)]
     # Kernel build (CI only, once per cache) plus boot and tests; the runner bounds the VM itself.
-    timeout = 3600 if CI else 900
+    timeout = 3600 + vm_timeout if CI else vm_timeout + 60
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     report = f"--- guest pytest output ---\n{done.stdout}\n--- runner ---\n{done.stderr}"
     if done.returncode == EXIT_NO_KERNEL and not CI:
