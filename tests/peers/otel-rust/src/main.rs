@@ -47,6 +47,8 @@ Plays a scripted OpenTelemetry workload through the user_events exporters and wr
   --pause SECS            sleep before starting, so that a listener can attach (default 0)
   --wait-listener SECS    wait up to SECS until someone listens to the logs' Informational tracepoint
                           (<logs-provider>_L4K1); exit 3 if no one does
+  --start-on-stdin        once the exporters have registered their tracepoints, print `ready` on stderr and
+                          wait for a line on stdin before playing (a listener attaches in between)
   --json PATH             where the SDK's OTLP JSON lines go ('-' = stdout, the default)
   --logs-provider NAME    EventHeader provider of the logs exporter (default otel_rust_logs)
   --trace-provider NAME   EventHeader provider of the span exporter (default otel_rust_traces)
@@ -66,6 +68,7 @@ struct Options {
     repeat: u32,
     pause: f64,
     wait_listener: Option<f64>,
+    start_on_stdin: bool,
     json: String,
     logs_provider: String,
     trace_provider: String,
@@ -84,6 +87,7 @@ fn parse_args() -> Options {
         repeat: 1,
         pause: 0.0,
         wait_listener: None,
+        start_on_stdin: false,
         json: "-".into(),
         logs_provider: "otel_rust_logs".into(),
         trace_provider: "otel_rust_traces".into(),
@@ -125,6 +129,7 @@ fn parse_args() -> Options {
             "--repeat" => o.repeat = num(&flag, &value(&mut i)),
             "--pause" => o.pause = num(&flag, &value(&mut i)),
             "--wait-listener" => o.wait_listener = Some(num(&flag, &value(&mut i))),
+            "--start-on-stdin" => o.start_on_stdin = true,
             "--json" => o.json = value(&mut i),
             "--logs-provider" => o.logs_provider = value(&mut i),
             "--trace-provider" => o.trace_provider = value(&mut i),
@@ -378,6 +383,11 @@ fn main() {
         std::thread::sleep(Duration::from_secs_f64(o.pause));
     }
     let logger = logger_provider.as_ref().map(|p| p.logger_with_scope(scope.clone()));
+    if o.start_on_stdin {
+        eprintln!("ready");
+        let mut line = String::new();
+        let _ = io::stdin().read_line(&mut line);
+    }
     if let Some(limit) = o.wait_listener {
         let Some(logger) = logger.as_ref() else { die("--wait-listener needs the logs signal") };
         let deadline = Instant::now() + Duration::from_secs_f64(limit);
