@@ -12,7 +12,7 @@ from typing import Any
 from vmhelpers import WAIT, PerfRecord, tracepoint_exists, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: peers.py
-from peers import rust_peer  # noqa: E402
+from peers import rust_peer
 
 LOGS_PROVIDER = "otel_rust_logs"
 TRACE_PROVIDER = "otel_rust_traces"
