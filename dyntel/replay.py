@@ -361,7 +361,7 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     try:
         # Each otlp_metrics event becomes its data points (dyntel.decoders.otlp_metrics), in its place.
         ordered = time_ordered(events, options.hold, late, rounds_of(source))
-        for event in expand_metrics(ordered, source.stats):
+        for event in expand_metrics(ordered, source.stats, position=partial(getattr, source, "position", 0)):
             fired = process(event)
             if forwarder is not None:
                 forwarder.offer(event)

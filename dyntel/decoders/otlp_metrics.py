@@ -305,10 +305,11 @@ def points(event: Event) -> list[Event]:
     return out
 
 
-def expand(events: Iterable[Event], stats: SourceStats | None,
-           report: Callable[[str], None] | None = None) -> Iterator[Event]:
+def expand(events: Iterable[Event], stats: SourceStats | None, report: Callable[[str], None] | None = None,
+           position: Callable[[], int] | None = None) -> Iterator[Event]:
     """The events, with each otlp_metrics event replaced by its data points. A bad buffer is counted in `stats`
-    (and told to `report`) and gives no events; the others go on."""
+    (at the reader's `position` in its file when given: the source has read up to there) and told to `report`, with
+    the byte of the buffer where it goes wrong; it gives no events, and the others go on."""
     for event in events:
         if event.name != METRICS_EVENT or not is_otlp_metrics(event):
             yield event
@@ -318,7 +319,7 @@ def expand(events: Iterable[Event], stats: SourceStats | None,
         except BadMetrics as e:
             message = f"{event.provider}:{event.name} (pid {event.pid}, time {event.time}): {e}"
             if stats is not None:
-                stats.problem(e.offset, message)
+                stats.problem(position() if position is not None else 0, message)
             if report is not None:
                 report(message)
             continue
