@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from peers import rust_peer  # tests/peers.py (tests/vm/conftest.py puts tests/ on the path)
 from vmhelpers import WAIT, PerfRecord, tracepoint_exists, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: peers.py
-from peers import rust_peer
 
 LOGS_PROVIDER = "otel_rust_logs"
 TRACE_PROVIDER = "otel_rust_traces"
