@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from typing import TYPE_CHECKING, Any
 
 from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema
-from dyntel.sources import SourceStats
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from dyntel.sources import SourceStats
 
 __all__ = ["METRICS_EVENT", "METRIC_PROVIDER", "BadMetrics", "any_value", "expand", "is_otlp_metrics", "points"]
 
@@ -119,6 +120,11 @@ def _varint(buf: bytes, i: int, end: int) -> tuple[int | None, int]:
 
 def parse(buffer: bytes) -> ExportMetricsServiceRequest:
     """The request a buffer holds; BadMetrics (with the offset) when it holds none."""
+    # Imported on the first metrics event, not with the module: `dyntel run` and `replay` import this module, and
+    # most runs never see one.
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
     request = ExportMetricsServiceRequest()
     try:
         request.ParseFromString(buffer)
