@@ -53,17 +53,21 @@ class OtelRustApp:
             self.proc.wait()
 
 
-def record(out_dir: Path, *options: str) -> tuple[Path, Path, dict[str, Any]]:
-    """Run the app's workload under `perf record -k CLOCK_MONOTONIC` of all its tracepoints: (perf.data, the SDK's
-    JSON lines, the app's summary)."""
+def record(out_dir: Path, *options: str, tracepoints: list[str] | None = None,
+           listen: list[str] | None = None) -> tuple[Path, Path, dict[str, Any]]:
+    """Run the app's workload under `perf record -k CLOCK_MONOTONIC` of its tracepoints: (perf.data, the SDK's JSON
+    lines, the app's summary). `tracepoints`: those the app registers with these options (default all seven);
+    `listen`: those perf records (default all of them)."""
+    tracepoints = tracepoints or ALL_TRACEPOINTS
+    listen = listen or tracepoints
     out_dir.mkdir(parents=True, exist_ok=True)
     perf_data, sdk_json = out_dir / "otel-rust.perf.data", out_dir / "otel-rust.sdk.jsonl"
     app = OtelRustApp(sdk_json, *options)
     perf = None
     try:
-        for name in ALL_TRACEPOINTS:
+        for name in tracepoints:
             wait_for(f"{name} registered", lambda name=name: tracepoint_exists(name))  # type: ignore[misc]
-        perf = PerfRecord(ALL_TRACEPOINTS[0], perf_data, *ALL_TRACEPOINTS[1:], clock="CLOCK_MONOTONIC")
+        perf = PerfRecord(listen[0], perf_data, *listen[1:], clock="CLOCK_MONOTONIC")
         summary = app.go()
     finally:
         app.kill()

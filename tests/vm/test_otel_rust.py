@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from otel_expect import carried_log, carried_span, decode_recording, differences, expected_point, sdk_run
-from otelrust import record
+from otelrust import LOG_TRACEPOINTS, record
 
 
 def test_a_fresh_recording_of_the_rust_exporters_decodes_to_what_the_sdk_emitted(tmp_path: Path) -> None:
@@ -24,3 +24,18 @@ def test_a_fresh_recording_of_the_rust_exporters_decodes_to_what_the_sdk_emitted
         assert differences(carried_span(sdk), got) == [], got
     for sdk, point in zip(run.metrics, decoded.points, strict=True):
         assert differences(expected_point(sdk), point) == [], point
+
+
+def test_debug_logs_are_written_only_while_someone_listens_at_that_level(tmp_path: Path) -> None:
+    """The peer's --debug-loop, which part of the enable tests drive: with only the Informational tracepoint
+    recorded, the SDK emits (and the exporter writes) Info records and no Debug ones; with the Verbose one too, both."""
+    options = ("--signals", "logs", "--repeat", "0", "--debug-loop", "1", "--debug-interval", "50")
+    _, sdk_json, summary = record(tmp_path / "info", *options, tracepoints=LOG_TRACEPOINTS,
+                                  listen=[LOG_TRACEPOINTS[3]])
+    by_level = summary["logs_by_severity"]
+    assert by_level.get("INFO", 0) > 0 and "DEBUG" not in by_level, summary
+    assert len(sdk_run(sdk_json).logs) == by_level["INFO"]
+    _, _, summary = record(tmp_path / "verbose", *options, tracepoints=LOG_TRACEPOINTS,
+                           listen=LOG_TRACEPOINTS[3:])
+    by_level = summary["logs_by_severity"]
+    assert by_level.get("INFO", 0) > 0 and by_level.get("DEBUG", 0) == by_level["INFO"], summary
