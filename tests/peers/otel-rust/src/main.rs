@@ -47,6 +47,8 @@ Plays a scripted OpenTelemetry workload through the user_events exporters and wr
   --pause SECS            sleep before starting, so that a listener can attach (default 0)
   --wait-listener SECS    wait up to SECS until someone listens to the logs' Informational tracepoint
                           (<logs-provider>_L4K1); exit 3 if no one does
+  --settle SECS           once the listener is there, wait SECS more before playing (a listener such as perf or
+                          dyntel turns the bit on when it opens the tracepoint, a moment before it records)
   --start-on-stdin        once the exporters have registered their tracepoints, print `ready` on stderr and
                           wait for a line on stdin before playing (a listener attaches in between)
   --json PATH             where the SDK's OTLP JSON lines go ('-' = stdout, the default)
@@ -68,6 +70,7 @@ struct Options {
     repeat: u32,
     pause: f64,
     wait_listener: Option<f64>,
+    settle: f64,
     start_on_stdin: bool,
     json: String,
     logs_provider: String,
@@ -87,6 +90,7 @@ fn parse_args() -> Options {
         repeat: 1,
         pause: 0.0,
         wait_listener: None,
+        settle: 0.0,
         start_on_stdin: false,
         json: "-".into(),
         logs_provider: "otel_rust_logs".into(),
@@ -129,6 +133,7 @@ fn parse_args() -> Options {
             "--repeat" => o.repeat = num(&flag, &value(&mut i)),
             "--pause" => o.pause = num(&flag, &value(&mut i)),
             "--wait-listener" => o.wait_listener = Some(num(&flag, &value(&mut i))),
+            "--settle" => o.settle = num(&flag, &value(&mut i)),
             "--start-on-stdin" => o.start_on_stdin = true,
             "--json" => o.json = value(&mut i),
             "--logs-provider" => o.logs_provider = value(&mut i),
@@ -397,6 +402,9 @@ fn main() {
                 exit(3);
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if o.settle > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(o.settle));
         }
     }
 
