@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dyntel.decoders.otlp_metrics import METRIC_PROVIDER, METRICS_EVENT
+from dyntel.decoders.otlp_metrics import expand as expand_metrics
 from dyntel.engine.engine import Engine
 from dyntel.engine.firing import Firing
 from dyntel.rules.model import CompiledRule, RuleSet
@@ -58,9 +60,26 @@ class RunOptions:
     etw_session: str = "dyntel-live"
 
 
+def with_metrics(want: Any) -> Any:
+    """A source's pre-decode filter that also lets the otlp_metrics tracepoint's events through: which rules take
+    their points is known only once they are decoded (the points are named after their metrics). They are few (one
+    per data point per export interval), so letting them all through costs little."""
+    return lambda p, e, lv: e == METRICS_EVENT or want(p, e, lv)
+
+
+def _metrics_reporter(options: RunOptions) -> Callable[[str], None]:
+    def report(message: str) -> None:
+        print(f"dyntel run: bad otlp_metrics event: {message}", file=options.log or sys.stderr)
+
+    return report
+
+
 def pattern_for(provider: str, event: str | None, level: int | None, systems: Iterable[str]) -> str:
     """The tracepoint pattern that opens a provider's events: `system:event` for a tracefs system, else the
     EventHeader user_events tracepoints of the provider."""
+    if provider == METRIC_PROVIDER:
+        # Metric points come out of the metrics exporters' one plain tracepoint (dyntel.decoders.otlp_metrics).
+        return f"user_events:{METRICS_EVENT}"
     if provider in systems and provider != "user_events":
         return f"{provider}:{event or '*'}"
     if level is not None and level <= 9:
@@ -108,7 +127,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     source = live.source
 
     def want_for(current: Sequence[CompiledRule]) -> Any:
-        rules_want = make_want(current)
+        rules_want = with_metrics(make_want(current))
         if forwarder is None:
             return rules_want
         return lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
@@ -178,7 +197,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         gc.freeze()
         for warning in source.warnings:
             print(f"dyntel run: {warning}", file=options.log or sys.stderr)
-        for event in source.events():
+        # otlp_metrics events become one event per metric data point (dyntel.decoders.otlp_metrics).
+        for event in expand_metrics(source.events(), source.stats, report=_metrics_reporter(options)):
             if reloader is not None:
                 check_reload()
             if enabler.armed:  # an enable waits to be applied, or is live and will expire

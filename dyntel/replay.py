@@ -27,6 +27,8 @@ from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from dyntel.decoders.otlp_metrics import METRICS_EVENT
+from dyntel.decoders.otlp_metrics import expand as expand_metrics
 from dyntel.engine.engine import Engine, default_index
 from dyntel.engine.explain import ExplainRecord
 from dyntel.engine.firing import Firing
@@ -299,6 +301,10 @@ def _count_late(out: list[Event], floor: int, late: list[int]) -> int:
     return max(floor, last)
 
 
+def _with_metrics(want: Want) -> Want:
+    return lambda p, e, lv: e == METRICS_EVENT or want(p, e, lv)
+
+
 def open_for_replay(path: str) -> Source:
     source = open_recording(path)
     if hasattr(source, "order"):
@@ -324,6 +330,10 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
             rules_want, rules_fields = want, field_filter
             want = lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)  # noqa: E731
             field_filter = lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)  # noqa: E731
+        # otlp_metrics events are decoded whole and let through: their points are named only once decoded.
+        want = _with_metrics(want)
+        fields_for = field_filter
+        field_filter = lambda p, e: None if e == METRICS_EVENT else fields_for(p, e)  # noqa: E731
         if hasattr(source, "want"):
             source.want = want
         if hasattr(source, "field_filter"):
@@ -349,7 +359,9 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     n = 0
     events = source.events()
     try:
-        for event in time_ordered(events, options.hold, late, rounds_of(source)):
+        # Each otlp_metrics event becomes its data points (dyntel.decoders.otlp_metrics), in its place.
+        ordered = time_ordered(events, options.hold, late, rounds_of(source))
+        for event in expand_metrics(ordered, source.stats, position=partial(getattr, source, "position", 0)):
             fired = process(event)
             if forwarder is not None:
                 forwarder.offer(event)

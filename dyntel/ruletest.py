@@ -402,6 +402,7 @@ def _rule_error_lines(e: BaseException) -> list[str]:
 
 
 def run_case(case: Case) -> CaseResult:
+    from dyntel.decoders.otlp_metrics import expand as expand_metrics
     from dyntel.engine.engine import Engine
     from dyntel.engine.scheduler import Scheduler
     from dyntel.replay import DEFAULT_HOLD, open_for_replay, time_ordered
@@ -443,7 +444,10 @@ def run_case(case: Case) -> CaseResult:
         source = open_for_replay(str(case.events))
         late = [0]
         # The same time order as `dyntel replay`, so that a case passes here exactly when it would fire there.
-        for event in time_ordered(numbered(source.events()), DEFAULT_HOLD, late):
+        # otlp_metrics events become their data points, as in `dyntel replay`; the points are not lines of the
+        # file, so their firings have no `event` index (expect them by group, time or count).
+        ordered = time_ordered(numbered(source.events()), DEFAULT_HOLD, late)
+        for event in expand_metrics(ordered, source.stats):
             if event.time is not None and (last_time is None or event.time > last_time):
                 last_time = event.time
             raw.extend(engine.process(event))

@@ -15,6 +15,12 @@ _built: dict[str, Path] = {}
 
 def rust_peer(name: str, binary: str) -> Path:
     """The path of `binary` built from tests/peers/NAME by scripts/peers/build-rust.sh (built once per run)."""
+    if name not in _built and os.environ.get("DYNTEL_PEERS") is not None:
+        # Inside the VM (scripts/vm/run-tests.py): the host built the peers and named their directories.
+        given = dict(item.split("=", 1) for item in os.environ["DYNTEL_PEERS"].split(";") if "=" in item)
+        if name not in given:
+            pytest.fail(f"peer {name} was not built on the host: run scripts/peers/build-rust.sh {name} there")
+        _built[name] = Path(given[name])
     if name not in _built:
         proc = subprocess.run([str(ROOT / "scripts/peers/build-rust.sh"), name], capture_output=True, text=True,
                               check=False, timeout=3600)

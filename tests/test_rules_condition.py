@@ -297,8 +297,8 @@ def test_generated_code_has_no_builtins_and_is_a_plain_function() -> None:
     ("lower(startswith(fields.x, 'a')) == 'a'", "1:7: expected a value, got startswith(...), which is true or "
                                                 "false"),
     ("startwith(fields.x, 'a')", "1:1: unknown function 'startwith'; expected one of startswith, endswith, "
-                                 "contains, icontains, glob, matches, exists, lower, upper, len, tag (did you mean "
-                                 "'startswith'?)"),
+                                 "contains, icontains, glob, matches, exists, lower, upper, len, tag, elapsed_ms (did "
+                                 "you mean 'startswith'?)"),
     ("process.nme == 'x'", "1:1: process has process.name, process.exe, process.cmdline, process.container; not "
                            "process.nme (did you mean 'name'?)"),
     ("provider.name == 'x'", "1:1: 'provider' is a property of the event and has no parts; payload fields are read "
@@ -307,7 +307,7 @@ def test_generated_code_has_no_builtins_and_is_a_plain_function() -> None:
     ("fields[0] == 1", "1:1: fields[...] takes a field name in quotes, like fields[\"http.status\"]"),
     ("fields.x + 1 > 2", "1:1: arithmetic is not part of the condition language; expected comparisons (== != < <= "
                          "> >= in, not in) joined by and, or, not, and the functions startswith, endswith, contains, "
-                         "icontains, glob, matches, exists, lower, upper, len, tag"),
+                         "icontains, glob, matches, exists, lower, upper, len, tag, elapsed_ms"),
     ("fields.x == 'é' and é > 1", "1:21: unknown name 'é'; expected an event property (provider, event, level, "
                                   "keyword, opcode, id, version, tag, activity, related_activity, pid, tid, cpu, "
                                   "time, source), fields.NAME, process.NAME, a list or a macro"),
@@ -446,3 +446,9 @@ def test_tag_of_an_untagged_field_is_zero() -> None:
 def test_tag_takes_a_payload_field(text: str) -> None:
     with pytest.raises(RuleErrors, match=r"tag\(\) takes a payload field"):
         compile_condition(text)
+def test_elapsed_ms_between_common_schema_times_or_nanoseconds() -> None:
+    from dyntel.rules.runtime import elapsed_ms
+
+    assert elapsed_ms("2026-01-10T12:00:00.250Z", "2026-01-10T12:00:01Z") == 750.0
+    assert elapsed_ms(1_000_000, "1970-01-01T00:00:00.003Z") == 2.0
+    assert elapsed_ms("yesterday", "2026-01-10T12:00:01Z") is None and elapsed_ms(None, 5) is None

@@ -5,7 +5,12 @@
 2. replays the bundled recording (dyntel/data/demo.perf.data: a shell "service" that opens missing files, starts
    `cat` over and over and kills a process) through the bundled rule pack (rules/) plus the demo's own rule, which
    on the SIGKILL takes the service's stacks and a minidump and sends an OTLP alert naming them;
-3. prints each firing as it happens with its actions' outcomes, then a summary: what fired, what the actions did,
+3. replays the bundled recording of an OpenTelemetry application (dyntel/data/otel-rust.perf.data: the OpenTelemetry
+   Rust SDK with its user_events logs, trace and metrics exporters, tests/peers/otel-rust, recorded in the
+   user_events VM by scripts/make-otel-rust-recording.sh) through the rule pack's OpenTelemetry rules, which fire
+   on its log attributes and severity, its spans' status and duration and a metric's value; their alerts go to the
+   demo's receiver and their stacks are taken of the demo service, as if it were the application;
+4. prints each firing as it happens with its actions' outcomes, then a summary: what fired, what the actions did,
    where the artifacts are, what the receiver got.
 """
 
@@ -25,6 +30,9 @@ from dyntel.engine.windows import format_group
 
 PACKAGE = Path(__file__).resolve().parent.parent
 RECORDING = PACKAGE / "data" / "demo.perf.data"
+OTEL_RECORDING = PACKAGE / "data" / "otel-rust.perf.data"
+# The rule pack's alerts go to a collector on the default OTLP/HTTP port; the demo's go to its own receiver.
+PACK_ENDPOINT = "http://127.0.0.1:4318"
 RULE_PACK = PACKAGE.parent / "rules"  # beside the package in a checkout (the README's editable install)
 
 
@@ -118,6 +126,13 @@ def run_demo(out: TextIO, *, artifacts: str | None = None, color: bool | None = 
                     out.flush()
 
                 replay(rules, str(RECORDING), on_firing, ReplayOptions(runtime=runtime))
+                if RULE_PACK.is_dir() and OTEL_RECORDING.is_file():
+                    out.write("\n" + style("1", "An OpenTelemetry application") + f": {OTEL_RECORDING}\n"
+                              "  the OpenTelemetry Rust SDK writing logs, spans and metrics through its user_events "
+                              "exporters;\n  the rule pack's OpenTelemetry rules, their alerts to the receiver above "
+                              "and their stacks of the demo service\n\n")
+                    otel_rules = load_rules(_otel_pack(Path(tmp), pid, receiver.endpoint))
+                    replay(otel_rules, str(OTEL_RECORDING), on_firing, ReplayOptions(runtime=runtime))
             finally:
                 devnull.close()
         deliver_queued(timeout=10.0)  # the queued alert, before reading what the receiver got
@@ -136,6 +151,19 @@ def run_demo(out: TextIO, *, artifacts: str | None = None, color: bool | None = 
     result.seconds = time.monotonic() - started
     _summary(out, result, style)
     return result
+
+
+def _otel_pack(tmp: Path, pid: int, endpoint: str) -> list[str]:
+    """The rule pack, with its alerts sent to the demo's receiver and its stacks taken of the demo service (the
+    recorded application's pid belongs to the VM it was recorded in), written to `tmp`."""
+    paths = []
+    for source in sorted(RULE_PACK.glob("*.yaml")):
+        text = source.read_text(encoding="utf-8")
+        text = text.replace(PACK_ENDPOINT, endpoint).replace("stacks: {}", f"stacks: {{pid: {pid}}}")
+        target = tmp / f"otel-{source.name}"
+        target.write_text(text, encoding="utf-8")
+        paths.append(str(target))
+    return paths
 
 
 def _summary(out: TextIO, result: DemoResult, style: Style) -> None:

@@ -7,6 +7,11 @@ An exporter writes each log record or span as one event whose payload is:
     PartB       struct: _typeName "Log" or "Span", then the record's own well-known fields
     PartC       struct, only when there are attributes: one field per attribute (bool, i64, f64, or text)
 
+An event is taken for Common Schema by what is present: `__csver__` and whichever Parts are there, in any order
+(docs/otel.md lists what each known exporter writes). The Rust logs exporter writes A, C, B; the OpenTelemetry C++
+user_events logs exporter writes no Part A at all (so no time, trace context or service: the time is then the
+sample's) and names the event after the record's event name, or "Logs".
+
 The user_events exporters (opentelemetry-user-events-logs/-trace, Rust) put the trace context and role in Part A
 directly (`ext_dt_traceId`, `ext_dt_spanId`, `ext_cloud_role`, `ext_cloud_roleInstance`); the ETW exporters
 (opentelemetry-etw-logs/-traces) nest them (`ext_dt: {traceId, spanId}`, `ext_cloud: {role, roleInstance}`) and
@@ -56,6 +61,10 @@ SPAN_WELL_KNOWN_ATTRIBUTES = {
     "rpc.response.status_code": "rpcGrpcStatusCode",
 }
 _SPAN_PART_B_TO_ATTRIBUTE = {v: k for k, v in SPAN_WELL_KNOWN_ATTRIBUTES.items()}
+
+# EventHeader level to the lowest SeverityNumber of its range (FATAL, ERROR, WARN, INFO, DEBUG): the inverse of
+# severity_level, used only when Part B carries no severityNumber.
+_LEVEL_SEVERITY = {1: 21, 2: 17, 3: 13, 4: 9, 5: 5}
 
 _FILETIME_UNIX_EPOCH = 116444736000000000  # 100 ns intervals from 1601 to 1970
 
@@ -140,10 +149,18 @@ def hex_id(value: Any, size: int) -> bytes | None:
     return raw if any(raw) else None
 
 
+PARTS = ("PartA", "PartB", "PartC")
+# Event names that say nothing of the record: the Rust logs exporter names every log event "Log" (the record's
+# event name is Part B's `name`), the C++ logs exporter names it "Logs" when the record has no event name.
+_GENERIC_EVENT_NAMES = frozenset(("Log", "Logs", "Span"))
+
+
 def is_common_schema(event: Event) -> bool:
-    """Whether the event is a Common Schema record: `__csver__`, and Part A and Part B as structs."""
+    """Whether the event is a Common Schema record, by what is present: `__csver__` and at least one of Part A,
+    B and C as a struct, in any order. Exporters differ in which Parts they write (the C++ logs exporter writes no
+    Part A) and in their order (Rust: A, C, B for logs), so no one exporter's full layout is required."""
     fields = event.fields
-    return "__csver__" in fields and isinstance(fields.get("PartA"), dict) and isinstance(fields.get("PartB"), dict)
+    return "__csver__" in fields and any(isinstance(fields.get(part), dict) for part in PARTS)
 
 
 def to_otel(event: Event) -> OtelLog | OtelSpan | None:
@@ -152,8 +169,9 @@ def to_otel(event: Event) -> OtelLog | OtelSpan | None:
     if not is_common_schema(event):
         return None
     fields = _payload(event)
-    part_a: dict[str, Any] = fields["PartA"]
-    part_b: dict[str, Any] = fields["PartB"]
+    part_a_value, part_b_value = fields.get("PartA"), fields.get("PartB")
+    part_a: dict[str, Any] = part_a_value if isinstance(part_a_value, dict) else {}
+    part_b: dict[str, Any] = part_b_value if isinstance(part_b_value, dict) else {}
     part_c = fields.get("PartC")
     attributes: dict[str, Any] = dict(part_c) if isinstance(part_c, dict) else {}
     type_name = part_b.get("_typeName")
@@ -211,16 +229,21 @@ def _event_time(event: Event, part_a: dict[str, Any]) -> int:
 def _log(event: Event, part_a: dict[str, Any], part_b: dict[str, Any], attributes: dict[str, Any]) -> OtelLog:
     trace_id, span_id = _trace_context(part_a)
     severity = part_b.get("severityNumber")
+    if not isinstance(severity, int) or isinstance(severity, bool):
+        # No severity in Part B: the EventHeader level says at least the severity's range.
+        severity = _LEVEL_SEVERITY.get(event.level or 0, 0)
     event_id = part_b.get("eventId")
     if isinstance(event_id, int) and not isinstance(event_id, bool):
         # The exporters take an `event_id` attribute out of Part C and write it as eventId.
         attributes["event_id"] = event_id
     name = part_b.get("name")
+    if not (isinstance(name, str) and name.strip()) and event.name not in _GENERIC_EVENT_NAMES:
+        name = event.name  # the C++ exporter names the event after the record's event name
     text = part_b.get("severityText")
     return OtelLog(
         time_unix_nano=_event_time(event, part_a),
         observed_time_unix_nano=None,
-        severity_number=severity if isinstance(severity, int) and not isinstance(severity, bool) else 0,
+        severity_number=severity,
         severity_text=text if isinstance(text, str) else None,
         body=part_b.get("body"),
         attributes=attributes,

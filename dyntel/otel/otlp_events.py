@@ -3,6 +3,8 @@
 - A Common Schema event (Part A/B/C, as OpenTelemetry's user_events and ETW exporters write them) becomes the log
   record or span it holds (dyntel.otel.common_schema.to_otel), under its own resource (the service's cloud role)
   and, as scope, the provider it was written to.
+- A metric point event (provider `otlp_metrics`, dyntel.decoders.otlp_metrics) becomes a Metric with that one
+  point, of its kind and temporality, under its own resource and scope (dyntel.otel.otlp_metrics_wire).
 - Any other event becomes a log record: its fields are the attributes (structs as key-value lists, arrays as
   arrays), plus `process.pid` and `thread.id`; `event_name` is `provider:event`; the severity follows the level
   (1 FATAL, 2 ERROR, 3 WARN, 4 INFO, 5 DEBUG, above TRACE); the activity id, when set, is the trace id. Resource:
@@ -26,11 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dyntel.decoders.otlp_metrics import METRIC_PROVIDER
 from dyntel.event import ArrayKind, Event, FieldInfo, Format, Schema, fields_as_dict, schema_cached
 from dyntel.otel import otlp_wire
 from dyntel.otel.common_schema import hex_id, to_otel
+from dyntel.otel.otlp_metrics_wire import is_metric_point, metric_record
 from dyntel.otel.otlp_proto import default_resource
-from dyntel.otel.otlp_transport import LOGS, TRACES
+from dyntel.otel.otlp_transport import LOGS, METRICS, TRACES
 from dyntel.otel.otlp_wire import field_bytes, key_bytes
 from dyntel.otel.records import OtelLog
 
@@ -92,7 +96,9 @@ def _plan(schema: Schema) -> tuple[_FieldPlan, ...]:
 
 
 def _is_common_schema(schema: Schema) -> bool:
-    return "__csver__" in schema.names and "PartB" in schema.names
+    # By presence, as dyntel.otel.common_schema.is_common_schema: __csver__ and any Part.
+    names = schema.names
+    return "__csver__" in names and ("PartB" in names or "PartA" in names or "PartC" in names)
 
 
 class EventEncoder:
@@ -105,6 +111,8 @@ class EventEncoder:
 
     def encode(self, event: Event, observed: int) -> tuple[str, bytes, bytes, bytes]:
         """(signal, resource field, scope field, record bytes) of one event."""
+        if event.provider == METRIC_PROVIDER and is_metric_point(event):
+            return (METRICS, *metric_record(event))
         if schema_cached(event.schema, "otlp.common_schema", _is_common_schema):
             plan = schema_cached(event.schema, "otlp.cs_log", _cs_log_plan)
             if plan is not None:

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from dyntel.otel.otlp_transport import LOGS, ExportError, ExportResult
+from dyntel.otel.otlp_transport import LOGS, METRICS, ExportError, ExportResult
 
 _RETRIABLE = frozenset({grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE,
@@ -43,7 +44,8 @@ class GrpcTransport:
         # hands on the request bytes already encoded, so a batch is never parsed back into messages.
         raw = _BytesChannel(self._channel)
         self._methods: dict[str, Any] = {"logs": logs_service_pb2_grpc.LogsServiceStub(raw).Export,  # type: ignore[no-untyped-call]
-                                         "traces": trace_service_pb2_grpc.TraceServiceStub(raw).Export}  # type: ignore[no-untyped-call]
+                                         "traces": trace_service_pb2_grpc.TraceServiceStub(raw).Export,  # type: ignore[no-untyped-call]
+                                         "metrics": metrics_service_pb2_grpc.MetricsServiceStub(raw).Export}  # type: ignore[no-untyped-call]
 
     def export(self, signal: str, payload: bytes, timeout: float) -> ExportResult:
         try:
@@ -54,7 +56,8 @@ class GrpcTransport:
             raise ExportError(f"OTLP/gRPC export to {self.endpoint}: {code.name}: {details}",
                               retriable=code in _RETRIABLE) from e
         p = response.partial_success
-        rejected = p.rejected_log_records if signal == LOGS else p.rejected_spans
+        rejected = (p.rejected_log_records if signal == LOGS else p.rejected_data_points if signal == METRICS
+                    else p.rejected_spans)
         return ExportResult(int(rejected), str(p.error_message))
 
     def close(self) -> None:

@@ -12,11 +12,13 @@ import http.client
 import socket
 from urllib.parse import urlsplit
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
 from dyntel.otel.otlp_proto import ExportLogsServiceResponse, ExportTraceServiceResponse
-from dyntel.otel.otlp_transport import LOGS, ExportError, ExportResult
+from dyntel.otel.otlp_transport import LOGS, METRICS, ExportError, ExportResult
 
 _RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
-_PATHS = {"logs": "/v1/logs", "traces": "/v1/traces"}
+_PATHS = {"logs": "/v1/logs", "traces": "/v1/traces", "metrics": "/v1/metrics"}
 
 
 class HttpTransport:
@@ -78,6 +80,9 @@ def _partial(signal: str, body: bytes) -> ExportResult:
         if signal == LOGS:
             logs = ExportLogsServiceResponse.FromString(body).partial_success
             return ExportResult(int(logs.rejected_log_records), str(logs.error_message))
+        if signal == METRICS:
+            points = ExportMetricsServiceResponse.FromString(body).partial_success
+            return ExportResult(int(points.rejected_data_points), str(points.error_message))
         traces = ExportTraceServiceResponse.FromString(body).partial_success
         return ExportResult(int(traces.rejected_spans), str(traces.error_message))
     except Exception:  # a collector's odd success body is still a success

@@ -1,8 +1,9 @@
 """What the OTLP senders need of a transport, and the one place that picks HTTP or gRPC for an endpoint.
 
-A transport sends one already-encoded export request (bytes) for a signal (`logs` or `traces`) and either returns
-what the collector rejected or raises ExportError saying whether trying again may help. Requests travel as bytes so
-that a batch of records stored or encoded one by one is sent without being parsed back into messages.
+A transport sends one already-encoded export request (bytes) for a signal (`logs`, `traces` or `metrics`) and
+either returns what the collector rejected or raises ExportError saying whether trying again may help. Requests
+travel as bytes so that a batch of records stored or encoded one by one is sent without being parsed back into
+messages.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 
 LOGS = "logs"
 TRACES = "traces"
+METRICS = "metrics"
 HTTP = "http/protobuf"
 GRPC = "grpc"
 PROTOCOLS = (HTTP, GRPC)

@@ -60,6 +60,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "upper": FunctionSpec(("value",), False),
     "len": FunctionSpec(("value",), False),
     "tag": FunctionSpec(("field",), False),
+    "elapsed_ms": FunctionSpec(("start", "end"), False),
 }
 
 # Names a list or macro cannot take: they would shadow what conditions already read.
@@ -581,6 +582,12 @@ class _Generator:
                 self.fail(src, node.args[0], "exists() takes something read from the event, like exists(fields.user)")
                 return none
             return _Value(f"({subject.code} is not None)")
+        if name == "elapsed_ms":
+            end = self.value(node.args[1], src)
+            if end is _BAD or end.is_list:
+                self.fail(src, node.args[1], "the second argument of elapsed_ms() is a time, not a list")
+                return none
+            return _Value(f"_elapsed_ms({subject.code}, {end.code})")
         if name in ("lower", "upper", "len"):
             t = self.temp()
             if name == "len":

@@ -147,6 +147,24 @@ def group_key(v: Any) -> Any:
     return v
 
 
+def elapsed_ms(start: Any, end: Any) -> float | None:
+    """Milliseconds from `start` to `end`, each a time as Common Schema writes it (RFC 3339 text: a span's
+    PartB.startTime and PartA.time) or nanoseconds since the epoch (`time`); None when either is neither."""
+    a, b = _time_ns(start), _time_ns(end)
+    return None if a is None or b is None else (b - a) / 1e6
+
+
+def _time_ns(v: Any) -> int | None:
+    cls = v.__class__
+    if cls is int:
+        return v  # type: ignore[no-any-return]
+    if cls is str:
+        from dyntel.otel.common_schema import parse_time
+
+        return parse_time(v)
+    return None
+
+
 def number(v: Any) -> int | float | None:
     """A threshold's value: a number, or None (skipped) for anything else."""
     cls = v.__class__
@@ -163,7 +181,7 @@ HELPERS: dict[str, Any] = {
     "_uuid": uuid_text, "_dig": dig, "_field_tag": field_tag,
     "_eq": eq, "_ne": ne, "_lt": lt, "_le": le, "_gt": gt, "_ge": ge, "_in": in_, "_not_in": not_in,
     "_startswith": startswith, "_endswith": endswith, "_contains": contains, "_icontains": icontains,
-    "_key": group_key, "_number": number,
+    "_key": group_key, "_number": number, "_elapsed_ms": elapsed_ms,
     "_proc_name": process.process_name, "_proc_exe": process.process_exe,
     "_proc_cmdline": process.process_cmdline, "_proc_container": process.process_container,
 }

@@ -27,8 +27,10 @@ RESULTS=/tmp/vm-results
 mkdir -p "$RESULTS"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "$RESULTS" || die "cannot mount the results export"
 [ -f "$RESULTS/job.env" ] || die "no job.env in the results export"
-# job.env sets REPO, PYTHON, REPO_EXPORTED and JOB_ARGS (the test command's arguments, shell-quoted).
+# job.env sets REPO, PYTHON, REPO_EXPORTED and JOB_ARGS (the test command's arguments, shell-quoted), and
+# DYNTEL_PEERS (NAME=DIR;... of the peers built on the host, for tests/peers.py).
 . "$RESULTS/job.env"
+export DYNTEL_PEERS
 if [ "$REPO_EXPORTED" = 1 ]; then
   # The checkout lives under the host's /tmp, which the tmpfs above hides: it comes in as an export of its own,
   # mounted at the same path so that the venv's absolute paths still hold.

@@ -118,6 +118,25 @@ def boot(cmd: list[str], results: Path, timeout: float, echo: bool) -> tuple[dic
     return marks, timed_out, vm.returncode
 
 
+def peer_dirs(repo: Path, build: bool) -> str:
+    """`NAME=DIR;...` for the Rust peers under tests/peers that are built (scripts/peers/build-rust.sh), so that
+    tests/peers.py in the guest finds them: the guest has no network and another HOME, so it can neither build nor
+    compute the host's cache keys. With `build`, a peer not yet built is built here first."""
+    found = []
+    script = repo / "scripts" / "peers" / "build-rust.sh"
+    for manifest in sorted((repo / "tests" / "peers").glob("*/Cargo.toml")):
+        name = manifest.parent.name
+        for cached in ((True, False) if build else (True,)):
+            cmd = [str(script), *(["--cached"] if cached else []), name]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                found.append(f"{name}={done.stdout.strip().splitlines()[-1]}")
+                break
+        else:
+            log(f"peer {name} is not built (scripts/peers/build-rust.sh {name}): tests using it will fail")
+    return ";".join(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernel", help="bzImage to boot (default: $DYNTEL_VM_KERNEL, else the cached build)")
@@ -159,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     (results / "job.env").write_text(
         f"REPO={shlex.quote(str(repo))}\nPYTHON={shlex.quote(str(python))}\n"
         f"REPO_EXPORTED={int(export_repo)}\nJOB_ARGS={shlex.quote(shlex.join(job))}\n"
+        f"DYNTEL_PEERS={shlex.quote(peer_dirs(repo, args.build))}\n"
     )
 
     # The guest cannot write .pyc files (read-only root), and compiling every module from source under emulation

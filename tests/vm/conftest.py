@@ -8,11 +8,15 @@ a failure.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from vmhelpers import DATA, HERE, IN_VM, PerfRecord, Producer
+
+# The host tests' helpers (tests/peers.py, tests/otel_expect.py) serve the VM tests too.
+sys.path.insert(0, str(HERE.parent))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

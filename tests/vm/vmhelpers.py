@@ -92,8 +92,12 @@ class PerfRecord:
     waits for its acknowledgement of an `enable` command on the control pipe before returning.
     """
 
-    def __init__(self, name: str, out: Path) -> None:
+    def __init__(self, name: str, out: Path, *more: str, clock: str | None = None) -> None:
+        """`more`: further user_events names recorded with `name`; `clock`: perf's -k (CLOCK_MONOTONIC gives the
+        recording wall-clock sample times, which dyntel reads from its clock data)."""
         perf = shutil.which("perf")
+        events = [arg for n in (name, *more) for arg in ("-e", f"user_events:{n}")]
+        clock_args = ["-k", clock] if clock else []
         if perf is None:
             pytest.fail("perf not found (apt-get install linux-perf)")
         self.out = out
@@ -101,7 +105,7 @@ class PerfRecord:
         ack_r, ack_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [perf, "record", "-q", "-e", f"user_events:{name}", "-a", "-o", str(out), "-D", "-1",
+                [perf, "record", "-q", *events, *clock_args, "-a", "-o", str(out), "-D", "-1",
                  "--control", f"fd:{ctl_r},{ack_w}"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(ctl_r, ack_w))
         finally:
