@@ -1,5 +1,6 @@
-"""The `otlp` action against a real receiver (opentelemetry-proto's gRPC service, an HTTP server): attributes over
-both protocols, the spool while the receiver is down, delivery in order and exactly once after it is back."""
+"""The `otlp` action against the real OpenTelemetry Collector (tests/otelcol.py): attributes over both protocols as
+the collector wrote them, the spool while the collector is down, delivery in order and exactly once after it is back.
+What a collector cannot be made to do (refuse a batch, fail twice and then take it) uses tests/otlp_receiver.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from otlp_receiver import Receiver, free_port
+from otelcol import Collector
+from otlp_receiver import Receiver
 
 from dyntel.actions import ActionContext
 from dyntel.actions import otlp as otlp_action
@@ -25,6 +27,13 @@ from dyntel.rules.model import ActionSpec
 
 FAST = ExporterSettings(max_delay=0.02, timeout=2.0, backoff_initial=0.05, backoff_max=0.3)
 ACTIVITY = bytes(range(1, 17))
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "otelcol").start()
+    yield c
+    c.stop()
 
 
 @pytest.fixture
@@ -62,14 +71,12 @@ def fire(ctx: ActionContext, endpoint: str, protocol: str, n: int = 0, **options
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_an_alert_arrives_with_its_attributes(receiver: Receiver, tmp_path: Path, protocol: str) -> None:
-    endpoint = receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
-    outcome = fire(context(tmp_path), endpoint, protocol)
+def test_an_alert_arrives_with_its_attributes(collector: Collector, tmp_path: Path, protocol: str) -> None:
+    outcome = fire(context(tmp_path), collector.endpoint(protocol), protocol)
     assert outcome.status == OK and outcome.detail["delivery"] == "queued", outcome
-    assert receiver.wait_for(logs=1, timeout=10)
-    [got] = receiver.logs
-    assert got.protocol == ("http" if protocol == "http/protobuf" else "grpc")
-    assert got.resource["service.name"] == "dyntel" and got.resource["host.name"]
+    [got] = collector.wait_for(logs=1, timeout=10).logs
+    assert got.resource == {"service.name": "dyntel", "host.name": got.resource["host.name"]}
+    assert got.resource["host.name"]
     assert got.scope == "dyntel"
     r = got.record
     assert (r.severity_number, r.severity_text) == (17, "ERROR")
@@ -77,6 +84,7 @@ def test_an_alert_arrives_with_its_attributes(receiver: Receiver, tmp_path: Path
     assert r.time_unix_nano == 1_700_000_000_000_000_000 and r.observed_time_unix_nano > 0
     assert r.trace_id == ACTIVITY and r.span_id == b""
     assert r.event_name == "dyntel.alert"
+    assert (r.flags, r.dropped_attributes_count) == (0, 0)
     assert got.attributes == {
         "dyntel.rule": "http-5xx", "dyntel.event.provider": "MyService", "dyntel.event.name": "RequestDone",
         "dyntel.event.level": 2, "dyntel.event.keyword": 0x10, "dyntel.event.id": 7, "process.pid": 4242,
@@ -86,7 +94,7 @@ def test_an_alert_arrives_with_its_attributes(receiver: Receiver, tmp_path: Path
     }
 
 
-def test_common_schema_trace_context_wins_over_the_activity_id(receiver: Receiver, tmp_path: Path) -> None:
+def test_common_schema_trace_context_wins_over_the_activity_id(collector: Collector, tmp_path: Path) -> None:
     part_a = Schema((FieldInfo("time", Encoding.STRING_LENGTH16_CHAR8),
                      FieldInfo("ext_dt_traceId", Encoding.STRING_LENGTH16_CHAR8),
                      FieldInfo("ext_dt_spanId", Encoding.STRING_LENGTH16_CHAR8)))
@@ -96,10 +104,9 @@ def test_common_schema_trace_context_wins_over_the_activity_id(receiver: Receive
                      FieldInfo("PartB", Encoding.STRUCT, children=part_b)))
     e = Event("Checkout", "Log", schema, [0x400, ["2024-01-01T00:00:00Z", "0af7651916cd43dd8448eb211c80319c",
                                                   "00f067aa0ba902b7"], ["Log", 17]], pid=1, activity=ACTIVITY)
-    spec = ActionSpec("otlp", {"endpoint": receiver.http_endpoint})
+    spec = ActionSpec("otlp", {"endpoint": collector.http_endpoint})
     assert otlp_action.run(spec, Firing("cs", 1, {}, e), context(tmp_path)).status == OK
-    assert receiver.wait_for(logs=1)
-    r = receiver.logs[0].record
+    r = collector.wait_for(logs=1).logs[0].record
     assert r.trace_id.hex() == "0af7651916cd43dd8448eb211c80319c" and r.span_id.hex() == "00f067aa0ba902b7"
     assert (r.severity_number, r.severity_text) == (13, "WARN")  # the action's default severity
 
@@ -109,10 +116,10 @@ def spool_files(root: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_a_thousand_alerts_spooled_while_down_arrive_once_in_order(receiver: Receiver, tmp_path: Path,
+def test_a_thousand_alerts_spooled_while_down_arrive_once_in_order(collector: Collector, tmp_path: Path,
                                                                    protocol: str) -> None:
-    endpoint = receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
-    receiver.stop()
+    endpoint = collector.endpoint(protocol)
+    collector.stop()
     ctx = context(tmp_path)
     outcomes = [fire(ctx, endpoint, protocol, n=i) for i in range(1000)]
     assert all(o.status == OK for o in outcomes)
@@ -126,14 +133,15 @@ def test_a_thousand_alerts_spooled_while_down_arrive_once_in_order(receiver: Rec
     assert len(files) == 1000
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
-    assert receiver.log_count == 0
+    assert collector.read().logs == []
 
-    receiver.start()  # the same ports
-    assert receiver.wait_for(logs=1000, timeout=30), receiver.log_count
+    collector.start()  # the same ports
+    collector.wait_for(logs=1000, timeout=30)
     time.sleep(0.5)  # anything sent twice would have arrived by now
-    assert receiver.log_count == 1000
-    ns = [r.attributes["n"] for r in receiver.logs]
-    seqs = [r.attributes[SEQ_ATTRIBUTE] for r in receiver.logs]
+    logs = collector.read().logs
+    assert len(logs) == 1000
+    ns = [r.attributes["n"] for r in logs]
+    seqs = [r.attributes[SEQ_ATTRIBUTE] for r in logs]
     assert ns == list(range(1000))
     assert seqs == sorted(set(seqs)) == [o.detail["seq"] for o in outcomes]
     deadline = time.monotonic() + 5
@@ -146,10 +154,10 @@ def test_a_thousand_alerts_spooled_while_down_arrive_once_in_order(receiver: Rec
         time.sleep(0.05)
 
 
-def test_alerts_left_in_the_spool_at_exit_are_delivered_first_by_the_next_process(receiver: Receiver,
+def test_alerts_left_in_the_spool_at_exit_are_delivered_first_by_the_next_process(collector: Collector,
                                                                                      tmp_path: Path) -> None:
-    endpoint = receiver.http_endpoint
-    receiver.stop()
+    endpoint = collector.http_endpoint
+    collector.stop()
 
     def build(n: int) -> Callable[[int], bytes]:
         def record(seq: int) -> bytes:
@@ -161,12 +169,12 @@ def test_alerts_left_in_the_spool_at_exit_are_delivered_first_by_the_next_proces
     summary = first.close(timeout=0.5)
     assert summary["pending"] == 20 and summary["exported"] == 0
 
-    receiver.start()
+    collector.start()
     second = AlertExporter(make_transport(endpoint, "http/protobuf"), tmp_path / "spool", FAST)
     later = second.submit(build(20)).seq
     assert later > seqs[-1]  # numbers keep increasing across processes
-    assert receiver.wait_for(logs=21, timeout=10)
-    assert [r.record.body.int_value for r in receiver.logs] == list(range(21))
+    logs = collector.wait_for(logs=21, timeout=10).logs
+    assert [r.record.body.int_value for r in logs] == list(range(21))
     assert second.close(timeout=2)["pending"] == 0
 
 
@@ -235,19 +243,16 @@ def test_a_spool_directory_of_another_user_is_refused(tmp_path: Path) -> None:
         Spool(d)
 
 
-def test_close_flushes_what_waits(tmp_path: Path) -> None:
-    port = free_port()
-    r = Receiver(http_port=port).start()
-    try:
-        ex = AlertExporter(make_transport(r.http_endpoint, "http/protobuf"), tmp_path / "spool",
-                           ExporterSettings(max_delay=60.0))  # nothing would go before close
-        for n in range(5):
-            ex.submit(lambda seq, n=n: LogRecord(body={"int_value": n}).SerializeToString())
-        assert r.log_count == 0
-        assert ex.close(timeout=5)["exported"] == 5
-        assert r.log_count == 5
-    finally:
-        r.stop()
+def test_close_flushes_what_waits(collector: Collector, tmp_path: Path) -> None:
+    ex = AlertExporter(make_transport(collector.http_endpoint, "http/protobuf"), tmp_path / "spool",
+                       ExporterSettings(max_delay=60.0))  # nothing would go before close
+    for n in range(5):
+        ex.submit(lambda seq, n=n: LogRecord(body={"int_value": n}).SerializeToString())
+    time.sleep(0.2)
+    assert collector.read().logs == []
+    assert ex.close(timeout=5)["exported"] == 5
+    logs = collector.wait_for(logs=5).logs
+    assert sorted(r.record.body.int_value for r in logs) == list(range(5))
 
 
 def test_alert_attributes_and_body_are_redacted() -> None:
@@ -266,17 +271,19 @@ def test_alert_attributes_and_body_are_redacted() -> None:
     assert plain.attributes["api_token"] == "abc" and "hunter2" in plain.body
 
 
-def test_dyntel_action_otlp_by_hand_delivers_before_it_exits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_dyntel_action_otlp_by_hand_delivers_before_it_exits(collector: Collector, tmp_path: Path,
+                                                              protocol: str) -> None:
     import json as _json
     import subprocess
     import sys
 
-    with Receiver() as receiver:
-        proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "action", "otlp", "--endpoint",
-                               receiver.http_endpoint, "--body", "by hand", "--severity", "ERROR", "--json"],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert _json.loads(proc.stdout)["delivery"] in ("queued", "spooled")
-        assert receiver.wait_for(logs=1, timeout=10)
-        [got] = receiver.logs
-        assert got.record.body.string_value == "by hand" and got.record.severity_text == "ERROR"
+    proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "action", "otlp", "--endpoint",
+                           collector.endpoint(protocol), "--protocol", protocol, "--body", "by hand", "--severity",
+                           "ERROR", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _json.loads(proc.stdout)["delivery"] in ("queued", "spooled")
+    # Delivered before the process ended: the collector has it without any waiting.
+    [got] = collector.wait_for(logs=1, timeout=2).logs
+    assert got.record.body.string_value == "by hand" and got.record.severity_text == "ERROR"
+    assert got.record.severity_number == 17 and got.attributes["dyntel.rule"]

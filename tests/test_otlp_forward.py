@@ -1,11 +1,14 @@
-"""Forwarding to a real receiver: Common Schema events written by the OpenTelemetry SDK through dyntel's producer
-(the Rust exporters' layout) and decoded as `dyntel run` decodes them come back as the records they were; other
-events become records whose attributes are their fields; the `forward:` selection."""
+"""Forwarding to the real OpenTelemetry Collector (tests/otelcol.py): Common Schema events written by the
+OpenTelemetry SDK through dyntel's producer (the Rust exporters' layout) and decoded as `dyntel run` decodes them are
+written by the collector as the records they were; other events become records whose attributes are their fields;
+the `forward:` selection. Batching per request and nothing listening use tests/otlp_receiver.py, which counts
+requests (the collector's batch processor merges them)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from opentelemetry.trace import (
     TraceFlags,
     set_span_in_context,
 )
+from otelcol import Collector
 from otlp_receiver import Receiver
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
@@ -50,11 +54,18 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def endpoint(receiver: Receiver, protocol: str) -> str:
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "otelcol").start()
+    yield c
+    c.stop()
+
+
+def endpoint(receiver: Receiver | Collector, protocol: str) -> str:
     return receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
 
 
-def forwarder(receiver: Receiver, protocol: str, yaml_select: str = "") -> Forwarder:
+def forwarder(receiver: Receiver | Collector, protocol: str, yaml_select: str = "") -> Forwarder:
     text = f"forward:\n  endpoint: {endpoint(receiver, protocol)}\n  protocol: {protocol}\n  max_delay: 20ms\n"
     config = parse_forward("config.yaml", text + yaml_select)
     assert config is not None
@@ -88,15 +99,14 @@ def emit_logs(sink: object) -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_common_schema_logs_arrive_as_the_records_they_were(receiver: Receiver, protocol: str) -> None:
+def test_common_schema_logs_arrive_as_the_records_they_were(collector: Collector, protocol: str) -> None:
     events = produced(emit_logs)
     assert [e.name for e in events] == ["Log", "Log"]
-    f = forwarder(receiver, protocol)
+    f = forwarder(collector, protocol)
     assert all(f.offer(e) for e in events)
-    assert receiver.wait_for(logs=2)
+    first, second = collector.wait_for(logs=2).logs
     stats = f.close()
     assert stats.sent == 2 and stats.dropped == 0
-    first, second = receiver.logs
     assert first.resource == {"service.name": "checkout", "service.instance.id": "pod-1"}
     assert first.scope == "myprovider"
     r = first.record
@@ -122,13 +132,13 @@ def emit_span(sink: object) -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_common_schema_spans_arrive_as_spans(receiver: Receiver, protocol: str) -> None:
+def test_common_schema_spans_arrive_as_spans(collector: Collector, protocol: str) -> None:
     [event] = produced(emit_span)
-    f = forwarder(receiver, protocol)
+    f = forwarder(collector, protocol)
     f.offer(event)
-    assert receiver.wait_for(spans=1)
+    out = collector.wait_for(spans=1)
     f.close()
-    [got] = receiver.spans
+    [got] = out.spans
     assert got.resource == {"service.name": "checkout", "service.instance.id": "pod-1"}
     s = got.record
     assert s.name == "GET /cart" and s.kind == Span.SpanKind.SPAN_KIND_CLIENT
@@ -136,7 +146,7 @@ def test_common_schema_spans_arrive_as_spans(receiver: Receiver, protocol: str) 
     assert (s.start_time_unix_nano, s.end_time_unix_nano) == (TIME, TIME + 1_000_000_000)
     assert (s.status.code, s.status.message) == (2, "boom")
     assert got.attributes == {"http.request.method": "GET", "retries": 2}
-    assert receiver.log_count == 0
+    assert got.scope == "myprovider" and out.logs == []
 
 
 def plain_schema() -> Schema:
@@ -160,12 +170,11 @@ def plain_event(provider: str = "MyService", name: str = "RequestDone", level: i
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_other_events_become_records_whose_attributes_are_their_fields(receiver: Receiver, protocol: str) -> None:
-    f = forwarder(receiver, protocol)
+def test_other_events_become_records_whose_attributes_are_their_fields(collector: Collector, protocol: str) -> None:
+    f = forwarder(collector, protocol)
     f.offer(plain_event())
-    assert receiver.wait_for(logs=1)
+    [got] = collector.wait_for(logs=1).logs
     f.close()
-    [got] = receiver.logs
     assert got.resource["service.name"] == "dyntel" and got.scope == "MyService"
     r = got.record
     assert r.event_name == "MyService:RequestDone"
@@ -177,8 +186,8 @@ def test_other_events_become_records_whose_attributes_are_their_fields(receiver:
                               "peer": "127.0.0.1", "process.pid": 10, "thread.id": 11}
 
 
-def test_selection_by_provider_event_and_condition(receiver: Receiver) -> None:
-    f = forwarder(receiver, "http/protobuf", "  select:\n"
+def test_selection_by_provider_event_and_condition(collector: Collector) -> None:
+    f = forwarder(collector, "http/protobuf", "  select:\n"
                                              "    - provider: Whole\n"
                                              "    - {provider: Some, event: Picked}\n"
                                              "    - condition: level <= 1\n"
@@ -194,10 +203,11 @@ def test_selection_by_provider_event_and_condition(receiver: Receiver) -> None:
     ]
     taken = [f.offer(e) for e in offered]
     assert taken == [True, True, False, True, False, True, False]
-    assert receiver.wait_for(logs=4)
+    collector.wait_for(logs=4)
     f.close()
-    assert [r.record.event_name for r in receiver.logs] == ["Whole:Any", "Some:Picked", "Nobody:X",
-                                                            "MyService:RequestDone"]
+    time.sleep(0.2)  # nothing more comes
+    assert [r.record.event_name for r in collector.read().logs] == ["Whole:Any", "Some:Picked", "Nobody:X",
+                                                                    "MyService:RequestDone"]
 
 
 def test_a_batch_holds_at_most_batch_records(receiver: Receiver) -> None:
@@ -281,7 +291,7 @@ def test_the_common_schema_plan_gives_what_to_otel_gives() -> None:
         assert resource == otlp_wire.resource(mapped.resource)
 
 
-def test_a_common_schema_layout_the_plan_does_not_know_goes_through_to_otel(receiver: Receiver) -> None:
+def test_a_common_schema_layout_the_plan_does_not_know_goes_through_to_otel(collector: Collector) -> None:
     # The ETW exporters' nesting: ext_dt {traceId, spanId} inside Part A.
     dt = Schema((FieldInfo("traceId", Encoding.STRING_LENGTH16_CHAR8),
                  FieldInfo("spanId", Encoding.STRING_LENGTH16_CHAR8)))
@@ -295,11 +305,10 @@ def test_a_common_schema_layout_the_plan_does_not_know_goes_through_to_otel(rece
     e = Event("EtwProv", "Log", schema, [0x400, ["2024-01-01T12:34:56.789Z", [f"{TRACE_ID:032x}",
                                                                              f"{SPAN_ID:016x}"]],
                                         ["Log", "etw body", 9]])
-    f = forwarder(receiver, "http/protobuf")
+    f = forwarder(collector, "http/protobuf")
     f.offer(e)
-    assert receiver.wait_for(logs=1)
+    r = collector.wait_for(logs=1).logs[0].record
     f.close()
-    r = receiver.logs[0].record
     assert e.schema.cache["otlp.cs_log"] is None
     assert (r.body.string_value, r.severity_number, r.time_unix_nano) == ("etw body", 9, TIME)
     assert r.trace_id == TRACE_ID.to_bytes(16, "big") and r.span_id == SPAN_ID.to_bytes(8, "big")
@@ -316,30 +325,84 @@ def test_wants_lets_through_the_event_types_the_selection_could_take(receiver: R
     g.close()
 
 
-def test_dyntel_replay_forwards_what_the_config_selects(tmp_path: Path) -> None:
+ALERT_RULE = """\
+version: 1
+rules:
+  - name: sigkill-sent
+    match: {provider: signal, event: signal_generate}
+    condition: fields.sig == 9
+    actions:
+      - otlp: {endpoint: "ENDPOINT", protocol: PROTOCOL, severity: ERROR, body: "SIGKILL to pid {fields.pid}"}
+"""
+
+
+def rfc3339_ns(text: str) -> int:
+    from datetime import datetime
+
+    whole, frac = text.rstrip("Z").split(".")
+    seconds = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+    return seconds * 1_000_000_000 + int(frac.ljust(9, "0"))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_dyntel_replay_forwards_what_the_config_selects(collector: Collector, tmp_path: Path, protocol: str) -> None:
     """The config's forward section through the real CLI: every selected event of the bundled recording arrives at
-    the collector as one log record whose attributes are its fields; rules still fire as before."""
+    the collector as one log record whose attributes are its fields, and the rule's `otlp` alerts as log records
+    naming the rule and the event; the rule pack still fires as before."""
     import subprocess
     import sys
 
     from support import ROOT
 
-    with Receiver() as receiver:
-        config = tmp_path / "dyntel.yaml"
-        config.write_text(f"forward:\n  endpoint: {receiver.http_endpoint}\n  protocol: http/protobuf\n"
-                          "  select:\n    - {provider: signal, event: signal_generate}\n")
-        config.chmod(0o644)
-        proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "replay", "--config", str(config), "--rules",
-                               str(ROOT / "rules"), str(ROOT / "dyntel" / "data" / "demo.perf.data"), "--format",
-                               "json", "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        assert len(proc.stdout.splitlines()) == 3  # the rule pack's three firings, forwarding or not
-        decoded = subprocess.run([sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl",
-                                  str(ROOT / "dyntel" / "data" / "demo.perf.data")], capture_output=True, text=True,
-                                 cwd=ROOT, timeout=120).stdout
-        signals = [json.loads(x) for x in decoded.splitlines() if '"n":"signal:signal_generate"' in x]
-        assert signals and receiver.wait_for(logs=len(signals), timeout=10)
-        assert len(receiver.logs) == len(signals)
-        got = sorted((r.attributes["sig"], r.attributes["pid"]) for r in receiver.logs)
+    config = tmp_path / "dyntel.yaml"
+    config.write_text(f"forward:\n  endpoint: {endpoint(collector, protocol)}\n  protocol: {protocol}\n"
+                      "  select:\n    - {provider: signal, event: signal_generate}\n")
+    config.chmod(0o644)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "alert.yaml").write_text(ALERT_RULE.replace("ENDPOINT", endpoint(collector, protocol))
+                                      .replace("PROTOCOL", protocol))
+    recording = ROOT / "dyntel" / "data" / "demo.perf.data"
+    proc = subprocess.run([sys.executable, "-m", "dyntel.cli", "replay", "--config", str(config), "--rules",
+                           str(ROOT / "rules"), "--rules", str(rules), str(recording), "--format", "json", "-q",
+                           "--artifacts", str(tmp_path / "artifacts")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    firings = [json.loads(line) for line in proc.stdout.splitlines()]
+    alerts_fired = [f for f in firings if f["rule"] == "sigkill-sent"]
+    assert len(firings) - len(alerts_fired) == 3  # the rule pack's three firings, forwarding or not
+    decoded = subprocess.run([sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl", str(recording)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
+    signals = [json.loads(x) for x in decoded.splitlines() if '"n":"signal:signal_generate"' in x]
+    kills = [s for s in signals if s["sig"] == 9]
+    assert signals and kills and len(alerts_fired) == len(kills)
+    # Forwarded and alerted before replay exited: what the collector has now is all it gets.
+    out = collector.wait_for(logs=len(signals) + len(kills), timeout=2)
+    forwarded = [r for r in out.logs if r.scope == "signal"]
+    alerts = [r for r in out.logs if r.scope == "dyntel"]
+    assert len(forwarded) == len(signals) and len(alerts) == len(kills)
+    assert len(out.logs) == len(forwarded) + len(alerts)
+
+    # Each forwarded record, field by field, against the decoder's view of the same event (in recording order).
+    for got, want in zip(forwarded, signals, strict=True):
+        r = got.record
+        assert r.event_name == "signal:signal_generate"
+        assert r.time_unix_nano == rfc3339_ns(want["meta"]["time"]) and r.observed_time_unix_nano > 0
+        fields = {k: v for k, v in want.items() if k not in ("n", "meta")}
         # The JSON writer shows pid_t as hex, as the reference decoder does; the forwarded attribute is the number.
-        assert got == sorted((s["sig"], int(s["pid"], 0)) for s in signals)
+        fields["pid"] = int(fields["pid"], 0)
+        assert got.attributes == {**fields, "process.pid": want["meta"]["pid"], "thread.id": want["meta"]["tid"]}
+        assert got.resource["service.name"] == "dyntel"
+        assert r.trace_id == b"" and r.span_id == b"" and r.body.WhichOneof("value") is None
+
+    # The alerts: one per SIGKILL, naming the rule and the event, in order.
+    for got, want in zip(alerts, kills, strict=True):
+        r = got.record
+        assert r.event_name == "dyntel.alert"
+        assert (r.severity_number, r.severity_text) == (17, "ERROR")
+        assert r.body.string_value == f"SIGKILL to pid {int(want['pid'], 0)}"
+        assert r.time_unix_nano == rfc3339_ns(want["meta"]["time"])
+        a = got.attributes
+        assert (a["dyntel.rule"], a["dyntel.event.provider"], a["dyntel.event.name"]) == (
+            "sigkill-sent", "signal", "signal_generate")
+        assert (a["process.pid"], a["thread.id"]) == (want["meta"]["pid"], want["meta"]["tid"])
