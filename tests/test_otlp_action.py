@@ -287,3 +287,63 @@ def test_dyntel_action_otlp_by_hand_delivers_before_it_exits(collector: Collecto
     [got] = collector.wait_for(logs=1, timeout=2).logs
     assert got.record.body.string_value == "by hand" and got.record.severity_text == "ERROR"
     assert got.record.severity_number == 17 and got.attributes["dyntel.rule"]
+
+
+class _SlowStart:
+    """A TCP relay to the collector that holds each new connection `delay` seconds before relaying anything: a
+    collector on a loaded machine (or under emulation) that is slow to finish the HTTP/2 handshake."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.target_port, self.delay = target_port, delay
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            time.sleep(self.delay)
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: object, b: object) -> None:
+        import socket
+
+        assert isinstance(a, socket.socket) and isinstance(b, socket.socket)
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            b.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_collector_slow_to_finish_the_grpc_handshake_still_gets_the_alert(collector: Collector,
+                                                                              tmp_path: Path) -> None:
+    """gRPC core gives a connection attempt min_reconnect_backoff_ms to complete; at 100 ms (dyntel's setting once)
+    every attempt to a collector 0.5 s slow failed with "timed out before receiving SETTINGS frame"."""
+    relay = _SlowStart(collector.grpc_port, 0.5)
+    try:
+        outcome = fire(context(tmp_path), f"127.0.0.1:{relay.port}", "grpc", timeout="5s")
+        assert outcome.status == OK
+        [got] = collector.wait_for(logs=1, timeout=10).logs
+        assert got.attributes["dyntel.rule"] == "http-5xx"
+        [exporter] = exporter_module._registry.values()
+        assert exporter.stats.failures == 0, exporter.stats.last_error  # delivered at the first try
+    finally:
+        relay.close()

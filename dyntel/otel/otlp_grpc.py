@@ -1,7 +1,8 @@
 """OTLP/gRPC: LogsService/Export and TraceService/Export through opentelemetry-proto's generated stubs.
 
 The channel is told to reconnect quickly (100 ms, at most 2 s between tries) instead of gRPC's default of up to two
-minutes, so that a collector that comes back is used within the sender's own retry backoff. Status codes retriable
+minutes (each connection attempt keeps gRPC's default 20 s to complete its handshake), so that a collector that
+comes back is used within the sender's own retry backoff. Status codes retriable
 per the OTLP specification: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, OUT_OF_RANGE, UNAVAILABLE,
 DATA_LOSS; anything else refuses the data.
 """
@@ -21,7 +22,12 @@ from dyntel.otel.otlp_transport import LOGS, METRICS, ExportError, ExportResult
 _RETRIABLE = frozenset({grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE,
                         grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
-_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+# gRPC core also takes min_reconnect_backoff_ms as the least time a connection attempt may take (its handshake up to
+# the server's HTTP/2 SETTINGS frame): at 100 ms, a collector on a loaded machine or under emulation that answers in
+# 150 ms was never reached ("connection attempt timed out before receiving SETTINGS frame", seen with the real
+# collector in the test VM). It stays at gRPC's default of 20 s; a refused connection still fails at once, and the
+# export's own deadline still bounds each call.
+_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 20_000),
             ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.max_send_message_length", 64 << 20)]
 
 
