@@ -5,8 +5,9 @@ exporter; versions pinned in tests/peers/otelcol/builder-config.yaml). `Collecto
 ports, its file exporter writing OTLP JSON, waits until it is ready, stops it, and reads back what it wrote as
 opentelemetry-proto messages, so that a test compares what dyntel sent with what a collector a team runs took in.
 
-In the VM (tests/vm) the guest cannot build; scripts/vm/run-tests.py builds the collector on the host and passes the
-binary's path in DYNTEL_OTELCOL. Under CI or in the VM a collector that cannot be had fails the test, never skips.
+In the VM (tests/vm) the guest cannot build; scripts/vm/run-tests.py builds the collector on the host and passes its
+directory in DYNTEL_PEERS (`otelcol=DIR`), as it does the Rust peers. Under CI or in the VM a collector that
+cannot be had fails the test, never skips.
 """
 
 from __future__ import annotations
@@ -42,17 +43,19 @@ def _unavailable(message: str) -> None:
 
 
 def otelcol_binary() -> Path:
-    """The collector binary: $DYNTEL_OTELCOL, else built (once per run) by scripts/peers/build-otelcol.sh."""
+    """The collector binary: from $DYNTEL_PEERS in the VM, else built (once per run) by
+    scripts/peers/build-otelcol.sh."""
     if _binary:
         return _binary[0]
-    given = os.environ.get("DYNTEL_OTELCOL")
-    if given:
-        path = Path(given)
+    if os.environ.get("DYNTEL_PEERS") is not None:
+        # Inside the VM (scripts/vm/run-tests.py): the host built the peers and named their directories.
+        given = dict(item.split("=", 1) for item in os.environ["DYNTEL_PEERS"].split(";") if "=" in item)
+        if "otelcol" not in given:
+            pytest.fail("the collector was not built on the host: run scripts/peers/build-otelcol.sh there (the "
+                        "runner's log says why it could not)")
+        path = Path(given["otelcol"]) / BINARY
         if not os.access(path, os.X_OK):
-            _unavailable(f"DYNTEL_OTELCOL={given} is not an executable")
-    elif os.environ.get("DYNTEL_IN_VM") == "1":
-        pytest.fail("DYNTEL_OTELCOL is not set in the VM: scripts/vm/run-tests.py builds the collector on the host "
-                    "and passes its path (see its log for why it could not)")
+            pytest.fail(f"{path} (from DYNTEL_PEERS) is not an executable")
     else:
         done = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=3600, check=False)
         if done.returncode != 0:

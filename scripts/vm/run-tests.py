@@ -134,6 +134,17 @@ def peer_dirs(repo: Path, build: bool) -> str:
                 break
         else:
             log(f"peer {name} is not built (scripts/peers/build-rust.sh {name}): tests using it will fail")
+    # The OpenTelemetry Collector (tests/otelcol.py), built by its own script from tests/peers/otelcol.
+    if (repo / "tests" / "peers" / "otelcol" / "builder-config.yaml").is_file():
+        script = repo / "scripts" / "peers" / "build-otelcol.sh"
+        for cached in ((True, False) if build else (True,)):
+            done = subprocess.run([str(script), *(["--cached"] if cached else [])], capture_output=True, text=True,
+                                  check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                found.append(f"otelcol={done.stdout.strip().splitlines()[-1]}")
+                break
+        else:
+            log("the collector is not built (scripts/peers/build-otelcol.sh): tests using it will fail")
     return ";".join(found)
 
 
