@@ -26,6 +26,7 @@ from typing import overload
 
 from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
+from dyntel.decoders.eventheader_native import native_payload
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
@@ -66,8 +67,9 @@ class TypeCache:
     """Compiled event types by (metadata bytes, big-endian). Bounded: past `max_types` it starts
     over, so a stream of ever-changing metadata (a fuzzer, a hostile writer) costs compile time but not memory."""
 
-    def __init__(self, max_types: int = 4096) -> None:
+    def __init__(self, max_types: int = 4096, native: bool = True) -> None:
         self.max_types = max_types
+        self.native = native  # decode payloads with dyntel._eventheader where it is built
         self.compiles = 0
         self._types: dict[tuple[bytes, bool], EventType] = {}
 
@@ -91,7 +93,11 @@ class TypeCache:
         parsed = parse_metadata(meta, big_endian)
         compiled = compile_payload(parsed.fields, big_endian, parsed.error)
         schema = build_schema(parsed.fields)
-        return EventType(parsed.event_name, schema, compiled.decode, compiled, None)
+        decode = compiled.decode
+        if self.native:
+            # The same values from C (eventheader_native); events it finds wrong go to `decode`, which raises.
+            decode = native_payload(meta, big_endian, decode) or decode
+        return EventType(parsed.event_name, schema, decode, compiled, None)
 
 
 def _no_payload(buf: bytes, pos: int, end: int) -> list[object]:
