@@ -997,7 +997,10 @@ int eh_check(EhCache *c, const EhPlan *plan, const uint8_t *raw, uint32_t raw_si
     }
     if (!meta) return -1;
     EhType *t;
-    if (cache_get(c, meta, meta_len, big, &t) < 0) return -1;
+    if (cache_get(c, meta, meta_len, big, &t) < 0) {
+        PyErr_Clear(); /* the Python decoder, which the caller falls back to, meets the same problem and reports it */
+        return -1;
+    }
     if (!t) return -1;
     ev->type = t;
     ev->payload = (uint32_t)(plan->offset + pos);

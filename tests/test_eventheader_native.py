@@ -15,13 +15,13 @@ import struct
 from typing import Any
 
 import pytest
+from test_eventheader import CASES, STRUCT_CASES, event_bytes
 
 from dyntel.decoders.eventheader import EventHeaderDecoder, TypeCache
 from dyntel.decoders.eventheader_native import program
 from dyntel.decoders.value_format import float32_text, float64_text
 from dyntel.errors import DecodeError
 from dyntel.event_json import values_writer
-from test_eventheader import CASES, STRUCT_CASES, event_bytes
 
 _eventheader = pytest.importorskip("dyntel._eventheader", reason="the native extension is not built")
 

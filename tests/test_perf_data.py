@@ -747,8 +747,11 @@ def test_fast_path_declines_what_it_does_not_cover(case: str, tmp_path: Path) ->
     assert _fast_output(path, tmp_path) is None
 
 
-def test_fast_path_declines_the_corpus_for_its_eventheader_events(tmp_path: Path) -> None:
-    assert _fast_output(corpus_file("linuxtracepoints/perf.data"), tmp_path) is None
+def test_fast_path_writes_the_corpus_eventheader_events_too(tmp_path: Path) -> None:
+    # EventHeader samples are written by dyntel/_eventheader.c (tests/test_decode_native.py compares it fully).
+    path = corpus_file("linuxtracepoints/perf.data")
+    fast = _fast_output(path, tmp_path)
+    assert fast is not None and fast == _python_output(path)
 
 
 @pytest.mark.kernel

@@ -26,13 +26,13 @@ from typing import overload
 
 from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
-from dyntel.decoders.eventheader_native import native_payload
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
+from dyntel.decoders.eventheader_native import native_payload
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
 from dyntel.sources import Want
 
-__all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache"]
+__all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache", "set_native"]
 
 HEADER_SIZE = 8
 FLAG_POINTER64 = 0x01
@@ -105,6 +105,14 @@ def _no_payload(buf: bytes, pos: int, end: int) -> list[object]:
 
 
 SHARED_TYPES = TypeCache()
+
+
+def set_native(on: bool) -> None:
+    """Whether decoders made from now on with the shared cache decode payloads natively (the default where the
+    extension is built); `--no-native` turns it off, to compare with or to rule out the C code."""
+    global SHARED_TYPES
+    if SHARED_TYPES.native != on:
+        SHARED_TYPES = TypeCache(native=on)
 
 
 class EventHeaderDecoder:
