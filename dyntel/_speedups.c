@@ -155,6 +155,9 @@ static void put_hex_bytes(Out *o, const uint8_t *p, uint32_t n) {
     o->buf[o->len++] = '"';
 }
 
+/* JSON's two-character escapes of control characters (0 where there is none and \u00XX is written). */
+static const char SHORT_ESCAPE[0x20] = {['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r'};
+
 /* Bytes are Latin-1 code points, as the reference reads tracefs char arrays. */
 static void put_latin1_string(Out *o, const uint8_t *p, uint32_t n) {
     uint32_t len = 0;
@@ -169,6 +172,13 @@ static void put_latin1_string(Out *o, const uint8_t *p, uint32_t n) {
             o->buf[o->len++] = '\\';
             o->buf[o->len++] = (char)c;
         } else if (c < 0x20) {
+            /* The short escapes first, as perf-decode and the Python path (json's encoder) write them. */
+            char e = SHORT_ESCAPE[c];
+            if (e) {
+                o->buf[o->len++] = '\\';
+                o->buf[o->len++] = e;
+                continue;
+            }
             put(o, "\\u00", 4);
             o->buf[o->len++] = HEXL[c >> 4];
             o->buf[o->len++] = HEXL[c & 15];
@@ -333,7 +343,9 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
         memcpy(&size, buf + pos + 6, 2);
         type = (uint16_t)type32;
         if (size < 8 || size > end - pos || type32 > 0xFFFF) return -1;
-        if (type == REC_FINISHED_ROUND) {
+        if (type == REC_COMPRESSED || type == REC_COMPRESSED2) {
+            return -1; /* zstd records are expanded by the Python side (perf_zstd); never skipped here */
+        } else if (type == REC_FINISHED_ROUND) {
             if (round_ends) round_ends[r] = n;
             r++;
         } else if (type == REC_SAMPLE) {
