@@ -118,18 +118,17 @@ def case_events() -> list[tuple[int, bytes]]:
     return out
 
 
-def decode_both(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, tags: bool = False,
+def decode_both(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, tags: bool = True,
                 **options: Any) -> tuple[bytes, bytes, list[str]]:
     """(native output, Python output, problems) of `dyntel decode` on `path`; the Python side with the Python
     EventHeader decoder too."""
-    if tags:
-        real = perf_data.PerfDataSource.__init__
+    real = perf_data.PerfDataSource.__init__
 
-        def init(self: perf_data.PerfDataSource, *a: Any, **k: Any) -> None:
-            real(self, *a, **k)
-            self.field_tags = True
+    def init(self: perf_data.PerfDataSource, *a: Any, **k: Any) -> None:
+        real(self, *a, **k)
+        self.field_tags = tags
 
-        monkeypatch.setattr(perf_data.PerfDataSource, "__init__", init)
+    monkeypatch.setattr(perf_data.PerfDataSource, "__init__", init)
     outs = []
     errs = []
     for native in (True, False):
@@ -144,7 +143,7 @@ def decode_both(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, 
     return outs[0], outs[1], errs[0].splitlines()
 
 
-def native_written(path: Path, tags: bool = False) -> int | None:
+def native_written(path: Path, tags: bool = True) -> int | None:
     with path.open("rb") as f, open("/dev/null", "wb") as sink:
         src = perf_data.open_source(str(path), f)
         src.field_tags = tags
