@@ -1170,16 +1170,203 @@ static PyTypeObject PayloadType = {
     .tp_new = payload_new2,
 };
 
+/* ---- TypeIndex: the header, the extension blocks and the type lookup of one event, for the Python decoder ---- */
+
+typedef struct {
+    uint64_t hash;
+    char *meta; /* NULL: empty slot */
+    size_t len;
+    int big;
+    PyObject *type;
+} IndexSlot;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *compile; /* compile(meta: bytes, big_endian: bool) -> the event type (TypeCache.get) */
+    IndexSlot *slots;
+    size_t cap, used, max_types;
+} TypeIndex;
+
+static void index_clear_slots(TypeIndex *self) {
+    for (size_t i = 0; i < self->cap; i++) {
+        if (self->slots[i].meta) {
+            PyMem_Free(self->slots[i].meta);
+            Py_CLEAR(self->slots[i].type);
+            self->slots[i].meta = NULL;
+        }
+    }
+    self->used = 0;
+}
+
+static void index_dealloc(TypeIndex *self) {
+    if (self->slots) {
+        index_clear_slots(self);
+        PyMem_Free(self->slots);
+    }
+    Py_XDECREF(self->compile);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int index_init(TypeIndex *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"compile", "max_types", NULL};
+    PyObject *compile;
+    Py_ssize_t max_types = 4096;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n", kwlist, &compile, &max_types)) return -1;
+    if (max_types < 1) max_types = 1;
+    Py_INCREF(compile);
+    Py_XSETREF(self->compile, compile);
+    if (self->slots) {
+        index_clear_slots(self);
+        PyMem_Free(self->slots);
+    }
+    self->max_types = (size_t)max_types;
+    self->cap = 64;
+    while (self->cap < self->max_types * 2 + 2 && self->cap < ((size_t)1 << 20)) self->cap *= 2;
+    if (self->cap < self->max_types * 2 + 2) self->max_types = self->cap / 2 - 1;
+    self->slots = PyMem_Calloc(self->cap, sizeof(IndexSlot));
+    if (!self->slots) { PyErr_NoMemory(); return -1; }
+    self->used = 0;
+    return 0;
+}
+
+/* The event type of this metadata (a new reference), compiled on a miss; NULL with an exception. */
+static PyObject *index_get(TypeIndex *self, const uint8_t *meta, size_t len, int big) {
+    uint64_t h = hash_bytes(meta, len, big);
+    size_t mask = self->cap - 1, i = (size_t)h & mask;
+    while (self->slots[i].meta) {
+        IndexSlot *s = &self->slots[i];
+        if (s->hash == h && s->len == len && s->big == big && !memcmp(s->meta, meta, len)) return Py_NewRef(s->type);
+        i = (i + 1) & mask;
+    }
+    PyObject *type = PyObject_CallFunction(self->compile, "y#O", (const char *)meta, (Py_ssize_t)len,
+                                           big ? Py_True : Py_False);
+    if (!type) return NULL;
+    if (self->used >= self->max_types) { /* bounded as TypeCache is: start over */
+        index_clear_slots(self);
+        i = (size_t)h & mask;
+    }
+    char *copy = PyMem_Malloc(len + 1);
+    if (!copy) { Py_DECREF(type); return PyErr_NoMemory(); }
+    memcpy(copy, meta, len);
+    self->slots[i] = (IndexSlot){h, copy, len, big, Py_NewRef(type)};
+    self->used++;
+    return type;
+}
+
+/* parse(data, offset, end, level) -> (type, version, id, tag, opcode, activity, related, payload_pos), or None
+ * when the bytes are not an EventHeader event of that level (the Python decoder then says why). */
+static PyObject *index_parse(TypeIndex *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse(data, offset, end, level)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    long level = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = Py_None;
+    const uint8_t *data = (const uint8_t *)view.buf + offset;
+    if (stop > view.len) stop = view.len;
+    size_t end = offset >= 0 && stop >= offset ? (size_t)(stop - offset) : 0;
+    if (offset < 0 || stop < offset || end < 8 || end > 0x7FFFFFFF) goto done;
+    uint8_t flags = data[0];
+    if (flags & ~(FLAG_POINTER64 | FLAG_LITTLE_ENDIAN | FLAG_EXTENSION)) goto done;
+    int big = !(flags & FLAG_LITTLE_ENDIAN);
+    if (data[7] != level) goto done;
+    size_t pos = 8, meta_len = 0;
+    const uint8_t *meta = NULL, *activity = NULL;
+    size_t activity_len = 0;
+    if (flags & FLAG_EXTENSION) {
+        unsigned kind = 0x8000;
+        while (kind & 0x8000) {
+            if (end - pos < 4) goto done;
+            size_t size = (size_t)rd(data + pos, 2, big);
+            kind = (unsigned)rd(data + pos + 2, 2, big);
+            pos += 4;
+            if (end - pos < size) goto done;
+            unsigned k = kind & 0x7FFF;
+            if (k == 1) {
+                if (meta) goto done;
+                meta = data + pos;
+                meta_len = size;
+            } else if (k == 2) {
+                if (activity || (size != 16 && size != 32)) goto done;
+                activity = data + pos;
+                activity_len = size;
+            } else if (k == 0) {
+                goto done;
+            }
+            pos += size;
+        }
+    }
+    if (!meta) goto done;
+    PyObject *type = index_get(self, meta, meta_len, big);
+    if (!type) { result = NULL; goto done; }
+    PyObject *act = activity ? PyBytes_FromStringAndSize((const char *)activity, 16) : Py_NewRef(Py_None);
+    PyObject *rel = activity_len == 32 ? PyBytes_FromStringAndSize((const char *)activity + 16, 16)
+                                       : Py_NewRef(Py_None);
+    if (!act || !rel) {
+        Py_DECREF(type);
+        Py_XDECREF(act);
+        Py_XDECREF(rel);
+        result = NULL;
+        goto done;
+    }
+    result = Py_BuildValue("(NiiiiNNn)", type, data[1], (int)rd(data + 2, 2, big), (int)rd(data + 4, 2, big),
+                           data[6], act, rel, (Py_ssize_t)(offset + (Py_ssize_t)pos));
+    PyBuffer_Release(&view);
+    return result;
+done:
+    PyBuffer_Release(&view);
+    return result == Py_None ? Py_NewRef(Py_None) : result;
+}
+
+static PyObject *index_clear(TypeIndex *self, PyObject *unused) {
+    (void)unused;
+    index_clear_slots(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t index_len(TypeIndex *self) { return (Py_ssize_t)self->used; }
+
+static PyMethodDef index_methods[] = {
+    {"parse", (PyCFunction)(void (*)(void))index_parse, METH_FASTCALL,
+     "parse(data, offset, end, level): (type, version, id, tag, opcode, activity, related, payload_pos) of the "
+     "EventHeader event at data[offset:end], or None when it is not one of that level."},
+    {"clear", (PyCFunction)index_clear, METH_NOARGS, "Forget every type."},
+    {NULL, NULL, 0, NULL}};
+
+static PySequenceMethods index_as_sequence = {.sq_length = (lenfunc)index_len};
+
+static PyTypeObject TypeIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "dyntel._eventheader.TypeIndex",
+    .tp_basicsize = sizeof(TypeIndex),
+    .tp_dealloc = (destructor)index_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "TypeIndex(compile, max_types=4096): EventHeader headers read in C, event types by metadata bytes.",
+    .tp_methods = index_methods,
+    .tp_as_sequence = &index_as_sequence,
+    .tp_init = (initproc)index_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "dyntel._eventheader",
                                     "Native EventHeader payload decoding (values and JSON).", -1, NULL};
 
 PyMODINIT_FUNC PyInit__eventheader(void) {
-    if (PyType_Ready(&PayloadType) < 0) return NULL;
+    if (PyType_Ready(&PayloadType) < 0 || PyType_Ready(&TypeIndexType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&PayloadType);
     if (PyModule_AddObject(m, "Payload", (PyObject *)&PayloadType) < 0) {
         Py_DECREF(&PayloadType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TypeIndexType);
+    if (PyModule_AddObject(m, "TypeIndex", (PyObject *)&TypeIndexType) < 0) {
+        Py_DECREF(&TypeIndexType);
         Py_DECREF(m);
         return NULL;
     }

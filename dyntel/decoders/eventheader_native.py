@@ -19,6 +19,7 @@ JSON writer calls `program` through its own cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dyntel.decoders.eventheader_compile import (
@@ -124,3 +125,12 @@ def native_payload(meta: bytes, big_endian: bool, fallback: PayloadDecoder) -> P
         return None
     payload: PayloadDecoder = _eventheader.Payload(prog, big_endian, fallback)
     return payload
+
+
+def native_index(get: Callable[[bytes, bool], Any], max_types: int) -> Any:
+    """A dyntel._eventheader.TypeIndex over `get` (TypeCache.get), or None without the extension."""
+    try:
+        from dyntel import _eventheader
+    except ImportError:
+        return None
+    return _eventheader.TypeIndex(get, max_types)
