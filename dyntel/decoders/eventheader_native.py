@@ -130,7 +130,7 @@ def native_payload(meta: bytes, big_endian: bool, fallback: PayloadDecoder) -> P
 def native_index(get: Callable[[bytes, bool], Any], max_types: int) -> Any:
     """A dyntel._eventheader.TypeIndex over `get` (TypeCache.get), or None without the extension."""
     try:
-        from dyntel import _eventheader
+        from dyntel import _eventheader  # type: ignore[attr-defined]
     except ImportError:
         return None
     return _eventheader.TypeIndex(get, max_types)
