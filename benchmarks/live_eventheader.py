@@ -1,10 +1,11 @@
 """Live EventHeader events: the highest rate dyntel's live source takes with 0 lost, beside `perf record` on the
 same tracepoint in the same machine. Needs a kernel with user_events (the VM of docs/vm.md) and root.
 
-A producer process registers an EventHeader user_events tracepoint (dyntel.sources.user_events) and writes, at a
-paced rate in 1 ms slices, a log-like event (name, a sequence number, a severity, a message string, two attribute
-strings) with one writev each. Then, for each rate of --steps in turn, until one loses events or the producer cannot
-make its rate:
+A producer process registers an EventHeader user_events tracepoint and writes, at a paced rate in 1 ms slices, a
+log-like event (name, a sequence number, a severity, a message string, two attribute strings) with one writev each:
+benchmarks/live_eventheader_producer.c, compiled with gcc when the benchmark starts (a Python producer,
+--python-producer, makes only about 2k events/s in the emulated VM and would be what limits the rate).
+Then, for each rate of --steps in turn, until one loses events or the producer cannot make its rate:
 
   dyntel   PerfLiveSource on user_events:NAME, every event decoded (EventHeader header, metadata, payload: the
            native path where it is built) and consumed on the main thread as an engine would
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,9 +97,24 @@ class Step:
                 f"{self.written}, seen {self.seen}, lost {self.lost}")
 
 
+PRODUCER_C = Path(__file__).resolve().parent / "live_eventheader_producer.c"
+_producer_binary: list[str] = []
+
+
+def build_producer(tmp: Path) -> str:
+    binary = tmp / "live_eventheader_producer"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(PRODUCER_C)], check=True)
+    return str(binary)
+
+
 def _producer(rate: float, duration: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", PRODUCER, NAME, str(rate), str(duration)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if _producer_binary:
+        from dyntel.sources.user_events import eventheader_command
+
+        argv = [_producer_binary[0], NAME, eventheader_command(NAME), str(rate), str(duration)]
+    else:
+        argv = [sys.executable, "-c", PRODUCER, NAME, str(rate), str(duration)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError("the producer did not register its tracepoint")
@@ -149,7 +166,9 @@ def perf_step(rate: float, duration: float, tmp: Path) -> Step:
     rec = subprocess.Popen(["perf", "record", "-q", "-e", f"user_events:{NAME}", "-o", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # perf opens the event before the producer starts
+        # perf enables its events only after opening them and listing every task (seconds in the emulated VM), and
+        # the enable bit is set at the opening: without this wait the first events would go to no one.
+        time.sleep(10.0)
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -164,6 +183,9 @@ def perf_step(rate: float, duration: float, tmp: Path) -> Step:
         lost_chunks = re.search(r"lost (\d+) chunks", err)
         if lost_chunks:
             step.lost += int(lost_chunks.group(1))
+        if step.seen != step.written:
+            print(f"  perf record said: {err.strip()[-500:]!r}\n  perf report --stats said: {stats.strip()[-800:]!r}",
+                  flush=True)
     finally:
         if rec.poll() is None:
             rec.kill()
@@ -209,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="500,1000,2000,5000,10000,20000,50000,100000,200000")
     ap.add_argument("--step-duration", type=float, default=5.0)
     ap.add_argument("--only", choices=("dyntel", "perf"), action="append")
+    ap.add_argument("--python-producer", action="store_true", help="the Python producer instead of the C one")
     args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="dyntel-live-eh-")
+    if not args.python_producer:
+        _producer_binary[:] = [build_producer(Path(tmp))]
     steps = [float(r) for r in args.steps.split(",")]
     sides = args.only or ["dyntel", "perf"]
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
@@ -219,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         print("dyntel's native EventHeader decoder: built", flush=True)
     except ImportError:
         print("dyntel's native EventHeader decoder: NOT built (pure Python)", flush=True)
-    held = {side: highest(side, steps, args.step_duration) for side in sides}
+    try:
+        held = {side: highest(side, steps, args.step_duration) for side in sides}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"producer: {'Python' if args.python_producer else 'C'}", flush=True)
     if len(held) == 2 and held["perf"]:
         print(f"ratio (dyntel's highest clean rate / perf record's): {held['dyntel'] / held['perf']:.2f}", flush=True)
     return 0

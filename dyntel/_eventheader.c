@@ -1198,7 +1198,21 @@ static void index_clear_slots(TypeIndex *self) {
     self->used = 0;
 }
 
+/* An index refers to its cache's `get`, whose cache holds the index: a cycle the garbage collector must see. */
+static int index_traverse(TypeIndex *self, visitproc visit, void *arg) {
+    Py_VISIT(self->compile);
+    for (size_t i = 0; self->slots && i < self->cap; i++) Py_VISIT(self->slots[i].type);
+    return 0;
+}
+
+static int index_gc_clear(TypeIndex *self) {
+    if (self->slots) index_clear_slots(self);
+    Py_CLEAR(self->compile);
+    return 0;
+}
+
 static void index_dealloc(TypeIndex *self) {
+    PyObject_GC_UnTrack(self);
     if (self->slots) {
         index_clear_slots(self);
         PyMem_Free(self->slots);
@@ -1237,6 +1251,10 @@ static PyObject *index_get(TypeIndex *self, const uint8_t *meta, size_t len, int
         IndexSlot *s = &self->slots[i];
         if (s->hash == h && s->len == len && s->big == big && !memcmp(s->meta, meta, len)) return Py_NewRef(s->type);
         i = (i + 1) & mask;
+    }
+    if (!self->compile) {
+        PyErr_SetString(PyExc_RuntimeError, "TypeIndex was cleared");
+        return NULL;
     }
     PyObject *type = PyObject_CallFunction(self->compile, "y#O", (const char *)meta, (Py_ssize_t)len,
                                            big ? Py_True : Py_False);
@@ -1343,7 +1361,9 @@ static PyTypeObject TypeIndexType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "dyntel._eventheader.TypeIndex",
     .tp_basicsize = sizeof(TypeIndex),
     .tp_dealloc = (destructor)index_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)index_traverse,
+    .tp_clear = (inquiry)index_gc_clear,
     .tp_doc = "TypeIndex(compile, max_types=4096): EventHeader headers read in C, event types by metadata bytes.",
     .tp_methods = index_methods,
     .tp_as_sequence = &index_as_sequence,
