@@ -151,6 +151,9 @@ static void put_hex_bytes(Out *o, const uint8_t *p, uint32_t n) {
     o->buf[o->len++] = '"';
 }
 
+/* JSON's two-character escapes of control characters (0 where there is none and \u00XX is written). */
+static const char SHORT_ESCAPE[0x20] = {['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r'};
+
 /* Bytes are Latin-1 code points, as the reference reads tracefs char arrays. */
 static void put_latin1_string(Out *o, const uint8_t *p, uint32_t n) {
     uint32_t len = 0;
@@ -165,6 +168,13 @@ static void put_latin1_string(Out *o, const uint8_t *p, uint32_t n) {
             o->buf[o->len++] = '\\';
             o->buf[o->len++] = (char)c;
         } else if (c < 0x20) {
+            /* The short escapes first, as perf-decode and the Python path (json's encoder) write them. */
+            char e = SHORT_ESCAPE[c];
+            if (e) {
+                o->buf[o->len++] = '\\';
+                o->buf[o->len++] = e;
+                continue;
+            }
             put(o, "\\u00", 4);
             o->buf[o->len++] = HEXL[c >> 4];
             o->buf[o->len++] = HEXL[c & 15];

@@ -135,3 +135,31 @@ def native_module(name: str) -> ModuleType:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message, allow_module_level=True)
+
+
+def untagged(value: object) -> object:
+    """A decoded event (parsed with object_pairs_hook=list) with the EventHeader field tags taken out of its keys:
+    "Struct20;tag=0xBEEF" -> "Struct20". The corpus's perf.data.linux.json was printed by a perf-decode that did
+    not show tags (its .dat output and perf-decode 1.4 do); dyntel shows them, so that file is compared untagged
+    and the tags themselves are checked against the .dat output and the Rust oracle (tests/test_oracle_rust.py)."""
+    if isinstance(value, list):
+        if value and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value):
+            return [(k.split(";tag=0x", 1)[0], untagged(v)) for k, v in value]
+        return [untagged(v) for v in value]
+    return value
+
+
+def tagged_keys(value: object, prefix: str = "") -> list[str]:
+    """Every key path with a ";tag=0x" in it, in order: ["Struct20;tag=0xBEEF", "Struct20;tag=0xBEEF/hi;tag=0x12"]."""
+    out: list[str] = []
+    if isinstance(value, list):
+        pairs = value and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)
+        for item in value:
+            if pairs:
+                k, v = item
+                if ";tag=0x" in k:
+                    out.append(prefix + k)
+                out.extend(tagged_keys(v, prefix + k + "/"))
+            else:
+                out.extend(tagged_keys(item, prefix))
+    return out

@@ -110,9 +110,10 @@ class PerfDataSource:
         self.name = name
         self.order = order or DEFAULT_ORDER  # "round": time order within each round, as perf-decode; "file"
         self.stats = SourceStats()
-        # EventHeader field tags stay out of the JSON keys, as in the corpus output. (perf-decode itself, run on the
-        # corpus recording, does show them: "Struct20;tag=0xBEEF".)
-        self.field_tags = False
+        # EventHeader field tags show in the JSON keys ("Struct20;tag=0xBEEF"), as perf-decode 1.4 and the format
+        # authors' Rust decoder (tracepoint_decode) print them. The corpus's perf.data.linux.json, made by an older
+        # perf-decode, has none; its .dat output has them.
+        self.field_tags = True
         self._stream = stream
         self.header: FileHeader | None = None
         # The whole recording (mapped file or bytes) and its data section's bounds, once `events()` has read the

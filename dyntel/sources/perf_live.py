@@ -201,7 +201,7 @@ class PerfLiveSource:
         self._initial = [_Selection(parse_pattern(t), None, callchain) for t in texts]
         self.name = name or "live:" + ",".join(texts)
         self.stats = LiveStats()
-        self.field_tags = False
+        self.field_tags = True  # as a perf.data recording of the same events prints them (see perf_data.py)
         self.tracefs = tracefs
         self.ring_pages = ring_pages or 0  # chosen at open by default_ring_pages unless given
         self._ring_fixed = ring_pages is not None
