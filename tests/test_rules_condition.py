@@ -297,7 +297,7 @@ def test_generated_code_has_no_builtins_and_is_a_plain_function() -> None:
     ("lower(startswith(fields.x, 'a')) == 'a'", "1:7: expected a value, got startswith(...), which is true or "
                                                 "false"),
     ("startwith(fields.x, 'a')", "1:1: unknown function 'startwith'; expected one of startswith, endswith, "
-                                 "contains, icontains, glob, matches, exists, lower, upper, len (did you mean "
+                                 "contains, icontains, glob, matches, exists, lower, upper, len, tag (did you mean "
                                  "'startswith'?)"),
     ("process.nme == 'x'", "1:1: process has process.name, process.exe, process.cmdline, process.container; not "
                            "process.nme (did you mean 'name'?)"),
@@ -307,7 +307,7 @@ def test_generated_code_has_no_builtins_and_is_a_plain_function() -> None:
     ("fields[0] == 1", "1:1: fields[...] takes a field name in quotes, like fields[\"http.status\"]"),
     ("fields.x + 1 > 2", "1:1: arithmetic is not part of the condition language; expected comparisons (== != < <= "
                          "> >= in, not in) joined by and, or, not, and the functions startswith, endswith, contains, "
-                         "icontains, glob, matches, exists, lower, upper, len"),
+                         "icontains, glob, matches, exists, lower, upper, len, tag"),
     ("fields.x == 'é' and é > 1", "1:21: unknown name 'é'; expected an event property (provider, event, level, "
                                   "keyword, opcode, id, version, tag, activity, related_activity, pid, tid, cpu, "
                                   "time, source), fields.NAME, process.NAME, a list or a macro"),
@@ -407,3 +407,42 @@ def test_a_typical_condition_is_fast() -> None:
     best = min(timeit.repeat("p(e)", globals={"p": p, "e": e}, number=n, repeat=5)) / n * 1e9
     print(f"\n{best:.0f} ns per evaluation")
     assert best < 2_000  # about 100 ns on a 2020s server core; the bound only catches a pathological regression
+
+
+# --- tag(fields.x): a field's EventHeader tag ----------------------------------------------------------------------
+
+def _corpus_event(name: str) -> Event:
+    from support import corpus_file
+
+    from dyntel.sources import perf_data
+
+    path = corpus_file("linuxtracepoints/perf.data")
+    with path.open("rb") as f:
+        src = perf_data.open_source(str(path), f, "file")
+        return next(e for e in src.events() if f"{e.provider}:{e.name}" == name)
+
+
+def test_tag_reads_a_fields_eventheader_tag_from_a_real_event() -> None:
+    # perf-decode prints this event as {"Struct20;tag=0xBEEF":{"hi;tag=0x12":"hi","ch10;tag=0x10":["H","o","w"]}}
+    event = _corpus_event("TestProviderC:CScalars3")
+    assert compile_condition("tag(fields.Struct20) == 0xBEEF")(event)
+    assert compile_condition("tag(fields.Struct20.hi) == 0x12")(event)
+    assert compile_condition('tag(fields["Struct20"]["ch10"]) == 16')(event)
+    assert compile_condition("tag(fields.Struct20.ch10[1]) == 0x10")(event)  # an element has its array's tag
+    assert compile_condition("tag == 0x1234 and tag(fields.Struct20) != tag")(event)  # the event's own tag
+    assert not compile_condition("exists(tag(fields.nothing))")(event)
+    assert not compile_condition("tag(fields.Struct20.nothing) == 0")(event)
+    assert not compile_condition("tag(fields.Struct20.hi[0]) == 0x12")(event)  # hi is not an array
+
+
+def test_tag_of_an_untagged_field_is_zero() -> None:
+    event = _corpus_event("TestProviderC:EventCG")
+    first = event.schema.fields[0].name
+    assert event.schema.fields[0].tag == 0
+    assert compile_condition(f"tag(fields.{first}) == 0")(event)
+
+
+@pytest.mark.parametrize("text", ["tag(pid) == 1", "tag(fields) == 1", "tag(1) == 1", "tag(process.name) == 1"])
+def test_tag_takes_a_payload_field(text: str) -> None:
+    with pytest.raises(RuleErrors, match=r"tag\(\) takes a payload field"):
+        compile_condition(text)

@@ -378,15 +378,15 @@ def test_condition_errors_point_into_the_condition(tmp_path: Path) -> None:
               and [x for x in y]
     """) == [
         "r.yaml:3:34: unknown function '__import__'; expected one of startswith, endswith, contains, icontains, "
-        "glob, matches, exists, lower, upper, len",
+        "glob, matches, exists, lower, upper, len, tag",
         "r.yaml:5:40: a lambda is not part of the condition language; expected comparisons (== != < <= > >= in, "
         "not in) joined by and, or, not, and the functions startswith, endswith, contains, icontains, glob, "
-        "matches, exists, lower, upper, len",
+        "matches, exists, lower, upper, len, tag",
         "r.yaml:9:13: method calls are not part of the condition language; write startswith(fields.b, ...); the "
-        "functions are startswith, endswith, contains, icontains, glob, matches, exists, lower, upper, len",
+        "functions are startswith, endswith, contains, icontains, glob, matches, exists, lower, upper, len, tag",
         "r.yaml:13:11: a comprehension is not part of the condition language; expected comparisons (== != < <= > >= "
         "in, not in) joined by and, or, not, and the functions startswith, endswith, contains, icontains, glob, "
-        "matches, exists, lower, upper, len",
+        "matches, exists, lower, upper, len, tag",
     ]
 
 

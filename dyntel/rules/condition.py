@@ -59,6 +59,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "lower": FunctionSpec(("value",), False),
     "upper": FunctionSpec(("value",), False),
     "len": FunctionSpec(("value",), False),
+    "tag": FunctionSpec(("field",), False),
 }
 
 # Names a list or macro cannot take: they would shadow what conditions already read.
@@ -569,6 +570,8 @@ class _Generator:
             self.fail(src, node, f"expected a condition (true or false), got the value {name}(...); compare it, "
                                  f"like {name}(...) == ...")
             return none
+        if name == "tag":
+            return self.field_tag(node.args[0], src)
         subject = self.value(node.args[0], src)
         if subject.is_list:
             self.fail(src, node.args[0], f"the first argument of {name}() is a value, not a list")
@@ -584,6 +587,26 @@ class _Generator:
                 return _Value(f"(_len({t}) if ({t} := {subject.code}).__class__ in _SIZED else None)")
             return _Value(f"({t}.{name}() if ({t} := {subject.code}).__class__ is _str else None)")
         return _Value(self.string_test(name, subject, node.args[1], src))
+
+    def field_tag(self, arg: ast.expr, src: Parsed) -> _Value:
+        """tag(fields.x): the field's EventHeader tag, read from the event's schema (see runtime.field_tag)."""
+        path: list[str | int] = []
+        n: ast.expr = arg
+        while isinstance(n, ast.Attribute | ast.Subscript):
+            if isinstance(n, ast.Attribute):
+                path.append(n.attr)
+            else:
+                key = self.subscript_key(n, src)
+                if key is None:
+                    return _BAD
+                path.append(key)
+            n = n.value
+        path.reverse()
+        if not (isinstance(n, ast.Name) and n.id == "fields" and path and isinstance(path[0], str)):
+            self.fail(src, arg, "tag() takes a payload field, like tag(fields.status) or tag(fields.s.inner); "
+                                f"got {src.segment(arg)!r} (the event's own tag is read as tag)")
+            return _BAD
+        return _Value(f"_field_tag(e.schema, {self.literal(tuple(path))})")
 
     def string_test(self, name: str, subject: _Value, arg: ast.expr, src: Parsed) -> str:
         pattern = self.value(arg, src)

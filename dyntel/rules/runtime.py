@@ -39,6 +39,29 @@ def dig(value: Any, path: tuple[str | int, ...]) -> Any:
     return value
 
 
+def field_tag(schema: Any, path: tuple[str | int, ...]) -> int | None:
+    """tag(fields.a.b[0]): the EventHeader tag of the field the path names (0 when it has none; an array's elements
+    have their array's tag), or None when the event's schema has no such field. Read from the schema, which every
+    event of a type shares, so it costs a few lookups and no payload work. The first field of a name counts, as in
+    `fields`."""
+    info = None
+    for step in path:
+        if step.__class__ is int:
+            if info is None or info.array == 0:
+                return None
+            continue  # an element of the array: the array's tag
+        if schema is None:
+            return None
+        for candidate in schema.fields:
+            if candidate.name == step:
+                info = candidate
+                break
+        else:
+            return None
+        schema = info.children
+    return None if info is None else int(info.tag)
+
+
 def _comparable(a: Any, b: Any) -> bool:
     ca, cb = a.__class__, b.__class__
     return (ca in NUM and cb in NUM) or (ca is cb and ca in _SAME_KIND)
@@ -137,7 +160,7 @@ def number(v: Any) -> int | float | None:
 # The only names generated code can reach: it runs with empty builtins.
 HELPERS: dict[str, Any] = {
     "_NUM": NUM, "_SIZED": SIZED, "_str": str, "_bytes": bytes, "_len": len,
-    "_uuid": uuid_text, "_dig": dig,
+    "_uuid": uuid_text, "_dig": dig, "_field_tag": field_tag,
     "_eq": eq, "_ne": ne, "_lt": lt, "_le": le, "_gt": gt, "_ge": ge, "_in": in_, "_not_in": not_in,
     "_startswith": startswith, "_endswith": endswith, "_contains": contains, "_icontains": icontains,
     "_key": group_key, "_number": number,
