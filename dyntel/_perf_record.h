@@ -23,5 +23,7 @@
 
 #define REC_SAMPLE 9
 #define REC_FINISHED_ROUND 68
+#define REC_COMPRESSED 81
+#define REC_COMPRESSED2 83
 
 #endif

@@ -269,6 +269,7 @@ static int declines(uint32_t type) {
     case 78: /* EVENT_UPDATE */
     case 80: /* HEADER_FEATURE */
     case 81: /* COMPRESSED */
+    case 83: /* COMPRESSED2 */
         return 1;
     default:
         return type > 0xFFFF;

@@ -327,7 +327,9 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
         memcpy(&size, buf + pos + 6, 2);
         type = (uint16_t)type32;
         if (size < 8 || size > end - pos || type32 > 0xFFFF) return -1;
-        if (type == REC_FINISHED_ROUND) {
+        if (type == REC_COMPRESSED || type == REC_COMPRESSED2) {
+            return -1; /* zstd records are expanded by the Python side (perf_zstd); never skipped here */
+        } else if (type == REC_FINISHED_ROUND) {
             if (round_ends) round_ends[r] = n;
             r++;
         } else if (type == REC_SAMPLE) {

@@ -66,6 +66,13 @@ from dyntel.sources.perf_header import (
 )
 from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.perf_tracing_data import TracingData, parse_tracing_data
+from dyntel.sources.perf_zstd import (
+    COMPRESSED_TYPES,
+    ExpandingReader,
+    Expansion,
+    announces_compression,
+    expand_buffer,
+)
 
 # How samples are ordered. "round" is perf-decode's order: each round's samples (up to a FINISHED_ROUND) sorted by
 # time, equal times in file order. "file" is the order of the records in the file, which is what the reference
@@ -134,6 +141,10 @@ class PerfDataSource:
         self._warned: set[str] = set()
         self._base = 0  # file offset of buf[0] of the window being read (pipe mode reads in chunks)
         self._eventheader: Any = None
+        # zstd recordings (perf record -z): the record loops read the expanded stream; problems found in it are
+        # located back in the file (dyntel.sources.perf_zstd). Offsets from _expanded_from on are expanded ones.
+        self._expansion: Expansion | None = None
+        self._expanded_from = 0
         # The pre-decode filter (see dyntel.sources.Want); set it before calling events(). Samples of a tracefs
         # event it does not want are dropped by their sample id before anything else is read from them;
         # EventHeader samples once their metadata names the event, before the payload is decoded.
@@ -182,6 +193,10 @@ class PerfDataSource:
             self._problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
 
     def _problem(self, offset: int, message: str) -> None:
+        expansion = self._expansion
+        if expansion is not None and offset >= self._expanded_from:
+            offset, where = expansion.locate(offset)
+            message += where
         self.stats.problem(offset, message)
 
     def _whole_file(self, closers: list[Callable[[], None]]) -> Any:
@@ -224,6 +239,13 @@ class PerfDataSource:
         self.buffer = buf
         if hdr.pipe:
             self.header = hdr
+            if announces_compression(buf, 16, size, hdr.big_endian):
+                expanded, self._expansion = expand_buffer(buf, 16, size, self.big_endian, self._problem, 16)
+                self._expanded_from = 16
+                expanded = bytes(buf[:16]) + expanded  # offsets stay those of a stream that starts with its header
+                self.buffer = expanded
+                self.data_range = (16, len(expanded))
+                return expanded, 16, len(expanded), None, 0
             self.data_range = (16, size)
             return buf, 16, size, None, 0
         try:
@@ -241,6 +263,12 @@ class PerfDataSource:
             self._problem(40, f"data section ({hdr.data_size} bytes at {start}) runs past the end of the file "
                               f"({size} bytes): the recording is truncated")
             end = size
+        if abi.HEADER_COMPRESSED in self.features.raw:
+            expanded, self._expansion = expand_buffer(buf, start, end, self.big_endian, self._problem)
+            self._expanded_from = 0  # every offset the loops report from now on is in `expanded`
+            self.buffer = expanded
+            self.data_range = (0, len(expanded))
+            return expanded, 0, len(expanded), None, 0
         self.data_range = (start, end)
         return buf, start, end, None, 0
 
@@ -281,7 +309,11 @@ class PerfDataSource:
             while chunk := stream.read(CHUNK):
                 rest.append(chunk)
             return self._prepare_buffer(b"".join(rest))
-        return b"", 0, 0, read, 16
+        # Any pipe may carry COMPRESSED records (perf record -z -o -): read through the expanding reader.
+        reader = ExpandingReader(read, hdr.big_endian, self._problem, 16, CHUNK)
+        self._expansion = reader.expansion
+        self._expanded_from = 16
+        return b"", 0, 0, reader.read, 16
 
     # ----------------------------------------------------------------------------------------------------------
     # The record loop
@@ -391,9 +423,11 @@ class PerfDataSource:
                     if nxt + extra > end:
                         break  # incomplete: refill, or report the truncation below
                     counts[rtype] = counts.get(rtype, 0) + 1
-                    if rtype == abi.RECORD_COMPRESSED:
-                        self._warn_once("the samples are zstd-compressed (perf record -z), which this reader does not "
-                                        "decompress; they are skipped", base + pos)
+                    if rtype in COMPRESSED_TYPES:
+                        # Expanded before this loop when the recording says it is compressed (HEADER_COMPRESSED in
+                        # file mode; any pipe). One that was not announced is lost, and each is counted.
+                        problem(base + pos, "COMPRESSED record in a recording whose header does not say it is "
+                                            "compressed (HEADER_COMPRESSED); its records are skipped")
                     if rtype == abi.RECORD_FINISHED_ROUND:
                         self.position = base + nxt
                         self.rounds += 1
