@@ -426,7 +426,7 @@ class PerfDataSource:
                     if rtype in COMPRESSED_TYPES:
                         # Expanded before this loop when the recording says it is compressed (HEADER_COMPRESSED in
                         # file mode; any pipe). One that was not announced is lost, and each is counted.
-                        problem(base + pos, "COMPRESSED record in a recording whose header does not say it is "
+                        problem(base + pos, "COMPRESSED (zstd) record in a recording whose header does not say it is "
                                             "compressed (HEADER_COMPRESSED); its records are skipped")
                     if rtype == abi.RECORD_FINISHED_ROUND:
                         self.position = base + nxt

@@ -93,8 +93,8 @@ class Expansion:
         try:
             plain: bytes = self._decompressor.decompress(payload)
         except zstandard.ZstdError as e:
-            self._problem(file_pos, f"COMPRESSED record of {size} bytes does not decompress ({e}); the records in "
-                                    "it are lost")
+            self._problem(file_pos, f"COMPRESSED record of {size} bytes: its zstd data does not decompress ({e}); "
+                                    "the records in it are lost")
             self._decompressor = None  # the next record starts afresh (perf writes whole frames per ring copy)
             return b""
         if plain:

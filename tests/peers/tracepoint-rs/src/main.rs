@@ -79,6 +79,7 @@ fn decode_file(
     let mut ctx = td::EventHeaderEnumeratorContext::new();
     let mut line = String::with_capacity(4096);
     let mut samples = 0u64;
+    let mut unreadable = 0u64;
     while reader.move_next_event()? {
         let event = reader.current_event();
         if event.header.ty != td::PerfEventHeaderType::Sample {
@@ -88,7 +89,12 @@ fn decode_file(
         line.clear();
         match reader.get_sample_event_info(&event) {
             Err(e) => {
-                eprintln!("tracepoint-json: {}: sample {} unreadable: {}", file, samples, e);
+                // NoData: the attr has neither PERF_SAMPLE_ID nor IDENTIFIER (perf leaves them out when it
+                // records one event); this reader then cannot tell which event a sample is.
+                unreadable += 1;
+                if unreadable <= 3 {
+                    eprintln!("tracepoint-json: {}: sample {} unreadable: {}", file, samples, e);
+                }
                 continue;
             }
             Ok(info) => format_sample(&mut ctx, &info, &mut line).expect("writing to a String"),
@@ -96,6 +102,12 @@ fn decode_file(
         if !count_only {
             out.write_all(line.as_bytes())?;
         }
+    }
+    if unreadable > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} of {} samples unreadable", unreadable, samples),
+        ));
     }
     Ok(samples)
 }

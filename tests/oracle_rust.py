@@ -1,0 +1,82 @@
+"""The Rust oracle (tests/peers/tracepoint-rs: LinuxTracepoints' tracepoint_perf + tracepoint_decode) beside dyntel.
+
+dyntel prints events as perf-decode (the C++ tool of microsoft/LinuxTracepoints, the corpus's reference) prints
+them. The Rust crates by the same authors format a few things differently from their own C++ tool; each such
+difference is named here, and `comparable` maps both sides' parsed JSON to one form for those cases only, so that
+everything else must be equal. Each rule counts how often it applied, so a test can say what it forgave.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+# name -> what differs (Rust reader vs perf-decode C++/dyntel). dyntel follows perf-decode in each case.
+DIFFERENCES = {
+    "nan": 'a NaN float: Rust "NaN", perf-decode "-nan" or "nan" (C printf)',
+    "bool-range": 'a boolean outside 0..1: Rust "BOOL(255)", perf-decode the number 255',
+    "time-z": 'a time field: Rust "2033-05-18T03:33:20Z", perf-decode "2033-05-18T03:33:20" (no Z)',
+    "hex-case": 'hex-bytes fields: Rust upper case "48 6F", perf-decode lower case "48 6f"',
+    "bad-text": "text whose bytes are invalid in its encoding: Rust writes U+FFFD, perf-decode the bytes as they "
+                "are (a UTF-8-like form of the bad code point)",
+    "meta-time": 'meta.time: Rust to 100 ns ("12.6409131Z"), perf-decode to the ns ("12.640913120Z")',
+    "meta-tid": "meta.tid: Rust leaves it out when it equals pid, perf-decode always prints it",
+}
+
+_DATE = re.compile(r"^-?\d{4,}-\d\d-\d\dT\d\d:\d\d:\d\dZ?$")
+_HEX = re.compile(r"^[0-9A-Fa-f]{2}( [0-9A-Fa-f]{2})*$")
+_BOOL = re.compile(r"^BOOL\((-?\d+)\)$")
+_BAD = re.compile("[\udc80-\udcff\ufffd]+")
+_META_TIME = re.compile(r"^(.*\.\d{7})\d*Z$")
+
+
+def parse_line(line: bytes) -> Any:
+    return json.loads(line.decode("utf-8", "surrogateescape"), object_pairs_hook=list)
+
+
+def _value(v: Any, seen: Counter[str]) -> Any:
+    if isinstance(v, list):
+        if v and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v):
+            return [(k, _value(x, seen)) for k, x in v]
+        return [_value(x, seen) for x in v]
+    if isinstance(v, str):
+        if v in ("NaN", "-nan", "nan", "-NaN"):
+            seen["nan"] += 1
+            return "NaN"
+        m = _BOOL.match(v)
+        if m:
+            seen["bool-range"] += 1
+            return int(m.group(1))
+        if _DATE.match(v) and v.endswith("Z"):
+            seen["time-z"] += 1
+            return v[:-1]
+        if _HEX.match(v) and v != v.lower():
+            seen["hex-case"] += 1
+            return v.lower()
+        if _BAD.search(v):
+            seen["bad-text"] += 1
+            return _BAD.sub("\ufffd", v)
+    return v
+
+
+def comparable(event: Any, seen: Counter[str]) -> Any:
+    """One event's parsed JSON with the named differences mapped to one form (applied to both sides)."""
+    out = []
+    for k, v in event:
+        if k != "meta":
+            out.append((k, _value(v, seen)))
+            continue
+        meta = []
+        pid = dict(v).get("pid")
+        for mk, mv in v:
+            if mk == "time" and isinstance(mv, str) and (m := _META_TIME.match(mv)) and m.group(1) + "Z" != mv:
+                seen["meta-time"] += 1
+                mv = m.group(1) + "Z"
+            if mk == "tid" and mv == pid:
+                seen["meta-tid"] += 1
+                continue
+            meta.append((mk, mv))
+        out.append((k, meta))
+    return out
