@@ -24,7 +24,8 @@ from recordings import DATA, committed_recordings, is_pipe_mode, resolve
 # says nothing (dyntel reads them: tests/test_perf_zstd.py compares those with perf script instead).
 NOT_FOR_THE_ORACLE = {"zstd.perf.data", "zstd-pipe.perf.data"}
 
-CASES = ["corpus:linuxtracepoints/perf.data"] + [p.name for p in committed_recordings() if p.name not in NOT_FOR_THE_ORACLE]
+CASES = ["corpus:linuxtracepoints/perf.data"] + [
+    p.name for p in committed_recordings() if p.name not in NOT_FOR_THE_ORACLE]
 
 
 def oracle() -> Path:
