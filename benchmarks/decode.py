@@ -4,7 +4,15 @@ Records about 1M raw_syscalls:sys_enter samples (needs root and perf), then time
 /dev/null, best of --repeat runs, and prints samples/s for both and the ratio (perf script time / dyntel time;
 >= 1.0 means dyntel is at least as fast).
 
+EventHeader: the writer's recording from the user_events VM (tests/data/eh-writer.perf.data, every field encoding
+and format), its samples repeated to --eh-events, decoded by dyntel and by the Rust reader of the format's authors
+(tests/peers/tracepoint-rs: tracepoint_perf + tracepoint_decode writing the same JSON lines), and by perf-decode
+(C++, microsoft/LinuxTracepoints) when --perf-decode gives its path. The Rust reader is found in the peer cache
+(scripts/peers/build-rust.sh tracepoint-rs) unless --rust-reader gives it; it also runs on the tracefs recording.
+
     python benchmarks/decode.py [--samples 1000000] [--repeat 3] [--keep FILE] [--profile]
+                                [--rust-reader PATH] [--perf-decode PATH] [--eh-recording FILE] [--eh-events N]
+                                [--only tracefs|eventheader]
 """
 
 from __future__ import annotations
@@ -12,11 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EH_RECORDING = ROOT / "tests" / "data" / "eh-writer.perf.data"
 
 
 def record(path: Path, samples: int) -> None:
@@ -46,13 +58,89 @@ def best_time(argv: list[str], repeat: int) -> float:
     return best
 
 
+def rust_reader(explicit: Path | None) -> Path | None:
+    """--rust-reader, else the cached build of tests/peers/tracepoint-rs (built if cargo is there)."""
+    if explicit is not None:
+        return explicit
+    done = subprocess.run([str(ROOT / "scripts/peers/build-rust.sh"), "tracepoint-rs"], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        print(f"the Rust reader is not built (scripts/peers/build-rust.sh tracepoint-rs): {done.stderr[-500:]}",
+              file=sys.stderr)
+        return None
+    return Path(done.stdout.strip().splitlines()[-1]) / "tracepoint-json"
+
+
+def enlarge(src: Path, dst: Path, events: int) -> int:
+    """A file-mode copy of `src` whose data section holds its samples repeated (each copy ending in a
+    FINISHED_ROUND) until there are at least `events`; the feature sections follow, moved. Returns the count."""
+    data = src.read_bytes()
+    if data[:8] != b"PERFILE2" or struct.unpack_from("<Q", data, 8)[0] == 16:
+        raise SystemExit(f"{src}: expected a little-endian file-mode perf.data")
+    data_off, data_size = struct.unpack_from("<QQ", data, 40)
+    flags = struct.unpack_from("<4Q", data, 72)
+    nfeat = sum(bin(f).count("1") for f in flags)
+    table_off = data_off + data_size
+    table = [struct.unpack_from("<QQ", data, table_off + 16 * i) for i in range(nfeat)]
+    samples = []
+    pos = data_off
+    while pos < table_off:
+        rtype, _, size = struct.unpack_from("<IHH", data, pos)
+        if rtype == 9:
+            samples.append(data[pos : pos + size])
+        pos += size
+    if not samples:
+        raise SystemExit(f"{src}: no samples")
+    block = b"".join(samples) + struct.pack("<IHH", 68, 0, 8)  # the samples, then a FINISHED_ROUND
+    copies = max(1, -(-events // len(samples)))
+    new_data = data[data_off:table_off] + block * copies
+    delta = len(new_data) - data_size
+    head = bytearray(data[:data_off])
+    struct.pack_into("<Q", head, 48, len(new_data))
+    new_table = b"".join(struct.pack("<QQ", off + delta if off >= table_off else off, size) for off, size in table)
+    rest = data[table_off + 16 * nfeat :]
+    dst.write_bytes(bytes(head) + new_data + new_table + rest)
+    return len(samples) * (copies + 1)
+
+
+def eventheader_bench(args: argparse.Namespace, tmp: Path, rust: Path | None) -> None:
+    big = tmp / "eh-writer-big.perf.data"
+    n = enlarge(args.eh_recording, big, args.eh_events)
+    print(f"\nEventHeader: {args.eh_recording.name} repeated to {n} samples ({big.stat().st_size / 1e6:.1f} MB)")
+    dyntel = [sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl", str(big)]
+    t_dyntel = best_time(dyntel, args.repeat)
+    print(f"dyntel decode --format jsonl      {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M events/s")
+    if rust is not None:
+        t_rust = best_time([str(rust), "--order", "file", str(big)], args.repeat)
+        print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M events/s")
+        print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}  (target >= 1.0)")
+    if args.perf_decode is not None:
+        t_pd = best_time([str(args.perf_decode), str(big)], args.repeat)
+        print(f"perf-decode (C++)                 {t_pd:7.3f} s  {n / t_pd / 1e6:6.3f} M events/s")
+        print(f"ratio (perf-decode time / dyntel time): {t_pd / t_dyntel:.2f}  (target >= 1.0)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="keep the recording here (and reuse it if it exists)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of one dyntel run")
+    ap.add_argument("--rust-reader", type=Path, help="tracepoint-json of tests/peers/tracepoint-rs (default: the "
+                                                     "peer cache)")
+    ap.add_argument("--perf-decode", type=Path, help="perf-decode (C++, built from microsoft/LinuxTracepoints)")
+    ap.add_argument("--eh-recording", type=Path, default=EH_RECORDING, help="file-mode EventHeader recording")
+    ap.add_argument("--eh-events", type=int, default=200_000, help="EventHeader samples to decode")
+    ap.add_argument("--only", choices=["tracefs", "eventheader"], help="run one of the two parts")
     args = ap.parse_args()
+    rust = rust_reader(args.rust_reader)
+    if args.only == "eventheader":
+        tmp = Path(tempfile.mkdtemp(prefix="dyntel-bench-"))
+        try:
+            eventheader_bench(args, tmp, rust)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if shutil.which("perf") is None:
         print("perf is not installed (Debian: apt-get install linux-perf)", file=sys.stderr)
         return 1
@@ -75,6 +163,12 @@ def main() -> int:
         print(f"  same, --no-native (pure Python) {t_python:7.3f} s  {n / t_python / 1e6:6.3f} M samples/s")
         print(f"ratio (perf script time / dyntel time): {t_perf / t_dyntel:.2f}  (target >= 1.0)")
         print(f"ratio without the native writer:        {t_perf / t_python:.2f}")
+        if rust is not None:
+            t_rust = best_time([str(rust), "--order", "file", str(data)], args.repeat)
+            print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M samples/s")
+            print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}")
+        if args.only is None:
+            eventheader_bench(args, tmp, rust)
         if args.profile:
             subprocess.run([sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "dyntel.cli", "decode",
                             "--format", "jsonl", "-o", os.devnull, str(data)], check=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oracle_rust import DIFFERENCES, comparable, forgive_dataloc_strings, parse_line
+from oracle_rust import DIFFERENCES, comparable_pair, parse_line
 from peers import rust_peer
 from recordings import DATA, committed_recordings, is_pipe_mode, resolve
 
@@ -56,7 +56,7 @@ def compare(ours: list[Any], theirs: list[Any]) -> tuple[Counter[str], Counter[s
     mine: Counter[str] = Counter()
     its: Counter[str] = Counter()
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        ca, cb = comparable(forgive_dataloc_strings(a, b, mine), mine), comparable(b, its)
+        ca, cb = comparable_pair(a, b, mine, its)
         assert ca == cb, f"event {i} differs:\n dyntel: {a}\n   Rust: {b}"
     assert set(mine) | set(its) <= set(DIFFERENCES)
     return mine, its

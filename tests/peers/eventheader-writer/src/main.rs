@@ -1,6 +1,7 @@
 //! eh-writer: registers EventHeader tracepoints with user_events, says which on stdout ("ready NAME..."), waits
-//! until a listener (perf record) has enabled all of them, writes every event of the catalogue below `--repeat N`
-//! times (default 1), prints "wrote COUNT" and exits. `--no-wait` writes at once (to measure the write path).
+//! for a line on stdin (the listener is recording: perf's enable bit flips when it opens the event, before it
+//! records) and until all of them are enabled, writes every event of the catalogue below `--repeat N` times
+//! (default 1), prints "wrote COUNT" and exits. `--no-wait` writes at once (to measure the write path).
 //!
 //! The catalogue covers each EventHeader field encoding with each format that applies to it, as scalars and as
 //! variable-length arrays, structs (nested, tagged, and an array of structs), field tags, event tags, ids,
@@ -58,6 +59,8 @@ fn main() -> process::ExitCode {
     println!("ready {}", names.join(" "));
     let _ = std::io::stdout().flush();
     if wait {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
         let deadline = Instant::now() + Duration::from_secs(300);
         while !(sets.verbose.enabled() && sets.error.enabled() && sets.grouped.enabled()) {
             if Instant::now() > deadline {
@@ -192,21 +195,22 @@ fn integer_formats(b: &mut EventBuilder, _: u32) -> Ids {
 
 fn floats(b: &mut EventBuilder, _: u32) -> Ids {
     b.reset("Floats", 0)
-        .add_value("f32", 3.25f32, F::Default, 0)
+        .add_value("f32", 3.25f32, F::Float, 0)
+        .add_value("f32default", 3.25f32, F::Default, 0) // Value32's default format: an unsigned integer
         .add_value("f32third", 1.0f32 / 3.0, F::Float, 0)
-        .add_value("f32nan", f32::NAN, F::Default, 0)
-        .add_value("f32inf", f32::INFINITY, F::Default, 0)
-        .add_value("f32neginf", f32::NEG_INFINITY, F::Default, 0)
-        .add_value("f32tiny", f32::MIN_POSITIVE, F::Default, 0)
-        .add_value("f32max", f32::MAX, F::Default, 0)
+        .add_value("f32nan", f32::NAN, F::Float, 0)
+        .add_value("f32inf", f32::INFINITY, F::Float, 0)
+        .add_value("f32neginf", f32::NEG_INFINITY, F::Float, 0)
+        .add_value("f32tiny", f32::MIN_POSITIVE, F::Float, 0)
+        .add_value("f32max", f32::MAX, F::Float, 0)
         .add_value("f64", -6.5e300f64, F::Float, 0)
-        .add_value("f64third", 1.0f64 / 3.0, F::Default, 0)
-        .add_value("f64nan", f64::NAN, F::Default, 0)
-        .add_value("f64neginf", f64::NEG_INFINITY, F::Default, 0)
-        .add_value("f64negzero", -0.0f64, F::Default, 0)
-        .add_value("f64small", 1.5e-310f64, F::Default, 0)
+        .add_value("f64third", 1.0f64 / 3.0, F::Float, 0)
+        .add_value("f64nan", f64::NAN, F::Float, 0)
+        .add_value("f64neginf", f64::NEG_INFINITY, F::Float, 0)
+        .add_value("f64negzero", -0.0f64, F::Float, 0)
+        .add_value("f64small", 1.5e-310f64, F::Float, 0)
         .add_value("f32hex", 1.0f32, F::HexInt, 0)
-        .add_value_sequence("f32s", &[0.5f32, -1.25, 1e10], F::Default, 0)
+        .add_value_sequence("f32s", &[0.5f32, -1.25, 1e10], F::Float, 0)
         .add_value_sequence("f64s", &[0.1f64, 2.0, f64::INFINITY], F::Float, 0);
     NONE
 }
