@@ -33,7 +33,7 @@ def oracle() -> Path:
 
 
 def run_oracle(path: Path, *, stdin: bool = False) -> list[Any]:
-    args = [str(oracle()), "--order", "file", "/dev/stdin" if stdin else str(path)]
+    args = [str(oracle()), "--order", "file", "/proc/self/fd/0" if stdin else str(path)]
     with path.open("rb") as f:
         proc = subprocess.run(args, stdin=f if stdin else subprocess.DEVNULL, capture_output=True, check=False,
                               timeout=600)

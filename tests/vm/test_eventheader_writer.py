@@ -104,7 +104,7 @@ def decode(path: Path, *, stdin: bool = False) -> list[Any]:
 
 
 def oracle(path: Path, *, stdin: bool = False) -> list[Any]:
-    cmd = [str(peer("tracepoint-rs", "tracepoint-json")), "--order", "file", "/dev/stdin" if stdin else str(path)]
+    cmd = [str(peer("tracepoint-rs", "tracepoint-json")), "--order", "file", "/proc/self/fd/0" if stdin else str(path)]
     with path.open("rb") as f:
         done = subprocess.run(cmd, stdin=f if stdin else subprocess.DEVNULL, capture_output=True, timeout=600,
                               check=False)
