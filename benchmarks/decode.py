@@ -1,21 +1,20 @@
-"""Decode speed: `dyntel decode --format jsonl` beside the tool a user would use instead, on the same perf.data,
-in the same run, each writing its JSON (or text) to /dev/null; best of --repeat runs.
+"""Decode speed: `dyntel decode --format jsonl` against `perf script` on the same perf.data, in the same run.
 
-tracefs samples (default): records about 1M raw_syscalls:sys_enter samples (needs root and perf) and compares with
-`perf script`; the ratio is perf script time / dyntel time (target >= 5).
+Records about 1M raw_syscalls:sys_enter samples (needs root and perf), then times each decoder writing to
+/dev/null, best of --repeat runs, and prints samples/s for both and the ratio (perf script time / dyntel time;
+>= 1.0 means dyntel is at least as fast).
+
+EventHeader: the writer's recording from the user_events VM (tests/data/eh-writer.perf.data, every field encoding
+and format) and the corpus perf.data (the reference's C and C++ test providers), each one's EventHeader samples
+repeated to --eh-events (benchmarks/eventheader_recording.py), decoded by dyntel and by the Rust reader of the
+format's authors (tests/peers/tracepoint-rs: tracepoint_perf + tracepoint_decode writing the same JSON lines), and by
+perf-decode (C++, microsoft/LinuxTracepoints) when --perf-decode gives its path (beside `dyntel decode --order
+round`, which sorts each round by time as perf-decode does). The Rust reader is found in the peer cache
+(scripts/peers/build-rust.sh tracepoint-rs) unless --rust-reader gives it; it also runs on the tracefs recording.
 
     python benchmarks/decode.py [--samples 1000000] [--repeat 3] [--keep FILE] [--profile]
-
-EventHeader samples (--eventheader): for each recording given with --from (default: the corpus's perf.data of the
-reference's test providers, and every tests/data recording with EventHeader samples: the writer's, the OpenTelemetry
-exporters'), a file of only its EventHeader samples repeated to --samples (benchmarks/eventheader_recording.py), then
-`dyntel decode --format jsonl --order round` beside perf-decode (LinuxTracepoints' C++ tool, built by you:
---perf-decode PATH; it sorts each round by time as --order round does), and `dyntel decode --format jsonl` beside the
-Rust reader on tracepoint_perf + tracepoint_decode (tests/peers/tracepoint-rs, `scripts/peers/build-rust.sh
-tracepoint-rs`; --rust-reader PATH, default that build). All of them print every event as JSON text. Ratios are the
-other tool's time / dyntel's (target >= 1.0).
-
-    python benchmarks/decode.py --eventheader --perf-decode PATH [--rust-reader PATH] [--from FILE ...]
+                                [--rust-reader PATH] [--perf-decode PATH] [--eh-recording FILE] [--eh-events N]
+                                [--only tracefs|eventheader]
 """
 
 from __future__ import annotations
@@ -28,6 +27,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EH_RECORDING = ROOT / "tests" / "data" / "eh-writer.perf.data"
+CORPUS_RECORDING = (Path(os.environ.get("DYNTEL_CORPUS", ROOT.parent / "shared" / "corpus")) / "linuxtracepoints"
+                    / "perf.data")
 
 
 def record(path: Path, samples: int) -> None:
@@ -57,65 +61,45 @@ def best_time(argv: list[str], repeat: int) -> float:
     return best
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _default_eventheader_sources() -> list[Path]:
-    corpus = Path(os.environ.get("DYNTEL_CORPUS", ROOT.parent / "shared" / "corpus"))
-    found = [corpus / "linuxtracepoints" / "perf.data"]
-    found += sorted((ROOT / "tests" / "data").glob("**/*.perf.data"))
-    return [p for p in found if p.exists()]
-
-
-def _rust_reader() -> str | None:
-    proc = subprocess.run([str(ROOT / "scripts" / "peers" / "build-rust.sh"), "--cached", "tracepoint-rs"],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+def rust_reader(explicit: Path | None) -> Path | None:
+    """--rust-reader, else the cached build of tests/peers/tracepoint-rs (built if cargo is there)."""
+    if explicit is not None:
+        return explicit
+    done = subprocess.run([str(ROOT / "scripts/peers/build-rust.sh"), "tracepoint-rs"], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        print(f"the Rust reader is not built (scripts/peers/build-rust.sh tracepoint-rs): {done.stderr[-500:]}",
+              file=sys.stderr)
         return None
-    return str(Path(proc.stdout.strip().splitlines()[-1]) / "tracepoint-json")
+    return Path(done.stdout.strip().splitlines()[-1]) / "tracepoint-json"
 
 
-def eventheader_main(args: argparse.Namespace) -> int:
+def eventheader_bench(args: argparse.Namespace, tmp: Path, rust: Path | None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from eventheader_recording import eventheader_only
 
-    rust = args.rust_reader or _rust_reader()
-    tools: list[tuple[str, list[str], list[str]]] = []  # (name, its argv before the file, dyntel's beside it)
-    dyntel = [sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl"]
-    if args.perf_decode:
-        tools.append(("perf-decode (C++)", [args.perf_decode], [*dyntel, "--order", "round"]))
-    if rust:
-        tools.append(("Rust reader (tracepoint_decode)", [rust], dyntel))
-    if not tools:
-        print("nothing to compare with: give --perf-decode PATH and/or build tests/peers/tracepoint-rs",
-              file=sys.stderr)
-        return 1
-    tmp = Path(tempfile.mkdtemp(prefix="dyntel-bench-eh-"))
-    try:
-        for src in args.sources or _default_eventheader_sources():
-            data = tmp / (src.parent.name + "-" + src.name)
-            try:
-                n = eventheader_only(src, data, args.samples)
-            except ValueError as e:
-                print(f"{src}: skipped ({e})")
-                continue
-            if not n:
-                continue
-            print(f"\n{src}: its EventHeader samples repeated to {n} ({data.stat().st_size / 1e6:.1f} MB)")
-            t_python = best_time([*dyntel, "--no-native", str(data)], 1) if args.python else None
-            for name, other, ours in tools:
-                t_other = best_time([*other, str(data)], args.repeat)
-                t_ours = best_time([*ours, str(data)], args.repeat)
-                print(f"  {name:34s} {t_other:7.3f} s  {n / t_other / 1e6:6.3f} M events/s   {' '.join(other)} FILE")
-                print(f"  {'dyntel decode':34s} {t_ours:7.3f} s  {n / t_ours / 1e6:6.3f} M events/s   "
-                      f"{' '.join(ours[3:])} FILE")
-                print(f"  ratio ({name} time / dyntel time): {t_other / t_ours:.2f}  (target >= 1.0)")
-            if t_python is not None:
-                print(f"  dyntel decode --no-native (pure Python)  {t_python:7.3f} s  {n / t_python / 1e6:6.3f} M "
-                      "events/s")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    for src in args.eh_recording or [EH_RECORDING, CORPUS_RECORDING]:
+        if not src.exists():
+            print(f"\nEventHeader: {src} is not there; skipped")
+            continue
+        big = tmp / f"eh-{src.stem}-big.perf.data"
+        # Only the EventHeader samples (the corpus recording has tracefs samples too), repeated.
+        n = eventheader_only(src, big, args.eh_events)
+        print(f"\nEventHeader: the EventHeader samples of {src} repeated to {n} ({big.stat().st_size / 1e6:.1f} MB)")
+        dyntel = [sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl", str(big)]
+        t_dyntel = best_time(dyntel, args.repeat)
+        print(f"dyntel decode --format jsonl      {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M events/s")
+        if rust is not None:
+            t_rust = best_time([str(rust), "--order", "file", str(big)], args.repeat)
+            print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M events/s")
+            print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}  (target >= 1.0)")
+        if args.perf_decode is not None:
+            # perf-decode sorts each round's samples by time: dyntel does the same with --order round.
+            t_round = best_time([*dyntel, "--order", "round"], args.repeat)
+            t_pd = best_time([str(args.perf_decode), str(big)], args.repeat)
+            print(f"dyntel decode ... --order round   {t_round:7.3f} s  {n / t_round / 1e6:6.3f} M events/s")
+            print(f"perf-decode (C++)                 {t_pd:7.3f} s  {n / t_pd / 1e6:6.3f} M events/s")
+            print(f"ratio (perf-decode time / dyntel time): {t_pd / t_round:.2f}  (target >= 1.0)")
 
 
 def main() -> int:
@@ -124,17 +108,23 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="keep the recording here (and reuse it if it exists)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of one dyntel run")
-    ap.add_argument("--eventheader", action="store_true", help="EventHeader recordings instead (see above)")
-    ap.add_argument("--from", dest="sources", type=Path, action="append", metavar="FILE",
-                    help="--eventheader: a perf.data whose EventHeader samples to use (repeatable)")
-    ap.add_argument("--perf-decode", metavar="PATH",
-                    help="--eventheader: LinuxTracepoints' perf-decode to compare with")
-    ap.add_argument("--rust-reader", metavar="PATH",
-                    help="--eventheader: tracepoint-json of tests/peers/tracepoint-rs (default: its cached build)")
-    ap.add_argument("--python", action="store_true", help="--eventheader: also time the pure-Python path once")
+    ap.add_argument("--rust-reader", type=Path, help="tracepoint-json of tests/peers/tracepoint-rs (default: the "
+                                                     "peer cache)")
+    ap.add_argument("--perf-decode", type=Path, help="perf-decode (C++, built from microsoft/LinuxTracepoints)")
+    ap.add_argument("--eh-recording", type=Path, action="append",
+                    help="file-mode recording whose EventHeader samples to use; repeatable (default: the writer's VM "
+                         "recording and the corpus perf.data)")
+    ap.add_argument("--eh-events", type=int, default=200_000, help="EventHeader samples to decode")
+    ap.add_argument("--only", choices=["tracefs", "eventheader"], help="run one of the two parts")
     args = ap.parse_args()
-    if args.eventheader:
-        return eventheader_main(args)
+    rust = rust_reader(args.rust_reader)
+    if args.only == "eventheader":
+        tmp = Path(tempfile.mkdtemp(prefix="dyntel-bench-"))
+        try:
+            eventheader_bench(args, tmp, rust)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if shutil.which("perf") is None:
         print("perf is not installed (Debian: apt-get install linux-perf)", file=sys.stderr)
         return 1
@@ -157,6 +147,18 @@ def main() -> int:
         print(f"  same, --no-native (pure Python) {t_python:7.3f} s  {n / t_python / 1e6:6.3f} M samples/s")
         print(f"ratio (perf script time / dyntel time): {t_perf / t_dyntel:.2f}  (target >= 1.0)")
         print(f"ratio without the native writer:        {t_perf / t_python:.2f}")
+        if rust is not None:
+            try:
+                t_rust = best_time([str(rust), "--order", "file", str(data)], args.repeat)
+            except subprocess.CalledProcessError:
+                # tracepoint_perf cannot tell which event a sample is without PERF_SAMPLE_ID/IDENTIFIER, which perf
+                # leaves out of a one-event recording like this one.
+                print("Rust reader (tracepoint_decode)   cannot read this recording (no sample ids)")
+            else:
+                print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M samples/s")
+                print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}")
+        if args.only is None:
+            eventheader_bench(args, tmp, rust)
         if args.profile:
             subprocess.run([sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "dyntel.cli", "decode",
                             "--format", "jsonl", "-o", os.devnull, str(data)], check=False)

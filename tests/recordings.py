@@ -13,7 +13,7 @@ DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"
 CORPUS_RECORDINGS = ("linuxtracepoints/perf.data", "linuxtracepoints/EventHeaderInterceptorLE64.dat")
 
 
-def test_recordings() -> list[Path]:
+def committed_recordings() -> list[Path]:
     """The committed recordings: tests/data/*.perf.data and the demo."""
     return [*sorted(DATA.glob("*.perf.data")), DEMO]
 
@@ -21,13 +21,13 @@ def test_recordings() -> list[Path]:
 def recording_ids() -> list[str]:
     """Test ids: corpus:NAME for the corpus files (resolved in the test, so a missing corpus fails or skips
     there), else the file name."""
-    return [f"corpus:{c}" for c in CORPUS_RECORDINGS] + [p.name for p in test_recordings()]
+    return [f"corpus:{c}" for c in CORPUS_RECORDINGS] + [p.name for p in committed_recordings()]
 
 
 def resolve(rid: str) -> Path:
     if rid.startswith("corpus:"):
         return corpus_file(rid.removeprefix("corpus:"))
-    for p in test_recordings():
+    for p in committed_recordings():
         if p.name == rid:
             return p
     raise LookupError(rid)
@@ -39,4 +39,4 @@ def is_pipe_mode(path: Path) -> bool:
                                                                        else "big") == 16
 
 
-__all__ = ["CORPUS", "DATA", "DEMO", "is_pipe_mode", "recording_ids", "resolve", "test_recordings"]
+__all__ = ["CORPUS", "DATA", "DEMO", "committed_recordings", "is_pipe_mode", "recording_ids", "resolve"]

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -120,6 +121,20 @@ class CaptureTarget:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def native_module(name: str) -> ModuleType:
+    """An optional C extension (dyntel._speedups, dyntel._prefilter). Not built: a failure in CI, where the
+    install must have built it (gcc and python3-dev are installed there), a skip elsewhere."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        message = f"{name} is not built ({e}): reinstall with a C compiler and the Python headers"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message, allow_module_level=True)
 
 
 def untagged(value: object) -> object:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import corpus_file
+from support import corpus_file, native_module
 from test_eventheader import CASES, STRUCT_CASES, event_bytes
 from test_perf_data import (
     ST_TRACE,
@@ -35,8 +35,8 @@ from dyntel.errors import DecodeError
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_data, perf_fast
 
-pytest.importorskip("dyntel._speedups", reason="the native extension is not built")
-pytest.importorskip("dyntel._eventheader", reason="the native extension is not built")
+native_module("dyntel._speedups")
+native_module("dyntel._eventheader")
 
 EH_FORMAT = """name: {name}
 ID: {id}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from recordings import DATA, recording_ids, resolve
+from support import native_module
 
 DYNTEL = [sys.executable, "-m", "dyntel.cli", "decode"]
 
@@ -43,6 +44,7 @@ def test_standard_input_gives_the_same_events(rid: str) -> None:
 
 def test_the_native_path_is_taken_where_it_applies() -> None:
     """Otherwise the comparison above would compare the Python path with itself."""
+    native_module("dyntel._speedups")
     from dyntel.sources import perf_data
     from dyntel.sources.perf_fast import write_samples
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import CORPUS, corpus_file
 
 from dyntel.decoders.etw_header import (
     EVENT_HEADER_FLAG_64_BIT_HEADER,
@@ -56,7 +57,8 @@ from dyntel.sources.etw_live import (
 )
 from dyntel.sources.tracefs import LiveSetupError
 
-CORPUS = Path("/work/shared/corpus/etw/SelfDescribingSingleEvent.etl")
+ETL_NAME = "etw/SelfDescribingSingleEvent.etl"
+ETL = CORPUS / ETL_NAME
 FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
 
 # (structure, size, {field: offset}) from the x64 layouts named in the module notes.
@@ -232,9 +234,7 @@ def same_event(a: Event, b: Event) -> None:
 
 @pytest.fixture(scope="module")
 def corpus() -> bytes:
-    if not CORPUS.exists():
-        pytest.skip(f"{CORPUS} is not on this machine")
-    return CORPUS.read_bytes()
+    return corpus_file(ETL_NAME).read_bytes()
 
 
 def test_logfile_header_struct_reads_a_real_etl_header(corpus: bytes) -> None:
@@ -243,7 +243,7 @@ def test_logfile_header_struct_reads_a_real_etl_header(corpus: bytes) -> None:
     assert HEADER_TYPES[header_type][0] == "system"
     mof = bytes(buf.data[pos + 32:pos + size])
     h = s.TRACE_LOGFILE_HEADER.from_buffer_copy(mof)
-    reader = EtlSource(str(CORPUS), CORPUS.open("rb"))
+    reader = EtlSource(str(ETL), ETL.open("rb"))
     list(reader.events())
     assert reader.header is not None
     assert (h.PointerSize, h.ReservedFlags, h.PerfFreq, h.BufferSize) == (8, s.CLOCK_QPC, 10_000_000, 65536)
@@ -280,7 +280,7 @@ def _corpus_event_record(corpus: bytes) -> tuple[BuiltRecord, s.TRACE_LOGFILE_HE
 
 
 def test_callback_on_a_real_etl_record_gives_the_file_readers_event(corpus: bytes) -> None:
-    reader = EtlSource(str(CORPUS), CORPUS.open("rb"))
+    reader = EtlSource(str(ETL), ETL.open("rb"))
     expected = [e for e in reader.events() if e.name == "TestEvent"]
     assert len(expected) == 1 and expected[0].fields == {"a": {"b": "Hello", "c": "World!"}}
     built, logfile, start_ticks = _corpus_event_record(corpus)

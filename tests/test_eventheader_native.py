@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 import pytest
+from support import native_module
 from test_eventheader import CASES, STRUCT_CASES, event_bytes
 
 from dyntel.decoders.eventheader import EventHeaderDecoder, TypeCache
@@ -23,7 +24,7 @@ from dyntel.decoders.value_format import float32_text, float64_text
 from dyntel.errors import DecodeError
 from dyntel.event_json import values_writer
 
-_eventheader = pytest.importorskip("dyntel._eventheader", reason="the native extension is not built")
+_eventheader = native_module("dyntel._eventheader")
 
 
 def same(a: Any, b: Any) -> bool:

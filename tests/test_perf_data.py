@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import corpus_file, deadline, load_reference_json
+from support import corpus_file, deadline, load_reference_json, native_module
 
 from dyntel.event import Event
 from dyntel.event_json import format_event
@@ -695,7 +695,7 @@ def test_recorded_pipe_mode_from_a_pipe(tmp_path: Path) -> None:
 def _fast_output(path: Path, tmp_path: Path, **seps: bytes) -> bytes | None:
     from dyntel.sources import perf_fast
 
-    pytest.importorskip("dyntel._speedups")
+    native_module("dyntel._speedups")
     out = tmp_path / "fast.out"
     with path.open("rb") as f, out.open("wb") as sink:
         src = perf_data.open_source(str(path), f)

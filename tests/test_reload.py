@@ -184,11 +184,6 @@ def test_describe_change() -> None:
 
 # -- with the real loader and engine ---------------------------------------------------------------------------------
 
-engine_ready = pytest.mark.skipif(
-    not (ROOT / "dyntel" / "engine" / "engine.py").exists() or not (ROOT / "dyntel" / "rules" / "loader.py").exists(),
-    reason="the engine or the loader is not in this checkout yet",
-)
-
 SCHEMA = Schema((FieldInfo("status", Encoding.VALUE32, Format.SIGNED_INT),
                  FieldInfo("path", Encoding.ZSTRING_CHAR8, Format.STRING_UTF)))
 
@@ -241,7 +236,6 @@ def pack(tmp_path: Path) -> Path:
     return p
 
 
-@engine_ready
 @pytest.mark.parametrize("how", ["watchfiles", "polling"])
 def test_reload_mid_stream_keeps_window_state(pack: Path, how: str) -> None:
     """3 of 5 before the reload and 2 after fire once; a new rule applies from the next event on; a removed one
@@ -273,7 +267,6 @@ def test_reload_mid_stream_keeps_window_state(pack: Path, how: str) -> None:
     assert r.stats.reloads == 1
 
 
-@engine_ready
 def test_broken_file_leaves_the_running_rules(pack: Path, caplog: pytest.LogCaptureFixture) -> None:
     ruleset = load([str(pack)])
     engine = make_engine(ruleset)
@@ -291,7 +284,6 @@ def test_broken_file_leaves_the_running_rules(pack: Path, caplog: pytest.LogCapt
     assert [f.rule for f in engine.process(request(6, 404))] == ["not-found"]
 
 
-@engine_ready
 def test_events_from_a_thread_none_lost(pack: Path) -> None:
     """A producer thread feeds events while the file changes; the loop swaps between events and counts them all."""
     import queue

@@ -99,9 +99,23 @@ def test_actions_run_without_dry_run(rules: Path) -> None:
     kill = next(f for f in firings if f["rule"] == "kill")
     assert kill["actions"][0] == {"type": "log", "status": "ok", "message": "kill 9"} or \
         kill["actions"][0]["status"] == "ok"
-    assert kill["actions"][1]["type"] == "exec" and kill["actions"][1]["status"] in ("ok", "skipped")
+    # exec is off unless allowed: the outcome says so, and says how to allow it.
+    assert kill["actions"][1]["type"] == "exec" and kill["actions"][1]["status"] == "skipped"
+    assert "--allow-exec" in json.dumps(kill["actions"][1])
     # The log action writes to stderr, never into the firings on stdout.
     assert "kill 9" in proc.stderr
+
+
+def test_exec_runs_when_allowed(tmp_path: Path) -> None:
+    """With --allow-exec the command really runs, once per firing, with the firing in its environment."""
+    out = tmp_path / "ran.txt"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("exec: {argv: [/bin/true]}",
+                                   f"exec: {{argv: [/bin/sh, -c, 'echo \"$DYNTEL_RULE $DYNTEL_PID\" >> {out}']}}"))
+    proc = dyntel("replay", "--rules", str(rules), str(DEMO), "--format", "json", "--allow-exec")
+    kills = [f for f in map(json.loads, proc.stdout.splitlines()) if f["rule"] == "kill"]
+    assert kills and all(f["actions"][1]["status"] == "ok" for f in kills)
+    assert out.read_text().splitlines() == [f"kill {f['event']['meta']['pid']}" for f in kills]
 
 
 def test_text_output_and_summary(rules: Path) -> None:

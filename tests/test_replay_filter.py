@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, corpus_file
+from support import ROOT, corpus_file, native_module
 
 from dyntel.event import ArrayKind, Event
 from dyntel.event_json import format_event
@@ -24,7 +24,7 @@ from dyntel.sources.recordings import open_recording, open_recording_bytes
 
 DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"
 
-native = pytest.importorskip("dyntel._prefilter", reason="the native pre-filter is not built")
+native = native_module("dyntel._prefilter")
 
 _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,

@@ -51,6 +51,4 @@ def test_json_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_the_bundled_rule_pack_validates(capsys: pytest.CaptureFixture[str]) -> None:
     pack = ROOT / "rules"
-    if not any(pack.glob("*.yaml")):
-        pytest.skip("no rule pack in this checkout")
     assert main(["validate", str(pack)]) == 0, capsys.readouterr().err

@@ -154,13 +154,7 @@ def test_report_shows_the_diff() -> None:
 # -- whole cases through the loader and the engine ----------------------------------------------------------------
 
 
-engine_ready = pytest.mark.skipif(
-    not (ROOT / "dyntel" / "engine" / "engine.py").exists() or not (ROOT / "dyntel" / "rules" / "loader.py").exists(),
-    reason="the engine or the loader is not in this checkout yet",
-)
 
-
-@engine_ready
 def test_a_passing_case(tmp_path: Path) -> None:
     path = _case(tmp_path, "  - {rule: five-errors, group: {pid: 42}, event: 4, time: '2026-01-10T12:00:04Z'}\n"
                            "  - {rule: five-errors, group: {pid: 43}, count: 0}\n")
@@ -169,7 +163,6 @@ def test_a_passing_case(tmp_path: Path) -> None:
     assert result.events == 6
 
 
-@engine_ready
 def test_a_wrong_expectation_fails_with_a_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _case(tmp_path, "  - {rule: five-errors, group: {pid: 42}, event: 3}\n")
     assert main(["test", str(tmp_path)]) == 1
@@ -180,7 +173,6 @@ def test_a_wrong_expectation_fails_with_a_diff(tmp_path: Path, capsys: pytest.Ca
     assert out.rstrip().endswith("0 passed, 1 failed")
 
 
-@engine_ready
 def test_nothing_may_fire(tmp_path: Path) -> None:
     four = [_event(i, 42, 503) for i in range(4)] + [_event(4, 42, 200)]
     path = _case(tmp_path, "  []\n", events=four)
@@ -195,7 +187,6 @@ def test_nothing_may_fire(tmp_path: Path) -> None:
     assert [(f.rule, f.event) for f in result.unexpected] == [("five-errors", 4)]
 
 
-@engine_ready
 def test_events_out_of_order_run_in_time_order_and_keep_file_indexes(tmp_path: Path) -> None:
     """As `dyntel replay` does: the engine sees time order; `event:` still counts lines of the file."""
     events = [_event(4, 42, 503), _event(0, 42, 503), _event(3, 42, 503), _event(1, 42, 503), _event(2, 42, 503)]
@@ -205,7 +196,6 @@ def test_events_out_of_order_run_in_time_order_and_keep_file_indexes(tmp_path: P
     assert result.status == PASS, format_text([result])
 
 
-@engine_ready
 def test_rule_errors_are_case_errors_with_positions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _case(tmp_path, "  []\n")
     (path.parent / "rules.yaml").write_text(RULES.replace("fields.status >= 500", "fields.status >>= 500"))
@@ -215,7 +205,6 @@ def test_rule_errors_are_case_errors_with_positions(tmp_path: Path, capsys: pyte
     assert f"{path.parent / 'rules.yaml'}:6:30: syntax error in condition" in out
 
 
-@engine_ready
 def test_bad_event_lines_are_errors(tmp_path: Path) -> None:
     path = _case(tmp_path, "  []\n", events=[_event(0, 42, 200), "{not json"])
     [result] = run_paths([path])
@@ -223,7 +212,6 @@ def test_bad_event_lines_are_errors(tmp_path: Path) -> None:
     assert "line 2" in result.errors[0]
 
 
-@engine_ready
 def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _case(tmp_path, "  - {rule: five-errors, group: {pid: 42}}\n")
     assert main(["test", str(tmp_path), "--format", "json"]) == 0
@@ -239,7 +227,6 @@ def test_no_cases_is_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no test cases found" in capsys.readouterr().out
 
 
-@engine_ready
 def test_a_pack_case_with_a_wrong_expectation_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The pack's own cases, copied and broken: the diff names the expectation and what really fired."""
     shutil.copytree(PACK, tmp_path / "rules", ignore=shutil.ignore_patterns("tests"))

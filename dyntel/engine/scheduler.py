@@ -99,8 +99,10 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
     if context.dry_run:
         return ActionOutcome(spec.type, DRY_RUN, {"options": options})
     if context.allowed is not None and spec.type not in context.allowed:
+        how = "pass --allow-exec or add exec" if spec.type == "exec" else f"add {spec.type}"
         return ActionOutcome(spec.type, SKIPPED, {"reason": f"{spec.type} actions are not allowed by the config "
-                                                            f"(actions.allow: {', '.join(context.allowed)})"})
+                                                            f"(actions.allow: {', '.join(context.allowed)}; "
+                                                            f"{how} to actions.allow to run them)"})
     module = find_action(spec.type)
     if isinstance(module, str):
         return ActionOutcome(spec.type, SKIPPED, {"reason": module})
