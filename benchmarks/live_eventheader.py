@@ -15,7 +15,7 @@ Then, for each rate of --steps in turn, until one loses events or the producer c
 and prints, per side, the highest rate held with 0 lost, and their ratio. In the VM the machine is emulated (TCG):
 absolute rates mean little there, the ratio is the figure.
 
-    python -m benchmarks.live_eventheader [--steps 500,1000,2000,...] [--step-duration 5] [--only dyntel|perf]
+    python -m benchmarks.live_eventheader [--steps 500,1000,...] [--step-duration 5] [--only dyntel|perf]
 
 In the VM (results and output in the directory printed):
 
@@ -90,7 +90,8 @@ class Step:
 
     @property
     def clean(self) -> bool:
-        return self.lost == 0 and self.seen == self.written == self.sent
+        # perf record was once seen to list one sample more than the producer wrote: more is not a loss.
+        return self.lost == 0 and self.seen >= self.written == self.sent
 
     def line(self) -> str:
         return (f"{self.side:>6} {self.rate / 1e3:7.1f}k/s: made {self.sent} ({self.made / 1e3:.1f}k/s), written "
@@ -152,7 +153,8 @@ def dyntel_step(rate: float, duration: float) -> Step:
                 seen += 1
         waiter.join()
         step.seen = seen
-        step.lost = src.stats.lost + sum(src.lost().values())
+        # PERF_RECORD_LOST records and the per-event PERF_FORMAT_LOST counts tell of the same losses.
+        step.lost = max(src.stats.lost, sum(src.lost().values()))
     finally:
         src.close()
         _end(proc)
@@ -183,7 +185,7 @@ def perf_step(rate: float, duration: float, tmp: Path) -> Step:
         lost_chunks = re.search(r"lost (\d+) chunks", err)
         if lost_chunks:
             step.lost += int(lost_chunks.group(1))
-        if step.seen != step.written:
+        if step.seen < step.written:
             print(f"  perf record said: {err.strip()[-500:]!r}\n  perf report --stats said: {stats.strip()[-800:]!r}",
                   flush=True)
     finally:
@@ -228,7 +230,7 @@ def highest(side: str, steps: list[float], duration: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", default="500,1000,2000,5000,10000,20000,50000,100000,200000")
+    ap.add_argument("--steps", default="500,1000,2000,5000,7500,10000,15000,20000,50000,100000,200000")
     ap.add_argument("--step-duration", type=float, default=5.0)
     ap.add_argument("--only", choices=("dyntel", "perf"), action="append")
     ap.add_argument("--python-producer", action="store_true", help="the Python producer instead of the C one")
