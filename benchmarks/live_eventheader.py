@@ -9,8 +9,8 @@ Then, for each rate of --steps in turn, until one loses events or the producer c
 
   dyntel   PerfLiveSource on user_events:NAME, every event decoded (EventHeader header, metadata, payload: the
            native path where it is built) and consumed on the main thread as an engine would
-  perf     `perf record -e user_events:NAME` to a file, its samples and PERF_RECORD_LOST counted afterwards by
-           `perf report --stats`
+  perf     `perf record -e user_events:NAME` to a file (enabled through its control FIFO once it is up), its
+           samples and PERF_RECORD_LOST counted afterwards by `perf report --stats`
 
 and prints, per side, the highest rate held with 0 lost, and their ratio. In the VM the machine is emulated (TCG):
 absolute rates mean little there, the ratio is the figure.
@@ -25,8 +25,10 @@ In the VM (results and output in the directory printed):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -162,15 +164,36 @@ def dyntel_step(rate: float, duration: float) -> Step:
 
 
 def perf_step(rate: float, duration: float, tmp: Path) -> Step:
+    """perf record started with its events disabled (-D -1), enabled through its control FIFO once it is up, and
+    the producer let go only after perf's ack: a perf that is still starting (seconds in the emulated VM) would
+    otherwise drop the first events unrecorded and uncounted, since the enable bit turns on when perf opens the
+    event, before it enables it."""
     step = Step("perf", rate)
     out = tmp / "perf.data"
+    ctl, ack = tmp / "ctl", tmp / "ack"
+    for fifo in (ctl, ack):
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
     proc = _producer(rate, duration)
-    rec = subprocess.Popen(["perf", "record", "-q", "-e", f"user_events:{NAME}", "-o", str(out)],
+    ack_fd = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
+    rec = subprocess.Popen(["perf", "record", "-q", "-D", "-1", "--control", f"fifo:{ctl},{ack}", "-e",
+                            f"user_events:{NAME}", "-o", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # perf enables its events only after opening them and listing every task (seconds in the emulated VM), and
-        # the enable bit is set at the opening: without this wait the first events would go to no one.
-        time.sleep(10.0)
+        ctl_fd = os.open(ctl, os.O_WRONLY)  # returns once perf has opened its end
+        os.write(ctl_fd, b"enable\n")
+        deadline = time.monotonic() + 120
+        answer = b""
+        while b"ack" not in answer and time.monotonic() < deadline:
+            select.select([ack_fd], [], [], 1.0)
+            got = b""
+            with contextlib.suppress(BlockingIOError):
+                got = os.read(ack_fd, 64)
+            answer += got
+            if not got:
+                time.sleep(0.05)  # no writer yet: the FIFO reads as empty at once
+        if b"ack" not in answer:
+            raise RuntimeError("perf record did not acknowledge 'enable'")
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -178,6 +201,7 @@ def perf_step(rate: float, duration: float, tmp: Path) -> Step:
         time.sleep(0.5)
         rec.send_signal(signal.SIGINT)
         _, err = rec.communicate(timeout=120)
+        os.close(ctl_fd)
         stats = subprocess.run(["perf", "report", "-i", str(out), "--stats"], capture_output=True, text=True,
                                check=False).stdout
         step.seen = _stat(stats, "SAMPLE events")
@@ -189,6 +213,7 @@ def perf_step(rate: float, duration: float, tmp: Path) -> Step:
             print(f"  perf record said: {err.strip()[-500:]!r}\n  perf report --stats said: {stats.strip()[-800:]!r}",
                   flush=True)
     finally:
+        os.close(ack_fd)
         if rec.poll() is None:
             rec.kill()
         _end(proc)
