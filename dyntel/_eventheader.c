@@ -425,37 +425,44 @@ static inline int reads_back(double candidate, double a, int single) {
     return single ? (double)(float)candidate == a : candidate == a;
 }
 
-/* The shortest numeral that reads back to |x|: the nearest one of each length, or (below a power of two, where the
- * gap under the value is half the gap above) the next one up. */
+/* The numeral of `precision` digits after the point in %e form that reads back to a: the nearest one, or (below a
+ * power of two, where the gap under the value is half the gap above) the next one up; 0 when neither does. */
+static int numeral(char *s, size_t cap, int precision, double a, int single) {
+    snprintf(s, cap, "%.*e", precision, a);
+    double v = strtod(s, NULL);
+    if (reads_back(v, a, single)) return 1;
+    if (v >= a) return 0;
+    char mant[40];
+    int m = 0;
+    const char *q = s;
+    for (; *q != 'e'; q++) if (*q != '.') mant[m++] = *q;
+    mant[m] = 0;
+    int exp = atoi(q + 1) - precision;
+    int i = m - 1;
+    while (i >= 0 && mant[i] == '9') mant[i--] = '0';
+    char up[64];
+    if (i < 0) snprintf(up, sizeof up, "1%se%d", mant, exp);
+    else { mant[i]++; snprintf(up, sizeof up, "%se%d", mant, exp); }
+    if (!reads_back(strtod(up, NULL), a, single)) return 0;
+    snprintf(s, cap, "%s", up);
+    return 1;
+}
+
+/* The shortest numeral that reads back to |x|, as value_format's loop over precisions finds it. Whether a precision
+ * has one only turns from no to yes as precisions grow (a numeral of p digits is one of p + 1 digits too, and the
+ * nearest or next-up one of p + 1 digits is at least as close), so the shortest is found by bisection. */
 static int put_float(Buf *b, double x, int single) {
     if (isnan(x) || isinf(x)) return put_nonfinite(b, x);
     if (x == 0) return put_s(b, signbit(x) ? "-0" : "0");
     double a = fabs(x);
     char s[64], digits[64];
-    int max_precision = single ? 9 : 17;
-    for (int precision = 0; precision < max_precision; precision++) {
-        snprintf(s, sizeof s, "%.*e", precision, a);
-        double v = strtod(s, NULL);
-        if (reads_back(v, a, single)) break;
-        if (v < a) {
-            /* mantissa digits + 1, at the same exponent */
-            char mant[40];
-            int m = 0;
-            const char *q = s;
-            for (; *q != 'e'; q++) if (*q != '.') mant[m++] = *q;
-            mant[m] = 0;
-            int exp = atoi(q + 1) - precision;
-            int i = m - 1;
-            while (i >= 0 && mant[i] == '9') mant[i--] = '0';
-            char up[64];
-            if (i < 0) snprintf(up, sizeof up, "1%se%d", mant, exp);
-            else { mant[i]++; snprintf(up, sizeof up, "%se%d", mant, exp); }
-            if (reads_back(strtod(up, NULL), a, single)) {
-                memcpy(s, up, sizeof up);
-                break;
-            }
-        }
+    int lo = 0, hi = single ? 8 : 16; /* 9 and 17 significant digits always read back */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (numeral(s, sizeof s, mid, a, single)) hi = mid;
+        else lo = mid + 1;
     }
+    if (!numeral(s, sizeof s, lo, a, single)) snprintf(s, sizeof s, "%.*e", lo, a);
     int point;
     digits_point(s, digits, &point);
     return shortest_text(b, x, digits, point);
