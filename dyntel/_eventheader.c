@@ -456,14 +456,25 @@ static int put_float(Buf *b, double x, int single) {
     if (x == 0) return put_s(b, signbit(x) ? "-0" : "0");
     double a = fabs(x);
     char s[64], digits[64];
+    int point;
+    if (a < (single ? 16777216.0 : 9007199254740992.0) && a == floor(a)) {
+        /* A whole number below 2^24 (2^53): its neighbours are at most 1 away, so its own digits are the shortest
+         * that read back. */
+        snprintf(s, sizeof s, "%.0f", a);
+        digits_point(s, digits, &point);
+        return shortest_text(b, x, digits, point);
+    }
     int lo = 0, hi = single ? 8 : 16; /* 9 and 17 significant digits always read back */
+    /* Short numerals first (the common values), one at a time, then bisection. */
+    for (; lo < 3 && !numeral(s, sizeof s, lo, a, single); lo++) {
+    }
+    if (lo < 3) hi = lo;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
         if (numeral(s, sizeof s, mid, a, single)) hi = mid;
         else lo = mid + 1;
     }
     if (!numeral(s, sizeof s, lo, a, single)) snprintf(s, sizeof s, "%.*e", lo, a);
-    int point;
     digits_point(s, digits, &point);
     return shortest_text(b, x, digits, point);
 }
@@ -959,7 +970,7 @@ static int cache_get(EhCache *c, const uint8_t *meta, size_t len, int big, EhTyp
 #define FLAG_LITTLE_ENDIAN 0x02
 #define FLAG_EXTENSION 0x04
 
-int eh_check(EhCache *c, const EhPlan *plan, const uint8_t *raw, uint32_t raw_size, EhEvent *ev) {
+int eh_check(EhCache *c, const EhPlan *plan, const uint8_t *raw, uint32_t raw_size, EhEvent *ev, int walk) {
     /* EventHeaderDecoder.decode's checks, in its order; any failure is "not for the native path". */
     if (plan->offset > raw_size) return -1;
     const uint8_t *data = raw + plan->offset;
@@ -1011,7 +1022,7 @@ int eh_check(EhCache *c, const EhPlan *plan, const uint8_t *raw, uint32_t raw_si
     if (!t) return -1;
     ev->type = t;
     ev->payload = (uint32_t)(plan->offset + pos);
-    return payload_json(t, raw, ev->payload, raw_size, big, NULL);
+    return walk ? payload_json(t, raw, ev->payload, raw_size, big, NULL) : 0;
 }
 
 static int put_info(Buf *b, const EhPlan *plan, const EhEvent *ev, const uint8_t *raw) {

@@ -40,8 +40,9 @@ EhCache *eh_cache_new(PyObject *compile);
 void eh_cache_free(EhCache *cache);
 
 /* With the GIL. 0 and *ev filled when the raw data is an EventHeader event whose payload matches its metadata
- * (so that writing it cannot fail); -1 otherwise, with a Python exception set only when one was raised. */
-int eh_check(EhCache *cache, const EhPlan *plan, const uint8_t *raw, uint32_t raw_size, EhEvent *ev);
+ * (so that writing it cannot fail); -1 otherwise. `walk` 0 skips the payload walk, for an event already checked
+ * (the header is read again to fill *ev). */
+int eh_check(EhCache *cache, const EhPlan *plan, const uint8_t *raw, uint32_t raw_size, EhEvent *ev, int walk);
 
 /* Without the GIL: the JSON of a checked event. `*body` gets `{"n":"provider:name"` and the fields; `*info` the
  * event's identity members for "meta" (each with a leading comma). Both valid until the next call. 0, or -1 when

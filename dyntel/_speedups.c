@@ -392,7 +392,8 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
             }
             if (!plan->prefix_len) return -1; /* a sample the fast path does not format (no format) */
             EhEvent ev;
-            if (plan->is_eh && (!eh || eh_check(eh, &plan->eh, p, raw_size, &ev) < 0)) return -1;
+            /* The payload is walked on the first pass only; the second finds the same bytes. */
+            if (plan->is_eh && (!eh || eh_check(eh, &plan->eh, p, raw_size, &ev, samples == NULL) < 0)) return -1;
             for (Py_ssize_t i = 0; i < plan->nfields; i++) {
                 const uint8_t *fp;
                 uint32_t fn;
