@@ -910,10 +910,18 @@ void eh_cache_free(EhCache *c) {
     PyMem_Free(c);
 }
 
+/* Metadata is hashed for every event, and can be hundreds of bytes: eight at a time. */
 static uint64_t hash_bytes(const uint8_t *p, size_t n, int big) {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)big;
-    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
-    return h;
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)big ^ ((uint64_t)n << 1);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+    return h ^ (h >> 32);
 }
 
 /* The type of this metadata: 0 and *type (NULL when it is not an EventHeader type), or -1 with an exception. */
@@ -1025,17 +1033,23 @@ int eh_check(EhCache *c, const EhPlan *plan, const uint8_t *raw, uint32_t raw_si
     return walk ? payload_json(t, raw, ev->payload, raw_size, big, NULL) : 0;
 }
 
+static int put_member_u64(Buf *b, const char *key, size_t key_len, uint64_t v) {
+    ROOM(b, key_len);
+    put(b, key, key_len);
+    return put_u64(b, v);
+}
+
 static int put_info(Buf *b, const EhPlan *plan, const EhEvent *ev, const uint8_t *raw) {
-    char text[64];
-    if (ev->id) { snprintf(text, sizeof text, ",\"id\":%u", ev->id); if (put_s(b, text) < 0) return -1; }
-    if (ev->version) { snprintf(text, sizeof text, ",\"version\":%u", ev->version); if (put_s(b, text) < 0) return -1; }
-    if (ev->level) { snprintf(text, sizeof text, ",\"level\":%u", ev->level); if (put_s(b, text) < 0) return -1; }
+    if (ev->id && put_member_u64(b, ",\"id\":", 6, ev->id) < 0) return -1;
+    if (ev->version && put_member_u64(b, ",\"version\":", 11, ev->version) < 0) return -1;
+    if (ev->level && put_member_u64(b, ",\"level\":", 9, ev->level) < 0) return -1;
     if (plan->keyword) {
-        snprintf(text, sizeof text, ",\"keyword\":\"0x%llX\"", (unsigned long long)plan->keyword);
-        if (put_s(b, text) < 0) return -1;
+        if (put_s(b, ",\"keyword\":") < 0 || put_hex(b, plan->keyword) < 0) return -1;
     }
-    if (ev->opcode) { snprintf(text, sizeof text, ",\"opcode\":%u", ev->opcode); if (put_s(b, text) < 0) return -1; }
-    if (ev->tag) { snprintf(text, sizeof text, ",\"tag\":\"0x%X\"", ev->tag); if (put_s(b, text) < 0) return -1; }
+    if (ev->opcode && put_member_u64(b, ",\"opcode\":", 10, ev->opcode) < 0) return -1;
+    if (ev->tag) {
+        if (put_s(b, ",\"tag\":") < 0 || put_hex(b, ev->tag) < 0) return -1;
+    }
     if (ev->activity >= 0) {
         if (put_s(b, ",\"activity\":") < 0 || put_uuid(b, raw + ev->activity) < 0) return -1;
     }
