@@ -28,6 +28,8 @@ metrics:
 forward: {...}                       # OTLP forwarding of events (docs/otlp.md)
 security:
   redact: ["*PASSWORD*", "*TOKEN*"]  # environment and argument names redacted in dumps and alerts
+log:
+  level: info                        # dyntel's own log on stderr: debug, info, warning, error (--log-level)
 ```
 """
 
@@ -40,6 +42,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from dyntel.logs import check_level
 from dyntel.rules.durations import parse_duration, parse_size
 from dyntel.rules.errors import RuleError, RuleErrors
 from dyntel.rules.model import Position
@@ -97,6 +100,11 @@ class SecurityModel(_Model):
     redact: Texts | None = None
 
 
+class LogModel(_Model):
+    what: ClassVar[str] = "log"
+    level: Literal["debug", "info", "warning", "error"] | None = None
+
+
 class ConfigModel(_Model):
     what: ClassVar[str] = "the top level of a config file"
     rules: Keys | None = None
@@ -106,6 +114,7 @@ class ConfigModel(_Model):
     metrics: MetricsModel | None = None
     forward: AnyDict | None = None
     security: SecurityModel | None = None
+    log: LogModel | None = None
 
 
 # --- the merged settings ----------------------------------------------------------------------------------------------
@@ -165,6 +174,7 @@ KEYS: dict[str, Key] = {
     "metrics.otlp.interval": Key(30 * 10**9, parse_duration),
     "forward": Key(None, _file_only),
     "security.redact": Key([], _text_list),
+    "log.level": Key("info", check_level),
 }
 
 

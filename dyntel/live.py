@@ -83,9 +83,15 @@ def patterns_for(rules: Iterable[CompiledRule], systems: Iterable[str], extra: I
     return out
 
 
+@dataclass(slots=True)
+class RunResult:
+    firings: int
+    summary: str  # the exit summary for people: source counts, rule errors, queues and their drops, deliveries
+
+
 def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
-             options: RunOptions) -> int:
-    """Listen until the duration ends or a signal asks to stop. Returns the number of firings."""
+             options: RunOptions) -> RunResult:
+    """Listen until the duration ends or a signal asks to stop. Returns the number of firings and the summary."""
     from dyntel.engine.pool import PooledScheduler
     from dyntel.engine.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
@@ -93,8 +99,12 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     from dyntel.replay import make_want
 
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
+    queues = runtime.context.queues  # every queue of the run registers here (dyntel.queues)
     forwarder = options.forwarder
-    live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log)
+    if forwarder is not None:
+        # Made with this registry, or without one (a caller's own): registering the same counts again changes nothing.
+        queues.register(forwarder.counts)
+    live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log, queues)
     source = live.source
 
     def want_for(current: Sequence[CompiledRule]) -> Any:
@@ -114,14 +124,14 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     # Services of the enable and record actions. Both live on this (the engine's) thread: the enabler's requests
     # from the action workers are applied by `enabler.poll()` below, between events and when idle.
     enabler = live.enabler
-    recorder = FlightRecorder(max_bytes=options.record_memory)
+    recorder = FlightRecorder(max_bytes=options.record_memory, queues=queues)
     runtime.context.services = {**runtime.context.services, "enabler": enabler, "recorder": recorder}
     scheduler = PooledScheduler(runtime, workers=options.action_workers, queue_size=options.action_queue,
                                 on_done=done)
     engine = Engine(rules, scheduler, recorder=recorder)
     reloader = RuleReloader(list(rule_paths), engine, rules, loader=_trusted_loader(options)) \
         if options.reload else None
-    observe = _observe(options, source, engine, runtime, scheduler, reloader)
+    observe = _observe(options, source, engine, runtime, scheduler, reloader, queues)
 
     stop = threading.Event()
 
@@ -136,6 +146,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         timer.daemon = True
         timer.start()
     fired = 0
+    delivery: list[str] = []
 
     def check_reload() -> None:
         if reloader is None or not reloader.pending():
@@ -187,10 +198,10 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # waits for a collector is sent (or stays in the spool for the next start).
         scheduler.close()
         if forwarder is not None:
-            forwarder.close(timeout=5.0)
+            forwarder.close(timeout=5.0)  # what it sent and dropped is its queue's counts, in the summary
         from dyntel.actions import deliver_queued
 
-        deliver_queued(timeout=5.0)
+        delivery = deliver_queued(timeout=5.0)
         if timer is not None:
             timer.cancel()
         if reloader is not None:
@@ -200,7 +211,11 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             signal.signal(s, handler)
         if observe is not None:
             observe.close()
-    return fired
+    from dyntel.engine.summary import exit_summary
+
+    summary = exit_summary(f"dyntel run: {fired} firing(s)", source_stats=source.stats, engine=engine.stats,
+                           queues=queues, delivery=delivery)
+    return RunResult(fired, summary)
 
 
 def _trusted_loader(options: RunOptions) -> Callable[[Sequence[str]], RuleSet]:
@@ -226,7 +241,7 @@ class _Live:
     close: Callable[[], None]
 
 
-def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -> _Live:
+def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None], queues: Any = None) -> _Live:
     """Linux: tracepoints and user_events through perf ring buffers."""
     from dyntel.engine.enabler import PerfEnabler
     from dyntel.sources.perf_live import PerfLiveSource
@@ -253,6 +268,8 @@ def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) 
     if not patterns:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
     source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
+    if queues is not None:
+        _count_perf_rings(queues, source)
     opened = set(patterns)
 
     def open_for(current: Sequence[CompiledRule]) -> None:
@@ -278,7 +295,7 @@ def etw_providers_for(rules: Iterable[CompiledRule], extra: Iterable[str] = ()) 
     return out
 
 
-def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -> _Live:
+def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None], queues: Any = None) -> _Live:
     """Windows: a real-time ETW session of dyntel's own (dyntel.sources.etw_live). `--events` names extra
     providers; `--callchain` asks ETW for stacks. Not exercised on a Windows host yet (docs/etw.md)."""
     from dyntel.sources.etw_live import EtwEnabler, EtwLiveSource, provider
@@ -288,7 +305,8 @@ def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -
     names = etw_providers_for(rules.rules, [*options.events, *forwarded])
     if not names:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events PROVIDER")
-    source = EtwLiveSource([provider(n, stack=options.callchain) for n in names], session=options.etw_session)
+    source = EtwLiveSource([provider(n, stack=options.callchain) for n in names], session=options.etw_session,
+                           queues=queues)
     opened = set(names)
 
     def open_for(current: Sequence[CompiledRule]) -> None:
@@ -300,8 +318,28 @@ def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None]) -
     return _Live(source, EtwEnabler(source, log=log), open_for, source.close)
 
 
+def _count_perf_rings(queues: Any, source: Any) -> None:
+    """The perf rings as a queue (dyntel.queues): records in (read, plus what the kernel lost), out (read),
+    dropped (the kernel's LOST counts: a full ring), capacity in bytes over all CPUs. Copied from the source's
+    own counters when read: the ring reader pays nothing for it."""
+    from dyntel.queues import QueueCounts
+
+    def refresh(counts: QueueCounts) -> None:
+        st = source.stats
+        counts.out = st.records - st.skipped.get("LOST", 0)  # a LOST record is the kernel's note, not an item
+        counts.dropped[KERNEL_LOST] = st.lost
+        counts.put = counts.out + st.lost
+        if source.ring_pages and source.cpus:
+            counts.capacity = source.ring_pages * os.sysconf("SC_PAGE_SIZE") * len(source.cpus)
+
+    queues.add("perf rings", kind="perf", unit="records", size_unit="bytes", refresh=refresh)
+
+
+KERNEL_LOST = "kernel: ring full"
+
+
 def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRuntime, scheduler: Any,
-             reloader: Any) -> Any:
+             reloader: Any, queues: Any) -> Any:
     """The metrics and health endpoint, when asked for. Health counts the engine's events as progress, so the
     loop pays nothing per event for being watched: a busy loop is alive because its count moves, an idle one
     because on_idle beats."""
@@ -311,16 +349,18 @@ def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRu
     from dyntel.engine.metrics import Observed, registry_for
 
     observed = Observed(source_stats=source.stats, engine=engine, runtime=runtime, reloader=reloader,
-                        queue_depth=scheduler.pending, queue_dropped=lambda: scheduler.dropped)
+                        queue_depth=scheduler.pending, queue_dropped=lambda: scheduler.dropped, queues=queues,
+                        extra={"otlp_spool_depth": ("alerts waiting in the OTLP spools (all collectors)",
+                                                    lambda: queues.size_of_kind("spool"))})
     health = Health(progress=lambda: engine.stats.events)
     health.reason_not_ready = "starting: opening the tracepoints"
-    return _Observing(registry_for(observed), health, engine, options)
+    return _Observing(registry_for(observed), health, engine, options, queues)
 
 
 class _Observing:
     """The metrics endpoint and the OTLP metrics pusher of one run, whichever were asked for."""
 
-    def __init__(self, registry: Any, health: Any, engine: Engine, options: RunOptions) -> None:
+    def __init__(self, registry: Any, health: Any, engine: Engine, options: RunOptions, queues: Any) -> None:
         from dyntel.engine.http_server import ObserveServer
         from dyntel.engine.metrics_otlp import OtlpMetricsPusher
         from dyntel.engine.status import rule_statuses
@@ -331,7 +371,8 @@ class _Observing:
         log = options.log or sys.stderr
         if options.metrics_listen:
             self.server = ObserveServer(options.metrics_listen, registry, health,
-                                        status=lambda: [s.to_json() for s in rule_statuses(engine)])
+                                        status=lambda: [s.to_json() for s in rule_statuses(engine)],
+                                        queues=queues.to_json)
             print(f"dyntel run: metrics and health on http://{self.server.address}/ (metrics, healthz, readyz, "
                   "status)", file=log)
             self.server.start()

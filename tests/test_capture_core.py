@@ -131,19 +131,15 @@ def test_plan_keeps_stacks_first_and_never_overlaps(target: CaptureTarget) -> No
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcore") is None, reason="gcore (gdb) not installed")
-def test_gcore_agrees_and_pauses_longer(target: CaptureTarget, tmp_path: Path) -> None:
-    """gcore reads the same process: the same threads and value; its pause (attach, symbols, dump) is longer."""
-    target.mark()
+def test_gcore_agrees(target: CaptureTarget, tmp_path: Path) -> None:
+    """gcore reads the same process: the same threads and value. (Which pauses the target longer is measured by
+    benchmarks/capture.py, not asserted here: a test's timing depends on the machine's load.)"""
     result = _dump(target, tmp_path / "ours")
-    ours_gap = float(target.heartbeat()["max_gap_ms"])  # type: ignore[arg-type]
-    target.mark()
     subprocess.run(["gcore", "-o", str(tmp_path / "gcore"), str(target.pid)], capture_output=True, check=True,
                    timeout=120)
-    gcore_gap = float(target.heartbeat()["max_gap_ms"])  # type: ignore[arg-type]
     gcore_core = tmp_path / f"gcore.{target.pid}"
     ours = _gdb(target, tmp_path / "ours", "info threads", f"x/gx {target.info['magic_addr']}")
     theirs = _gdb(target, gcore_core, "info threads", f"x/gx {target.info['magic_addr']}")
     assert _lwps(ours) == _lwps(theirs) == _tids(target)
     assert _magic_seen(target, ours) == _magic_seen(target, theirs) == target.info["magic_value"]
     assert result.size < gcore_core.stat().st_size  # gcore also saves read-only mappings
-    assert ours_gap < gcore_gap, (ours_gap, gcore_gap)

@@ -65,7 +65,7 @@ def test_errors_name_the_place(tmp_path: Path) -> None:
         f"{path}:3:3: unknown key 'dirr' in artifacts; expected one of: dir, quota, keep, min_free "
         "(did you mean 'dir'?)",
         f"{path}:4:1: unknown key 'metrcs' in the top level of a config file; expected one of: rules, sources, "
-        "artifacts, actions, metrics, forward, security (did you mean 'metrics'?)",
+        "artifacts, actions, metrics, forward, security, log (did you mean 'metrics'?)",
     ]
     with pytest.raises(RuleErrors, match="DYNTEL_ARTIFACTS_KEEP: invalid literal"):
         resolve(None, env={"DYNTEL_ARTIFACTS_KEEP": "many"})

@@ -182,6 +182,11 @@ def test_samples_lost_to_a_full_ring_are_counted(live: list[PerfLiveSource]) -> 
                  "os.getppid()\n")
     src = PerfLiveSource(ring_pages=1, watch=False)  # 4 KiB: 36 samples
     live.append(src)
+    from dyntel.live import KERNEL_LOST, _count_perf_rings
+    from dyntel.queues import QueueRegistry
+
+    queues = QueueRegistry()  # as `dyntel run` registers its rings: the losses reach the metrics and the summary
+    _count_perf_rings(queues, src)
     with deadline(60):
         src.add("raw_syscalls:sys_enter", filter=f"common_pid == {proc.pid} && id == {SYS_GETPPID}")
         say(proc)
@@ -198,6 +203,9 @@ def test_samples_lost_to_a_full_ring_are_counted(live: list[PerfLiveSource]) -> 
     assert seen + exact["raw_syscalls:sys_enter"] == n + 1
     assert src.stats.lost == exact["raw_syscalls:sys_enter"]
     assert src.stats.lost_by_tracepoint == {"raw_syscalls:sys_enter": src.stats.lost}
+    [rings] = queues.to_json()
+    assert rings["dropped"] == {KERNEL_LOST: exact["raw_syscalls:sys_enter"]}
+    assert rings["in"] == rings["out"] + rings["dropped_total"] and rings["out"] >= seen
 
 
 def test_events_of_two_cpus_come_out_in_time_order(live: list[PerfLiveSource]) -> None:

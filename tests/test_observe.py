@@ -157,11 +157,23 @@ def test_dyntel_run_serves_metrics_health_and_status_live(tmp_path: Path) -> Non
                                 capture_output=True, text=True, cwd=ROOT, timeout=60)
         rule = json.loads(status.stdout)["rules"][0]
         assert rule["name"] == "getppid-seen" and rule["state"] == "cooldown" and rule["fired"] == 1
+        # Every queue's counts, live: in the metrics, /status and `dyntel status`.
+        queues = {q["name"]: q for q in json.loads(status.stdout)["queues"]}
+        assert queues["actions"]["in"] == 1 and queues["actions"]["capacity"] == 64
+        assert queues["perf rings"]["in"] >= 20 and "kernel: ring full" in queues["perf rings"]["dropped"]
+        assert 'dyntel_queue_in_total{kind="actions",queue="actions"} 1.0' in metrics
+        assert "dyntel_otlp_spool_depth 0.0" in metrics
+        text = subprocess.run([sys.executable, "-m", "dyntel.cli", "status", "--endpoint", base],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+        assert "actions: 1 firings in, " in text and "perf rings: " in text
         _, err = run.communicate(timeout=30)
     finally:
         run.kill()
     assert run.returncode == 0, err
     assert f"metrics and health on http://127.0.0.1:{port}/" in err
+    # The exit summary: the source's counts, kernel losses and every queue, not only the number of firings.
+    assert "dyntel run: 1 firing(s); " in err and "sample(s) lost by the kernel (full ring)" in err
+    assert "actions: 1 firings in, 1 out, 0 dropped, 0 of 64 waiting" in err
 
 
 def test_own_metrics_as_otlp_reach_a_collector(replayed: tuple[Observed, object]) -> None:

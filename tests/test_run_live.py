@@ -74,6 +74,32 @@ rules:
 
 
 @pytest.mark.kernel
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(port: int, run: subprocess.Popen[str]) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    for _ in range(600):
+        if run.poll() is not None:
+            raise AssertionError(f"dyntel run exited {run.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("dyntel run was not ready within 60 s")
+
+
 def test_run_fires_an_absence_while_no_events_come(tmp_path: Path) -> None:
     """With nothing to read, time still passes: the absence fires on the wall clock, long before the run ends."""
     import time
@@ -85,11 +111,12 @@ def test_run_fires_an_absence_while_no_events_come(tmp_path: Path) -> None:
     assert child.stdin is not None
     rules = tmp_path / "rules.yaml"
     rules.write_text(ABSENCE.replace("CHILD", str(child.pid)))
+    port = _free_port()
     run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--duration", "9",
-                            "--format", "json", "--no-reload"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+                            "--format", "json", "--no-reload", "--metrics-listen", f"127.0.0.1:{port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.5)
+        _wait_ready(port, run)  # the tracepoints are open: the child's calls cannot be missed
         child.stdin.write("go\n")
         child.stdin.flush()
         calls_done = time.monotonic()
@@ -99,10 +126,13 @@ def test_run_fires_an_absence_while_no_events_come(tmp_path: Path) -> None:
         child.stdin.write("done\n")
         child.stdin.close()
         _, err = run.communicate(timeout=30)
+        ended_after = time.monotonic() - calls_done
     finally:
         run.kill()
         child.kill()
     firing = json.loads(line)
     assert firing["rule"] == "child-went-quiet" and firing["group"] == {"pid": child.pid}, err
-    # 1 s of silence, plus the reader's wake-up period; the run itself goes on for several seconds more.
-    assert 0.9 < arrived < 3.0, (arrived, err)
+    # At least the rule's 1 s of silence after the calls, and while the run still had seconds to go: the wall clock
+    # fired it, not the end of the run (how soon after the second is measured by benchmarks/latency.py).
+    assert arrived > 0.9, (arrived, err)
+    assert ended_after - arrived > 1.0, (arrived, ended_after, err)

@@ -8,7 +8,11 @@ An action module exposes
 `spec.options` arrive with their placeholders already expanded (dyntel.engine.placeholders). `run` returns an
 `ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read as
 `{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
-Adding an action type is adding a module: nothing registers it.
+
+The runtime finds a module by its type name (`find_action`), but rule files are checked against a fixed list, so
+adding an action type takes, besides its module here: its name in `dyntel.rules.schema.ACTION_TYPES` and its
+options model in `ACTION_OPTIONS` (without them a rule naming it is refused as an unknown action), and, for it to
+run under the default config, its name in `dyntel.config.DEFAULT_ALLOW`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Protocol, TextIO, cast
 
 from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.engine.firing import ActionOutcome, Firing
+from dyntel.queues import QueueRegistry
 from dyntel.rules.model import ActionSpec
 from dyntel.security import DEFAULT_PATTERNS as DEFAULT_REDACT
 
@@ -66,6 +71,9 @@ class ActionContext:
     allow_exec: bool = False
     # The action types the config allows (actions.allow); None: every type (exec still needs allow_exec).
     allowed: tuple[str, ...] | None = None
+    # The run's queues (dyntel.queues): an action that queues work for later (otlp's sender and spool) registers
+    # its queue here, so its drops show in the metrics and the exit summary.
+    queues: QueueRegistry = field(default_factory=QueueRegistry)
 
     def remaining(self, default: float = 30.0) -> float:
         """Seconds left before the deadline (at least a little, so a late action fails fast, not never)."""
@@ -80,13 +88,15 @@ class ActionModule(Protocol):
     def run(self, spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
 
 
-def deliver_queued(timeout: float) -> None:
+def deliver_queued(timeout: float) -> list[str]:
     """Let actions that send in the background (otlp alerts) deliver what they queued, before the process ends.
-    Nothing to do, and nothing imported, when no such action ran."""
+    Returns what they did, a line per collector for the exit summary (exported, refused, dropped, left in the
+    spool). Nothing to do, and nothing imported, when no such action ran."""
     if "dyntel.otel.exporter" in sys.modules:
-        from dyntel.otel.exporter import close_all
+        from dyntel.otel.exporter import close_all, delivery_lines
 
-        close_all(timeout=timeout)
+        return delivery_lines(close_all(timeout=timeout))
+    return []
 
 
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*")

@@ -40,7 +40,7 @@ def target_pid(spec: ActionSpec, firing: Firing) -> int | str:
 
 
 def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome:
-    from dyntel.capture.errors import ProcessGone
+    from dyntel.capture.errors import CaptureError, ProcessGone
     from dyntel.capture.output import guarded
     from dyntel.capture.permissions import check
     from dyntel.capture.procfs import parse_maps, read_maps, read_proc
@@ -85,6 +85,13 @@ def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutco
                 result = write_minidump(f, maps, out, memory=memory, max_size=reservation.limit, info=info)
         pause_ns = f.pause_ns
         out.flush()
+    except CaptureError as e:
+        reservation.discard()
+        # The freeze waits at most the time the action has left: when that ran out first, what the user set was
+        # the timeout, and the outcome says so, whichever step noticed it.
+        if context.deadline is not None and time.monotonic() >= context.deadline:
+            raise TimeoutError(f"the capture ran past its timeout and was stopped ({e})") from e
+        raise
     except BaseException:
         reservation.discard()
         raise

@@ -1,4 +1,5 @@
-"""`otlp`: an OpenTelemetry log record about the firing, to a collector, never lost.
+"""`otlp`: an OpenTelemetry log record about the firing, to a collector: at least once, in order, deduplicated by
+`dyntel.alert.seq`, spooled to disk (bounded; overflow counted) while the collector is down.
 
 Options: `endpoint` (default http://127.0.0.1:4318 for http/protobuf, 127.0.0.1:4317 for grpc), `protocol`
 (`http/protobuf`, the default, or `grpc`), `severity` (TRACE, DEBUG, INFO, WARN (the default), ERROR, FATAL),
@@ -62,7 +63,8 @@ def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutco
         # As the scheduler reads it: text is a duration, a number is seconds.
         seconds = parse_duration(timeout) / 1e9 if isinstance(timeout, str) else float(timeout)
         settings = with_settings(timeout=seconds)
-    exporter = exporter_for(endpoint, protocol, spool_root, log=context.log, settings=settings)
+    exporter = exporter_for(endpoint, protocol, spool_root, log=context.log, settings=settings,
+                            queues=context.queues)
 
     def build(seq: int) -> bytes:
         record.attributes[SEQ_ATTRIBUTE] = seq

@@ -96,18 +96,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def forwarder_from_settings(settings: Settings, log: Callable[[str], None]) -> Any:
-    """The Forwarder of the config's `forward:` section (dyntel.otel.forward), or None. The section is read again
-    from the file for its positions in errors; raises RuleErrors."""
+def forwarder_from_settings(settings: Settings, log: Callable[[str], None], queues: Any = None) -> Any:
+    """The Forwarder of the config's `forward:` section (dyntel.otel.forward), or None, its queue registered with
+    `queues` (the run's dyntel.queues.QueueRegistry). The section is read again from the file for its positions
+    in errors; raises RuleErrors."""
     if not settings.config_file or settings["forward"] is None:
         return None
     from dyntel.otel.forward import Forwarder, load_forward
 
     config = load_forward(settings.config_file)
-    return Forwarder(config, log=log) if config is not None else None
+    return Forwarder(config, log=log, queues=queues) if config is not None else None
 
 
-def runtime_from_settings(settings: Settings, *, dry_run: bool, log: TextIO | None, live: bool) -> ActionRuntime:
+def runtime_from_settings(settings: Settings, *, dry_run: bool, log: TextIO | None, live: bool,
+                          queues: Any = None) -> ActionRuntime:
     from dyntel.engine.action_limits import ActionGate, parse_limit
     from dyntel.engine.action_log import ActionLog
     from dyntel.engine.artifacts import StoreSettings
@@ -122,7 +124,7 @@ def runtime_from_settings(settings: Settings, *, dry_run: bool, log: TextIO | No
         path = str(art_dir / "actions.jsonl")
     allowed = tuple(settings["actions.allow"])
     runtime = ActionRuntime(dry_run=dry_run, log=log, artifacts=store, action_log=ActionLog(path) if path else None,
-                            allow_exec="exec" in allowed)
+                            allow_exec="exec" in allowed, queues=queues)
     runtime.context.allowed = allowed
     runtime.context.redact = tuple(settings["security.redact"] or DEFAULT_PATTERNS)
     if settings["actions.otlp.endpoint"] or settings["actions.otlp.protocol"]:

@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         run_actions(firing, [ActionSpec(args.type, options)], runtime)
         seen = None
     runtime.close()
-    deliver_queued(timeout=10.0)  # an otlp alert waits in its sender: deliver it before exiting
+    # An otlp alert waits in its sender: deliver it before exiting, and say what became of it.
+    for line in deliver_queued(timeout=10.0):
+        print(f"dyntel action: {line}", file=sys.stderr)
     outcome = firing.actions[0]
     if seen is not None:
         outcome.detail["events_seen"] = seen

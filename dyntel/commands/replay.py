@@ -78,17 +78,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"dyntel replay: --explain {args.explain}: no rule of that name in {', '.join(rules_paths)}",
               file=err)
         return 1
+    from dyntel.queues import QueueRegistry
+
+    queues = QueueRegistry()  # every queue of the replay registers here: the summary and --metrics read it
     try:
-        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel replay: {line}", file=err))
+        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel replay: {line}", file=err),
+                                            queues=queues)
     except RuleErrors as e:
         for error in e.errors:
             print(error, file=err)
         return 1
     out = utf8_out(None)
     made: list[Any] = []
+    delivery: list[str] = []
 
     def make_runtime(log: TextIO | None) -> Any:
-        made.append(runtime_from_settings(settings, dry_run=args.dry_run, log=log, live=False))
+        made.append(runtime_from_settings(settings, dry_run=args.dry_run, log=log, live=False, queues=queues))
         return made[-1]
 
     options = ReplayOptions(dry_run=args.dry_run, explain=args.explain,
@@ -108,19 +113,30 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
         if isinstance(out, io.TextIOWrapper):
             out.detach()  # standard output stays open for whoever runs this in-process
-        # Alerts and forwarded events still queued for a collector go now (or stay spooled for the next run).
+        # Alerts and forwarded events still queued for a collector go now (or stay spooled for the next run); what
+        # they sent and dropped is in their queues' counts, which the summary and --metrics show.
         if forwarder is not None:
             forwarder.close(timeout=5.0)
         from dyntel.actions import deliver_queued
 
-        deliver_queued(timeout=5.0)
+        delivery = deliver_queued(timeout=5.0)
+    from dyntel.queues import format_queues
+
+    queue_lines = format_queues(queues.to_json())
     if not args.quiet:
         err.write(summary(result))
+    if queue_lines and (not args.quiet or queues.total_dropped()):
+        # Drops are never silent: -q leaves out the rest of the summary, not what was lost.
+        err.write("\n".join(queue_lines) + "\n")
+    if not args.quiet:
+        err.write("".join(f"  {line}\n" for line in delivery))
     if args.metrics:
         from dyntel.engine.metrics import Observed, exposition, registry_for
 
         observed = Observed(source_stats=result.source_stats, engine_stats=result.engine,
-                            runtime=made[0] if made else None)
+                            runtime=made[0] if made else None, queues=queues,
+                            extra={"otlp_spool_depth": ("alerts waiting in the OTLP spools (all collectors)",
+                                                        lambda: queues.size_of_kind("spool"))})
         with open(args.metrics, "wb") as f:
             f.write(exposition(registry_for(observed)))
     return 0
@@ -215,6 +231,9 @@ def summary(result: Any, max_rules: int = 20, max_problems: int = 10) -> str:
     idle = result.rules - len(busy)
     if idle:
         lines.append(f"  {idle} rule(s) saw no events")
+    lost_records = stats.skipped.get("LOST", 0)
+    if lost_records:
+        lines.append(f"  {lost_records} LOST record(s): the kernel lost samples while this was recorded (full ring)")
     if result.late:
         lines.append(f"  {result.late} event(s) came later than the reorder buffer holds (--hold); they were seen "
                      f"at the latest time before them")

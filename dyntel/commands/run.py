@@ -68,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         for error in e.errors:
             print(error, file=sys.stderr)
         return 1
+    runtime = runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True)
     try:
-        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel run: {line}", file=sys.stderr))
+        forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel run: {line}", file=sys.stderr),
+                                            queues=runtime.context.queues)
     except RuleErrors as e:
         for error in e.errors:
             print(error, file=sys.stderr)
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(events=list(settings["sources.events"]), dry_run=args.dry_run, duration=args.duration,
                          callchain=bool(settings["sources.callchain"]), reload=not args.no_reload,
                          register=list(settings["sources.register"]),
-                         runtime=runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True),
+                         runtime=runtime,
                          action_workers=settings["actions.workers"], action_queue=settings["actions.queue"],
                          metrics_listen=settings["metrics.listen"], forwarder=forwarder,
                          insecure_rules=args.insecure_rules,
@@ -91,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
                          metrics_interval=settings["metrics.otlp.interval"] / 1e9,
                          record_memory=parse_size(args.record_memory))
     try:
-        fired = run_live(rules, rule_paths, on_firing, options)
+        result = run_live(rules, rule_paths, on_firing, options)
     finally:
         out.flush()
         if isinstance(out, io.TextIOWrapper):
             out.detach()  # standard output stays open for an in-process caller
-    print(f"dyntel run: {fired} firing(s)", file=sys.stderr)
+    sys.stderr.write(result.summary)
     return 0

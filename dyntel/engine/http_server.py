@@ -5,7 +5,8 @@
   in on every batch of events and on every idle tick, about ten times a second); 503 with the reason otherwise,
   so a wedged loop gets the pod restarted.
 - `/readyz`: 200 once the sources are open and the rules are loaded; 503 before, and after the loop stopped.
-- `/status`: each rule's state as JSON (dyntel.engine.status), what `dyntel status` prints.
+- `/status`: each rule's state as JSON (dyntel.engine.status) and every queue's counts (dyntel.queues), what
+  `dyntel status` prints.
 
 A ThreadingHTTPServer on a daemon thread: a scrape never waits for the loop, and the loop never waits for a scrape.
 """
@@ -68,7 +69,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 class ObserveServer:
     def __init__(self, listen: str, registry: CollectorRegistry, health: Health,
-                 status: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+                 status: Callable[[], list[dict[str, Any]]] | None = None,
+                 queues: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         from dyntel.engine.metrics import exposition
 
         host, port = parse_listen(listen)
@@ -83,7 +85,10 @@ class ObserveServer:
                     ok, reason = outer.health.healthy() if path == "/healthz" else outer.health.readiness()
                     self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8")
                 elif path == "/status" and outer.status is not None:
-                    body = json.dumps({"rules": outer.status()}, default=str).encode()
+                    document: dict[str, Any] = {"rules": outer.status()}
+                    if outer.queues is not None:
+                        document["queues"] = outer.queues()
+                    body = json.dumps(document, default=str).encode()
                     self._send(200, body, "application/json")
                 else:
                     self._send(404, b"not found: try /metrics, /healthz, /readyz, /status\n", "text/plain")
@@ -101,6 +106,7 @@ class ObserveServer:
         self.registry = registry
         self.health = health
         self.status = status
+        self.queues = queues
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         bound = self.server.server_address

@@ -13,7 +13,12 @@ Families (all prefixed `dyntel_`):
   rule_suppressed_total{rule,reason=cooldown|limit}, rule_errors_total{rule}, rules_loaded;
 - action_outcomes_total{type,status}, action_seconds_total{type}, action_queue_depth, action_queue_dropped_total;
 - artifacts_bytes{dir}, artifacts_deleted_total{dir}, artifacts_skipped_quota_total{dir};
-- reloads_total, reload_failures_total; and any gauge registered with `extra` (the OTLP spool's depth).
+- reloads_total, reload_failures_total; and any gauge registered with `extra` (`otlp_spool_depth`: alerts
+  waiting in the OTLP spools, which `dyntel run` registers);
+- every queue and buffer of the run (dyntel.queues: the action pool, forwarding, the alert senders and spools,
+  the flight recorder, the live ETW queue, the perf rings), labelled `queue` (its name) and `kind`:
+  queue_in_total, queue_out_total, queue_dropped_total{reason}, queue_size and queue_capacity (with `unit`:
+  bytes for the flight recorder and the perf rings, else the items they count).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
     from dyntel.engine.stats import EngineStats
+    from dyntel.queues import QueueRegistry
     from dyntel.sources import SourceStats
 
 
@@ -46,6 +52,7 @@ class Observed:
     queue_dropped: Callable[[], int] | None = None
     # name -> (help, read): gauges other parts add (the spool's depth, a forwarder's backlog)
     extra: dict[str, tuple[str, Callable[[], float]]] = field(default_factory=dict)
+    queues: QueueRegistry | None = None  # the run's queues and buffers (dyntel.queues)
 
 
 def _counter(name: str, doc: str, value: float | None = None, labels: Iterable[str] = ()) -> CounterMetricFamily:
@@ -107,6 +114,28 @@ def _runtime_families(runtime: ActionRuntime) -> Iterator[Metric]:
     yield from (used, deleted, quota)
 
 
+def _queue_families(queues: QueueRegistry) -> Iterator[Metric]:
+    put = _counter("queue_in", "items offered to a queue or buffer", labels=["queue", "kind"])
+    out = _counter("queue_out", "items that left a queue for the next stage (sent, run, handed on, spooled)",
+                   labels=["queue", "kind"])
+    dropped = _counter("queue_dropped", "items a queue or buffer dropped, by reason",
+                       labels=["queue", "kind", "reason"])
+    size = GaugeMetricFamily("dyntel_queue_size", "what a queue or buffer holds now", labels=["queue", "kind", "unit"])
+    capacity = GaugeMetricFamily("dyntel_queue_capacity", "the most a queue or buffer holds",
+                                 labels=["queue", "kind", "unit"])
+    for q in queues.to_json():
+        labels = [q["name"], q["kind"]]
+        put.add_metric(labels, q["in"])
+        out.add_metric(labels, q["out"])
+        for reason, n in q["dropped"].items():
+            dropped.add_metric([*labels, reason], n)
+        if q["size"] is not None:
+            size.add_metric([*labels, q["size_unit"]], q["size"])
+        if q["capacity"] is not None:
+            capacity.add_metric([*labels, q["size_unit"]], q["capacity"])
+    yield from (put, out, dropped, size, capacity)
+
+
 class DyntelCollector(Collector):
     def __init__(self, observed: Observed) -> None:
         self.observed = observed
@@ -125,12 +154,14 @@ class DyntelCollector(Collector):
             yield GaugeMetricFamily("dyntel_action_queue_depth", "firings waiting for an action worker",
                                     value=o.queue_depth())
         if o.queue_dropped is not None:
-            yield _counter("action_queue_dropped", "firings whose actions were skipped: queue full",
+            yield _counter("action_queue_dropped", "firings whose actions were skipped: queue full or shutdown",
                            o.queue_dropped())
         if o.reloader is not None:
             yield _counter("reloads", "rule sets swapped in by a reload", o.reloader.stats.reloads)
             yield _counter("reload_failures", "reloads that failed (the running rules stayed)",
                            o.reloader.stats.failures)
+        if o.queues is not None:
+            yield from _queue_families(o.queues)
         for name, (doc, read) in sorted(o.extra.items()):
             yield GaugeMetricFamily(f"dyntel_{name}", doc, value=read())
 

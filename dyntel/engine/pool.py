@@ -2,9 +2,10 @@
 
 The engine's thread only puts a firing on the queue; it never waits for an action. The pool's size is the global
 cap on actions running at once; the per-type limits (one dump at a time, ...) are the runtime's gate. When the
-queue is full the firing's actions are skipped at once ("queue full") and counted: an incident that fires
-thousands of times must slow nothing down and must not pile up work that would run long after the moment it was
-meant to capture. A firing's actions run in order on one worker, so `{actions.dump.path}` chaining holds.
+queue is full the firing's actions are skipped at once ("queue full"), recorded and counted (the `actions` queue
+of dyntel.queues): an incident that fires thousands of times must slow nothing down and must not pile up work that
+would run long after the moment it was meant to capture. A firing's actions run in order on one worker, so
+`{actions.dump.path}` chaining holds.
 
 `on_done` is called with each firing once all its actions have an outcome, in the order the firings were
 submitted (event order): that is when `dyntel run` prints it. A firing whose dump takes two seconds holds back the
@@ -15,16 +16,26 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from dyntel.engine.firing import SKIPPED, ActionOutcome, Firing
 from dyntel.engine.scheduler import ActionRuntime, run_actions
+from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueCounts
 from dyntel.rules.model import ActionSpec
 
 _STOP = None
+NOT_STARTED = "shutdown: not started before the action pool's close timeout"
+AFTER_CLOSE = "shutdown: dyntel is stopping"
 
 
 class PooledScheduler:
+    """Firings' actions on `workers` threads, at most `queue_size` firings waiting. Registered with the runtime's
+    queue registry as `actions` (dyntel.queues): firings in, out (taken by a worker), dropped by reason: `queue
+    full`, `shutdown` (submitted after close, or still queued when close's timeout ran out). A dropped firing's
+    actions each get a `skipped` outcome with the reason, recorded like any other (the action log, the metrics),
+    and the firing is still reported through on_done."""
+
     def __init__(self, runtime: ActionRuntime, *, workers: int = 2, queue_size: int = 64,
                  on_done: Callable[[Firing], None] | None = None) -> None:
         if workers < 1:
@@ -32,13 +43,18 @@ class PooledScheduler:
         self.runtime = runtime
         self.on_done = on_done
         self.queue_size = queue_size
-        self.dropped = 0  # firings whose actions were skipped because the queue was full
-        self._queue: queue.Queue[tuple[int, Firing, Sequence[ActionSpec]] | None] = queue.Queue(queue_size)
+        # Unbounded underneath: the bound is checked in submit (the engine's one thread), so that close's stop
+        # markers never wait for room behind firings a stuck worker will not take.
+        self._queue: queue.Queue[tuple[int, Firing, Sequence[ActionSpec]] | None] = queue.Queue()
+        self.counts = runtime.context.queues.register(QueueCounts(
+            "actions", kind="actions", unit="firings", capacity=queue_size, size_of=self.pending))
         self._order = threading.Lock()
+        self._counting = threading.Lock()  # workers and the engine's thread both count: no update may be lost
         self._submitted = 0  # sequence number of the next firing
         self._reported = 0  # sequence number of the next firing to hand to on_done
         self._ready: dict[int, Firing] = {}
         self._closed = False
+        self._abandoned = False  # close's timeout ran out: what a worker takes from now on is not run
         self._workers = [threading.Thread(target=self._work, name=f"dyntel-action-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._workers:
@@ -48,6 +64,11 @@ class PooledScheduler:
     def dry_run(self) -> bool:
         return self.runtime.dry_run
 
+    @property
+    def dropped(self) -> int:
+        """Firings whose actions were skipped without running: queue full, or shutdown."""
+        return self.counts.total_dropped
+
     def pending(self) -> int:
         return self._queue.qsize()
 
@@ -55,19 +76,28 @@ class PooledScheduler:
         with self._order:
             seq = self._submitted
             self._submitted += 1
-        if not actions or self._closed:
+        if not actions:
             self._done(seq, firing)
             return
-        try:
-            self._queue.put_nowait((seq, firing, actions))
-        except queue.Full:
-            self.dropped += 1
-            reason = f"queue full: {self.queue_size} firings already waiting for their actions"
-            for spec in actions:
-                outcome = ActionOutcome(spec.type, SKIPPED, {"reason": reason})
-                firing.actions.append(outcome)
-                self.runtime.record(firing, outcome, 0.0)
-            self._done(seq, firing)
+        with self._counting:
+            self.counts.put += 1
+        if self._closed:
+            self._skip(seq, firing, actions, SHUTDOWN, AFTER_CLOSE)
+        elif self._queue.qsize() >= self.queue_size:
+            self._skip(seq, firing, actions, QUEUE_FULL,
+                       f"queue full: {self.queue_size} firings already waiting for their actions")
+        else:
+            self._queue.put((seq, firing, actions))
+
+    def _skip(self, seq: int, firing: Firing, actions: Sequence[ActionSpec], why: str, reason: str) -> None:
+        """Every action of the firing `skipped` with `reason`, recorded (action log, metrics); counted as a drop."""
+        with self._counting:
+            self.counts.drop(why)
+        for spec in actions:
+            outcome = ActionOutcome(spec.type, SKIPPED, {"reason": reason})
+            firing.actions.append(outcome)
+            self.runtime.record(firing, outcome, 0.0)
+        self._done(seq, firing)
 
     def _done(self, seq: int, firing: Firing) -> None:
         with self._order:
@@ -87,6 +117,11 @@ class PooledScheduler:
             if item is _STOP:
                 return
             seq, firing, actions = item
+            if self._abandoned:
+                self._skip(seq, firing, actions, SHUTDOWN, NOT_STARTED)
+                continue
+            with self._counting:
+                self.counts.out += 1
             try:
                 run_actions(firing, actions, self.runtime)
             except Exception as e:  # run_actions records failures itself; this is a bug, kept off the loop
@@ -94,12 +129,32 @@ class PooledScheduler:
             self._done(seq, firing)
 
     def close(self, timeout: float | None = 60.0) -> None:
-        """Finish what is queued (each action still bounded by its own deadline), then stop the workers."""
+        """Finish what is queued (each action still bounded by its own deadline) for up to `timeout` seconds, then
+        stop the workers. Firings still queued then are not run: their actions are skipped (`shutdown`), recorded
+        and logged, so every firing submitted gets an outcome for each of its actions."""
         if self._closed:
             return
         self._closed = True
         for _ in self._workers:
             self._queue.put(_STOP)
+        end = None if timeout is None else time.monotonic() + timeout
         for t in self._workers:
-            t.join(timeout)
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
+        if any(t.is_alive() for t in self._workers):
+            self._abandoned = True
+            left = 0
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    continue
+                left += 1
+                self._skip(item[0], item[1], item[2], SHUTDOWN, NOT_STARTED)
+            for _ in self._workers:  # for the stuck workers, when their action returns
+                self._queue.put(_STOP)
+            if left:
+                self.runtime.context.log(f"dyntel: {left} queued firing(s) not started within the {timeout:g}s "
+                                         "the action pool had to finish; their actions are skipped (shutdown)")
         self.runtime.close()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dyntel.event import Event
+from dyntel.queues import QueueCounts, QueueRegistry
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import CompiledRule
 
@@ -34,6 +35,7 @@ KEEP_MARGIN_NS = 5 * SECOND
 TRIM_EVERY = 1024
 EVENT_BYTES = 200  # an Event, its values tuple, and the deque's share
 VALUE_BYTES = 48  # a small int or str object and its slot
+BYTE_CAP = "byte cap: pushed out before its time"
 
 
 def estimate(event: Event) -> int:
@@ -50,15 +52,29 @@ class _Ring:
 
 
 class FlightRecorder:
-    def __init__(self, *, keep_ns: int = DEFAULT_LAST_NS + KEEP_MARGIN_NS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Registered with `queues` (dyntel.queues) as `flight recorder`: events in, out (aged past keep_ns, their
+    time up), dropped (`byte cap`: pushed out before their time was up), bytes held of max_bytes. The counts are
+    copied when read, so `append` pays nothing for them."""
+
+    def __init__(self, *, keep_ns: int = DEFAULT_LAST_NS + KEEP_MARGIN_NS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 queues: QueueRegistry | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError("the flight recorder needs a positive byte cap")
         self.keep_ns = keep_ns
         self.max_bytes = max_bytes
         self.bytes = 0
         self.dropped = 0  # pushed out by the byte cap before their time was up
+        self.aged = 0  # dropped because their time was up (kept as long as the rules' record actions need)
         self._rings: dict[str, _Ring] = {}
         self._count = 0
+        if queues is not None:
+            queues.add("flight recorder", kind="recorder", unit="events", capacity=max_bytes, size_unit="bytes",
+                       size_of=lambda: self.bytes, refresh=self._refresh)
+
+    def _refresh(self, counts: QueueCounts) -> None:
+        counts.put = self._count
+        counts.out = self.aged
+        counts.dropped[BYTE_CAP] = self.dropped
 
     def append(self, event: Event) -> None:
         ring = self._rings.get(event.provider)
@@ -82,6 +98,7 @@ class FlightRecorder:
                 size = estimate(gone)
                 ring.bytes -= size
                 self.bytes -= size
+                self.aged += 1
         while self.bytes > self.max_bytes:
             ring = max(self._rings.values(), key=lambda r: r.bytes)
             if not ring.events:

@@ -30,6 +30,7 @@ from dyntel.engine.action_log import ActionLog
 from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.engine.firing import DRY_RUN, FAILED, SKIPPED, ActionOutcome, Firing
 from dyntel.engine.placeholders import expand
+from dyntel.queues import QueueRegistry
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
 
@@ -46,10 +47,10 @@ class ActionRuntime:
     def __init__(self, *, dry_run: bool = False, log: TextIO | None = None,
                  services: Mapping[str, Any] | None = None, artifacts: StoreSettings | None = None,
                  limits: Mapping[str, TypeLimits] | None = None, action_log: ActionLog | None = None,
-                 allow_exec: bool = False) -> None:
+                 allow_exec: bool = False, queues: QueueRegistry | None = None) -> None:
         stores = ArtifactStores(artifacts or StoreSettings(Path(DEFAULT_ARTIFACT_DIR)))
         self.context = ActionContext(log=LogWriter(log), dry_run=dry_run, services=dict(services or {}),
-                                     artifacts=stores, allow_exec=allow_exec)
+                                     artifacts=stores, allow_exec=allow_exec, queues=queues or QueueRegistry())
         self.gate = ActionGate(dict(limits or {}))
         self.action_log = action_log
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (type, status) -> count

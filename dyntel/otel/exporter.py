@@ -1,14 +1,18 @@
-"""The alert sender: one thread per (endpoint, protocol) that batches log records and never loses one it took.
+"""The alert sender: one thread per (endpoint, protocol) that batches log records and delivers them at least once,
+in order, each carrying `dyntel.alert.seq` to deduplicate by; the spool that holds them while the collector is down
+is bounded, and what it drops to stay so is counted.
 
-`submit` only queues: the action that calls it returns at once. The sender thread takes up to `max_batch` records
-(or what came within `max_delay`), sends them as one export request, and deletes them only once the collector said
-yes. Two places hold waiting records:
-- memory, while the collector answers: `submit` reports `queued`;
+`submit` only queues: the action that calls it returns at once. Records go through a `BatchQueue`
+(dyntel.batch_queue): the sender thread takes up to `max_batch` records (or what came within `max_delay`), sends
+them as one export request, and deletes them only once the collector said yes. Two places hold waiting records:
+- memory, while the collector answers: `submit` reports `queued`; a crash loses these;
 - the spool (dyntel.otel.spool), from the first failed export until the spool is empty again: `submit` writes the
   record there, durably, before it returns, and reports `spooled`. The records waiting in memory when an export
-  fails are moved to the spool first, so the spool always holds the oldest records and order is kept.
+  fails (or when more than `memory_limit` wait, or at shutdown) are moved to the spool first, so the spool always
+  holds the oldest records and order is kept. A full spool deletes its oldest records (counted: `dropped`).
 With `always_spool`, every record goes through the spool (an alert survives a crash even while the collector is up,
-at the cost of two fsyncs per alert).
+at the cost of two fsyncs per alert). A batch the collector refuses for good (HTTP 400, INVALID_ARGUMENT) is dropped
+and counted (`refused`).
 
 Sequence numbers: every record gets `dyntel.alert.seq`, increasing, assigned at submit (under the same lock that
 picks memory or spool, so the order records are sent in is the order of their numbers). The first number of a
@@ -21,10 +25,7 @@ spool files; the repeat carries the same `dyntel.alert.seq`, by which a receiver
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import hashlib
-import itertools
 import re
 import threading
 import time
@@ -33,14 +34,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dyntel.batch_queue import BatchQueue
 from dyntel.otel import otlp_wire
 from dyntel.otel.otlp_proto import SCOPE_NAME, default_resource
 from dyntel.otel.otlp_transport import LOGS, ExportError, Transport, make_transport
 from dyntel.otel.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Spool
+from dyntel.queues import QueueCounts, QueueRegistry
 
 SEQ_ATTRIBUTE = "dyntel.alert.seq"
 QUEUED = "queued"
 SPOOLED = "spooled"
+REFUSED = "refused by the collector"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +82,16 @@ RecordBuilder = Callable[[int], bytes]
 
 
 class AlertExporter:
-    """Records for one collector. Thread-safe; `submit` from any thread, `close` once."""
+    """Records for one collector. Thread-safe; `submit` from any thread, `close` once.
+
+    Memory is a `BatchQueue` (dyntel.batch_queue) whose spill target is the spool: a full memory queue, a failed
+    export and a shutdown with records not yet sent all move the waiting records to the spool instead of dropping
+    them. The queue's one sender thread also drains the spool (its backlog), so every record goes out on one thread,
+    in sequence order. Both are registered as queues (`otlp alerts ENDPOINT`, `otlp spool ENDPOINT`) with `queues`."""
 
     def __init__(self, transport: Transport, spool_dir: str | Path, settings: ExporterSettings | None = None,
-                 resource: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> None:
+                 resource: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                 queues: QueueRegistry | None = None) -> None:
         self.transport = transport
         self.settings = s = settings or ExporterSettings()
         self.stats = ExporterStats()
@@ -89,176 +99,181 @@ class AlertExporter:
         self.spool = Spool(spool_dir, s.spool_max_bytes, s.spool_max_files, sync=s.sync)
         self._prefix = otlp_wire.resource(resource if resource is not None else default_resource())
         self._scope = otlp_wire.scope(SCOPE_NAME)
-        self._cond = threading.Condition()
-        self._memory: collections.deque[tuple[int, bytes, float]] = collections.deque()
+        self._lock = threading.Lock()  # taken before the queue's lock, never after it
         last = self.spool.last_seq() or 0
         self._next_seq = max(last + 1, time.time_ns() // 1000)
         self._delivered = 0  # highest seq this process saw exported
         self._spooling = s.always_spool or len(self.spool) > 0
         self._closing = False
-        self._deadline: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"dyntel-otlp {transport.endpoint}", daemon=True)
-        self._thread.start()
+        self._backoff = s.backoff_initial
+        self._retry_at = 0.0  # monotonic time before which the spool is not tried again
+        self._moved_at_close = 0
+        endpoint = transport.endpoint
+        self.spool_counts = QueueCounts(f"otlp spool {endpoint}", kind="spool", unit="alerts",
+                                        capacity=s.spool_max_files, size_of=self.spool.__len__,
+                                        refresh=self._refresh_spool_counts)
+        self.memory_counts = QueueCounts(f"otlp alerts {endpoint}", kind="alerts", unit="alerts",
+                                         capacity=s.memory_limit)
+        if queues is not None:
+            queues.register(self.memory_counts)
+            queues.register(self.spool_counts)
+        self._queue: BatchQueue[tuple[int, bytes]] = BatchQueue(
+            f"otlp {endpoint}", self._export_memory, max_batch=s.max_batch, max_delay=s.max_delay,
+            capacity=s.memory_limit, spill=self._to_spool, backlog=self._drain_spool, counts=self.memory_counts,
+            export_grace=s.timeout + 1.0, log=self._log)
+
+    def _refresh_spool_counts(self, counts: QueueCounts) -> None:
+        counts.dropped["spool full: oldest deleted"] = self.spool.stats.dropped
+        counts.dropped["unreadable (cut short by a crash)"] = self.spool.stats.corrupt
 
     # --- the action's side ----------------------------------------------------------------------------------------
 
     def submit(self, build: RecordBuilder) -> Submitted:
         """Queue one record; `build(seq)` returns its LogRecord bytes carrying that sequence number."""
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise RuntimeError(f"the OTLP exporter for {self.transport.endpoint} is closed")
             seq = self._next_seq
             self._next_seq += 1
             record = build(seq)
             self.stats.submitted += 1
-            if not self._spooling and len(self._memory) >= self.settings.memory_limit:
-                self._to_spool_locked(f"more than {self.settings.memory_limit} alerts waiting")
-            if self._spooling:
-                # Under the lock, so a record numbered later never reaches the spool before one numbered earlier.
-                dropped = self.spool.append(seq, record)
-                self._note_dropped(dropped)
-                self._cond.notify()
-                return Submitted(SPOOLED, seq, dropped)
-            self._memory.append((seq, record, time.monotonic()))
-            if len(self._memory) >= self.settings.max_batch:
-                self._cond.notify()
-            elif len(self._memory) == 1:
-                self._cond.notify()  # the sender starts its max_delay clock
-            return Submitted(QUEUED, seq)
+            if not self._spooling:
+                before = self.spool.stats.dropped
+                self._queue.put((seq, record))
+                if not self._spooling:
+                    return Submitted(QUEUED, seq)
+                # The put found memory full and moved it to the spool: this record follows the others there.
+                self._queue.spill(f"more than {self.settings.memory_limit} alerts waiting")
+                return Submitted(SPOOLED, seq, self.spool.stats.dropped - before)
+            # Under the lock, so a record numbered later never reaches the spool before one numbered earlier.
+            dropped = self.spool.append(seq, record)
+            self.spool_counts.put += 1
+            self._note_dropped(dropped)
+            self._queue.wake_backlog()
+            return Submitted(SPOOLED, seq, dropped)
 
     def _note_dropped(self, dropped: int) -> None:
         if dropped:
             self._log(f"otlp: spool {self.spool.directory} full: dropped the {dropped} oldest alert(s) "
                       f"({self.spool.stats.dropped} in all)")
 
-    def _to_spool_locked(self, why: str) -> None:
-        """Move what waits in memory to the spool (oldest first) and send from the spool from now on."""
-        moved = 0
-        while self._memory:
-            seq, record, _ = self._memory[0]
+    def _to_spool(self, items: list[tuple[int, bytes]], why: str) -> None:
+        """The memory queue's spill target: what waits in memory goes to the spool (oldest first), and alerts are
+        sent from the spool from now on (until it is empty again)."""
+        for seq, record in items:
             self._note_dropped(self.spool.append(seq, record))
-            self._memory.popleft()
-            moved += 1
+            self.spool_counts.put += 1
+        if why.startswith("shutting down"):
+            self._moved_at_close += len(items)
         if not self._spooling:
             self._log(f"otlp: {why}; alerts for {self.transport.endpoint} go to the spool {self.spool.directory}"
-                      + (f" ({moved} moved there)" if moved else ""))
+                      + (f" ({len(items)} moved there)" if items else ""))
         self._spooling = True
 
     # --- the sender thread ----------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        backoff = self.settings.backoff_initial
-        while True:
-            batch, from_spool = self._next_batch()
-            if batch is None:
-                return
-            if not batch:
-                continue
-            try:
-                result = self.transport.export(LOGS, self._request([r for _, r in batch]), self.settings.timeout)
-            except ExportError as e:
-                self.stats.failures += 1
-                self.stats.last_error = str(e)
-                if e.retriable:
-                    with self._cond:
-                        if not from_spool:
-                            self._to_spool_locked(f"export failed ({e})")
-                        wait = max(backoff, e.retry_after or 0.0)
-                        backoff = min(backoff * 2, self.settings.backoff_max)
-                        if not self._closing or self._before_deadline():
-                            self._cond.wait(self._wait_time(wait))
-                    continue
-                self._log(f"otlp: {e}: {len(batch)} alert(s) dropped (the collector refuses them; resending "
-                          "cannot help)")
-                self.stats.refused += len(batch)
-                result = None
-            except Exception as e:  # a bug must not kill the only thread sending alerts
-                self.stats.failures += 1
-                self.stats.last_error = f"{type(e).__name__}: {e}"
-                self._log(f"otlp: unexpected error sending to {self.transport.endpoint}: {self.stats.last_error}")
-                with self._cond:
-                    self._cond.wait(self._wait_time(backoff))
-                backoff = min(backoff * 2, self.settings.backoff_max)
-                continue
-            backoff = self.settings.backoff_initial
-            if result is not None:
-                self.stats.requests += 1
-                self.stats.exported += len(batch)
-                if result.rejected:
-                    self.stats.refused += result.rejected
-                    self._log(f"otlp: {self.transport.endpoint} rejected {result.rejected} of {len(batch)} "
-                              f"alert(s): {result.message}")
-            self._delivered_batch(batch, from_spool)
-
     def _request(self, records: list[bytes]) -> bytes:
         return otlp_wire.request({self._prefix: {self._scope: records}})
 
-    def _before_deadline(self) -> bool:
-        return self._deadline is None or time.monotonic() < self._deadline
+    def _failed(self, e: Exception) -> None:
+        """A try that failed and is worth repeating: back off (a Retry-After is honoured)."""
+        self.stats.failures += 1
+        self.stats.last_error = str(e) if isinstance(e, ExportError) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, ExportError):  # a bug must not kill the only thread sending alerts
+            self._log(f"otlp: unexpected error sending to {self.transport.endpoint}: {self.stats.last_error}")
+        retry_after = e.retry_after if isinstance(e, ExportError) else None
+        self._retry_at = time.monotonic() + max(self._backoff, retry_after or 0.0)
+        self._backoff = min(self._backoff * 2, self.settings.backoff_max)
 
-    def _wait_time(self, wanted: float) -> float:
-        if self._closing and self._deadline is not None:
-            return max(0.0, min(wanted, self._deadline - time.monotonic()))
-        return wanted
+    def _send(self, batch: list[tuple[int, bytes]]) -> int | None:
+        """Export one batch: how many records the collector rejected (0: all taken), or None when the try failed
+        and the batch must be tried again. A batch the collector refuses for good counts as all rejected."""
+        try:
+            result = self.transport.export(LOGS, self._request([r for _, r in batch]), self.settings.timeout)
+        except ExportError as e:
+            if e.retriable:
+                self._failed(e)
+                return None
+            self.stats.failures += 1
+            self.stats.last_error = str(e)
+            self._log(f"otlp: {e}: {len(batch)} alert(s) dropped (the collector refuses them; resending "
+                      "cannot help)")
+            self.stats.refused += len(batch)
+            return len(batch)
+        except Exception as e:
+            self._failed(e)
+            return None
+        self._backoff = self.settings.backoff_initial
+        self.stats.requests += 1
+        self.stats.exported += len(batch)
+        if result.rejected:
+            self.stats.refused += result.rejected
+            self._log(f"otlp: {self.transport.endpoint} rejected {result.rejected} of {len(batch)} "
+                      f"alert(s): {result.message}")
+        return result.rejected
 
-    def _next_batch(self) -> tuple[list[tuple[int, bytes]] | None, bool]:
-        """The next records to send, oldest first, and whether they come from the spool; None when done."""
+    def _export_memory(self, batch: list[tuple[int, bytes]]) -> dict[str, int] | None:
+        """The memory queue's export: on a failure worth retrying, the batch and all that waits go to the spool,
+        which the backlog then sends with backoff."""
+        rejected = self._send(batch)
+        if rejected is None:
+            with self._lock:
+                self._queue.spill(f"export failed ({self.stats.last_error})")
+            return None
+        self._delivered_batch(batch)
+        return {REFUSED: rejected} if rejected else None
+
+    def _drain_spool(self) -> float | None:
+        """The backlog: send the spool's oldest batch. Seconds until the next try, or None when it is empty."""
         s = self.settings
-        with self._cond:
-            while True:
-                pending = self._memory or (self.spool.last_seq() or 0) > self._delivered
-                if self._closing and (not self._before_deadline() or not pending):
-                    return None, False
-                if self._spooling:
-                    if (self.spool.last_seq() or 0) > self._delivered:
-                        break
-                    if not s.always_spool:
-                        self._spooling = False  # drained: the collector answers again; memory is faster
-                        self._log(f"otlp: spool for {self.transport.endpoint} delivered; sending directly again")
-                    self._cond.wait(self._wait_time(1.0))
-                    continue
-                if self._memory:
-                    age = time.monotonic() - self._memory[0][2]
-                    if len(self._memory) >= s.max_batch or age >= s.max_delay or self._closing:
-                        return [(q, r) for q, r, _ in itertools.islice(self._memory, s.max_batch)], False
-                    self._cond.wait(self._wait_time(s.max_delay - age))
-                else:
-                    self._cond.wait(self._wait_time(1.0))
-        return self.spool.oldest(s.max_batch, after=self._delivered or None), True
+        with self._lock:
+            if (self.spool.last_seq() or 0) <= self._delivered:
+                if self._spooling and not s.always_spool:
+                    self._spooling = False  # drained: the collector answers again; memory is faster
+                    self._log(f"otlp: spool for {self.transport.endpoint} delivered; sending directly again")
+                return None
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            return wait
+        batch = self.spool.oldest(s.max_batch, after=self._delivered or None)
+        if not batch:
+            return 0.0  # unreadable records were deleted: look again
+        rejected = self._send(batch)
+        if rejected is None:
+            return max(0.0, self._retry_at - time.monotonic())
+        self.spool_counts.out += len(batch) - rejected
+        self.spool_counts.drop(REFUSED, rejected)
+        self._delivered_batch(batch, from_spool=True)
+        return 0.0
 
-    def _delivered_batch(self, batch: list[tuple[int, bytes]], from_spool: bool) -> None:
+    def _delivered_batch(self, batch: list[tuple[int, bytes]], from_spool: bool = False) -> None:
         last = batch[-1][0]
-        with self._cond:
+        with self._lock:
             self._delivered = max(self._delivered, last)
+            if not (from_spool or self._spooling):
+                return  # memory only: nothing on disk to delete
             # A memory batch may have been moved to the spool meanwhile (memory_limit): delete it there too.
-            if from_spool or self._spooling:
-                try:
-                    self.spool.remove([q for q, _ in batch])
-                except OSError as e:  # remembered in _delivered: not sent again by this process
-                    self._log(f"otlp: cannot delete delivered alerts from {self.spool.directory}: {e}")
-            while self._memory and self._memory[0][0] <= last:
-                self._memory.popleft()
+            try:
+                self.spool.remove([q for q, _ in batch])
+            except OSError as e:  # remembered in _delivered: not sent again by this process
+                self._log(f"otlp: cannot delete delivered alerts from {self.spool.directory}: {e}")
 
-    # --- shutdown -------------------------------------------------------------------------------------------------
+    # --- flush and shutdown ---------------------------------------------------------------------------------------
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Send what waits in memory and in the spool now; True when nothing is left within `timeout`."""
+        return self._queue.force_flush(timeout)
 
     def close(self, timeout: float = 5.0) -> dict[str, int]:
         """Send what waits, for up to `timeout` seconds; what is left stays in the spool for the next start."""
-        with self._cond:
-            if not self._closing:
-                self._closing = True
-                self._deadline = time.monotonic() + timeout
-            self._cond.notify_all()
-        self._thread.join(timeout + self.settings.timeout + 1.0)
-        with self._cond:
-            left = len(self._memory)
-            if self._memory:
-                with contextlib.suppress(Exception):
-                    self._to_spool_locked("closing with alerts not yet sent")
+        with self._lock:
+            self._closing = True
+        self._queue.shutdown(timeout)
         self.transport.close()
         pending = len(self.spool)
         self.spool.close()
-        return {"exported": self.stats.exported, "pending": pending, "moved_to_spool": left,
-                "dropped": self.spool.stats.dropped}
+        return {"exported": self.stats.exported, "pending": pending, "moved_to_spool": self._moved_at_close,
+                "dropped": self.spool.stats.dropped, "refused": self.stats.refused}
 
 
 # --- the registry: one exporter per collector, shared by every rule's otlp actions ----------------------------------
@@ -283,19 +298,23 @@ def spool_dir_for(root: str | Path, endpoint: str, protocol: str) -> Path:
 
 
 def exporter_for(endpoint: str, protocol: str, spool_root: str | Path,
-                 log: Callable[[str], None] | None = None, settings: ExporterSettings | None = None) -> AlertExporter:
+                 log: Callable[[str], None] | None = None, settings: ExporterSettings | None = None,
+                 queues: QueueRegistry | None = None) -> AlertExporter:
+    """The exporter of one collector, made on first use (its queues registered with `queues` then)."""
     key = (endpoint, protocol)
     with _registry_lock:
         found = _registry.get(key)
         if found is None:
             found = AlertExporter(make_transport(endpoint, protocol), spool_dir_for(spool_root, endpoint, protocol),
-                                  settings or _default_settings, log=log)
+                                  settings or _default_settings, log=log, queues=queues)
             _registry[key] = found
         return found
 
 
 def close_all(timeout: float = 5.0) -> dict[tuple[str, str], dict[str, int]]:
-    """Flush and stop every exporter (dyntel's shutdown); `timeout` is shared by all of them."""
+    """Flush and stop every exporter (dyntel's shutdown); `timeout` is shared by all of them. Returns, per
+    (endpoint, protocol), what `AlertExporter.close` says: exported, pending (left in the spool for the next
+    start), moved_to_spool, dropped (spool full), refused."""
     with _registry_lock:
         exporters = dict(_registry)
         _registry.clear()
@@ -310,149 +329,16 @@ def with_settings(**changes: Any) -> ExporterSettings:
     return replace(_default_settings, **changes)
 
 
-
-
-# --- the forwarding sender: many records, best effort, never in the event path's way ---------------------------------
-
-
-@dataclass(slots=True)
-class SenderStats:
-    offered: int = 0
-    sent: int = 0  # items in requests the collector took
-    dropped: int = 0  # items dropped: the queue was full, or a batch failed all its tries
-    refused: int = 0  # items the collector refused (partial success or a non-retriable status)
-    requests: int = 0
-    failures: int = 0
-    last_error: str = ""
-
-
-Encoder = Callable[[list[Any]], Mapping[str, bytes]]
-
-
-class BatchSender:
-    """Items appended by `offer` (cheap: one lock and a list append) are cut into batches of `max_batch` (or what
-    came within `max_delay`), encoded by `encode` on the sender thread into one request per signal, and sent.
-    A batch that keeps failing is dropped after `retries` tries; when `max_queued` items wait, the oldest batch
-    is dropped: forwarding keeps up with the present rather than falling behind it. Both are counted."""
-
-    def __init__(self, transport: Transport, encode: Encoder, *, max_batch: int = 512, max_delay: float = 0.2,
-                 max_queued: int = 65_536, timeout: float = 10.0, retries: int = 5, backoff_initial: float = 0.1,
-                 backoff_max: float = 5.0, log: Callable[[str], None] | None = None) -> None:
-        self.transport = transport
-        self.stats = SenderStats()
-        self._encode = encode
-        self._max_batch = max_batch
-        self._max_delay = max_delay
-        self._max_batches = max(1, max_queued // max_batch)
-        self._timeout = timeout
-        self._retries = retries
-        self._backoff = (backoff_initial, backoff_max)
-        self._log = log or (lambda line: None)
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._current: list[Any] = []
-        self._started = 0.0  # monotonic time the current batch got its first item
-        self._full: collections.deque[list[Any]] = collections.deque()
-        self._closing = False
-        self._deadline = 0.0
-        self._thread = threading.Thread(target=self._run, name=f"dyntel-forward {transport.endpoint}", daemon=True)
-        self._thread.start()
-
-    def offer(self, item: Any) -> None:
-        with self._lock:
-            self.stats.offered += 1
-            current = self._current
-            current.append(item)
-            if len(current) == 1:
-                self._started = time.monotonic()
-                self._wake.notify()
-            elif len(current) >= self._max_batch:
-                self._push_locked()
-
-    def _push_locked(self) -> None:
-        self._full.append(self._current)
-        self._current = []
-        if len(self._full) > self._max_batches:
-            lost = self._full.popleft()
-            self.stats.dropped += len(lost)
-        self._wake.notify()
-
-    def _take(self) -> list[Any] | None:
-        with self._lock:
-            while True:
-                if self._closing and time.monotonic() >= self._deadline:
-                    left = sum(len(b) for b in self._full) + len(self._current)
-                    if left:
-                        self.stats.dropped += left
-                        self._log(f"forward: {left} event(s) not sent by the close deadline")
-                    self._full.clear()
-                    self._current = []
-                    return None
-                if self._full:
-                    return self._full.popleft()
-                if self._current:
-                    wait = self._started + self._max_delay - time.monotonic()
-                    if wait <= 0 or self._closing:
-                        self._push_locked()
-                        continue
-                elif self._closing:
-                    return None
-                else:
-                    wait = 1.0
-                self._wake.wait(wait)
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            try:
-                requests = self._encode(batch)
-            except Exception as e:  # one odd event must not stop forwarding
-                self.stats.dropped += len(batch)
-                self.stats.last_error = f"encoding: {type(e).__name__}: {e}"
-                self._log(f"forward: {len(batch)} event(s) dropped: {self.stats.last_error}")
-                continue
-            if self._send(requests, len(batch)):
-                self.stats.sent += len(batch)
-            else:
-                self.stats.dropped += len(batch)
-
-    def _send(self, requests: Mapping[str, bytes], count: int) -> bool:
-        backoff, backoff_max = self._backoff
-        pending = dict(requests)
-        for attempt in range(self._retries + 1):
-            for signal, payload in list(pending.items()):
-                try:
-                    result = self.transport.export(signal, payload, self._timeout)
-                except ExportError as e:
-                    self.stats.failures += 1
-                    self.stats.last_error = str(e)
-                    if not e.retriable:
-                        self._log(f"forward: {e}: {count} event(s) refused")
-                        self.stats.refused += count
-                        pending.pop(signal)
-                    continue
-                self.stats.requests += 1
-                self.stats.refused += result.rejected
-                pending.pop(signal)
-            if not pending:
-                return True
-            if attempt == self._retries or (self._closing and time.monotonic() >= self._deadline):
-                break
-            with self._lock:
-                limit = self._deadline - time.monotonic() if self._closing else backoff
-                self._wake.wait(max(0.0, min(backoff, limit)))
-            backoff = min(backoff * 2, backoff_max)
-        self._log(f"forward: {count} event(s) dropped after {attempt + 1} tries: {self.stats.last_error}")
-        return False
-
-    def close(self, timeout: float = 5.0) -> SenderStats:
-        """Send what waits, for up to `timeout` seconds, then stop."""
-        with self._lock:
-            self._closing = True
-            self._deadline = time.monotonic() + timeout
-            self._wake.notify_all()
-        self._thread.join(timeout + self._timeout + 1.0)
-        self.transport.close()
-        return self.stats
+def delivery_lines(summary: Mapping[tuple[str, str], Mapping[str, int]]) -> list[str]:
+    """`close_all`'s summary for people: one line per collector."""
+    out = []
+    for (endpoint, protocol), got in summary.items():
+        line = f"otlp alerts to {endpoint} ({protocol}): {got['exported']} exported"
+        if got.get("refused"):
+            line += f", {got['refused']} refused by the collector"
+        if got.get("dropped"):
+            line += f", {got['dropped']} dropped (spool full: the oldest deleted)"
+        if got.get("pending"):
+            line += f", {got['pending']} left in the spool for the next start"
+        out.append(line)
+    return out

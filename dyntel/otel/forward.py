@@ -11,25 +11,26 @@ A config file's top-level `forward:` section says where and what:
         - {provider: Other, condition: "fields.status >= 500"}   # both must hold
       batch: 512                           # records per request
       max_delay: 200ms                     # the longest a record waits for its batch to fill
-      queue: 65536                         # records waiting at most; beyond, the oldest batch is dropped
+      queue: 65536                         # records waiting at most; beyond, the oldest is dropped (counted)
       timeout: 10s                         # one request
       retries: 5                           # tries of a failing batch before it is dropped
 
 `Forwarder.offer(event)` is on the event path: a compiled selection test, then a list append; encoding and sending
-happen on the sender thread (dyntel.otel.exporter.BatchSender, encoding by dyntel.otel.otlp_events). Errors in
+happen on the sender thread (a dyntel.batch_queue.BatchQueue; encoding by dyntel.otel.otlp_events). Errors in
 the section are reported as `file:line:column: message`, all at once, like rule files'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dyntel.batch_queue import BatchQueue
 from dyntel.event import Event
-from dyntel.otel.exporter import BatchSender, SenderStats
 from dyntel.otel.otlp_events import EventEncoder
-from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, Transport, default_endpoint, make_transport
+from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, ExportError, Transport, default_endpoint, make_transport
+from dyntel.queues import QueueCounts, QueueRegistry
 from dyntel.rules.condition import Compiler
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.errors import RuleError, RuleErrors, unique_sorted
@@ -234,25 +235,63 @@ def selection_wants(selectors: tuple[Selector, ...]) -> Callable[[str, str, int 
 
 
 @dataclass(slots=True)
+class SenderStats:
+    offered: int = 0
+    sent: int = 0  # events in requests the collector took
+    dropped: int = 0  # events dropped: the queue was full, a batch failed all its tries, shutdown (by reason below)
+    refused: int = 0  # events the collector refused (partial success or a non-retriable status); also in dropped
+    requests: int = 0
+    failures: int = 0
+    last_error: str = ""
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+FAILED_ALL_TRIES = "export failed after all tries"
+REFUSED = "refused by the collector"
+ENCODING = "encoding failed"
+
+
+@dataclass(slots=True)
 class Forwarder:
-    """Selected events to a collector. `offer` from the event path; `close` once, at shutdown."""
+    """Selected events to a collector. `offer` from the event path; `close` once, at shutdown.
+
+    Events wait in a `BatchQueue` (dyntel.batch_queue) of `queue` events, registered with `queues` as `forward
+    ENDPOINT`. The drop policy, each counted by reason: a full queue drops its oldest event (forwarding keeps up
+    with the present rather than falling behind it); a batch that fails `retries` + 1 tries is dropped; what still
+    waits when `close`'s timeout ends is dropped."""
 
     config: ForwardConfig
     transport: Transport | None = None
     log: Callable[[str], None] | None = None
+    queues: QueueRegistry | None = None
     selected: int = 0
+    counts: QueueCounts = field(init=False)
     _select: Callable[[Event], bool] = field(init=False)
     _wants: Callable[[str, str, int | None], bool] = field(init=False)
-    _sender: BatchSender = field(init=False)
+    _queue: BatchQueue[Event] = field(init=False)
+    _encode: Callable[[list[Event]], Mapping[str, bytes]] = field(init=False)
+    _requests: int = 0
+    _failures: int = 0
+    _last_error: str = ""
 
     def __post_init__(self) -> None:
         c = self.config
         encoder = EventEncoder()
+        self._encode = encoder.requests
         self._select = compile_selection(c.select)
         self._wants = selection_wants(c.select)
-        self._sender = BatchSender(self.transport or make_transport(c.endpoint, c.protocol), encoder.requests,
-                                   max_batch=c.batch, max_delay=c.max_delay, max_queued=c.queue, timeout=c.timeout,
-                                   retries=c.retries, log=self.log)
+        if self.transport is None:
+            self.transport = make_transport(c.endpoint, c.protocol)
+        self.counts = QueueCounts(f"forward {c.endpoint}", kind="forward", unit="events", capacity=c.queue)
+        if self.queues is not None:
+            self.queues.register(self.counts)
+        self._queue = BatchQueue(f"forward {self.transport.endpoint}", self._export, max_batch=c.batch,
+                                 max_delay=c.max_delay, capacity=c.queue, counts=self.counts,
+                                 export_grace=c.timeout + 1.0, log=self._say)
+
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
 
     def wants(self, provider: str, event: str, level: int | None) -> bool:
         """Whether events of this type could be selected (see selection_wants)."""
@@ -263,13 +302,68 @@ class Forwarder:
         if not self._select(event):
             return False
         self.selected += 1
-        self._sender.offer(event)
+        self._queue.put(event)
         return True
+
+    def _export(self, batch: list[Event]) -> dict[str, int] | None:
+        """One batch, encoded on the sender thread, sent with `retries` more tries (exponential backoff)."""
+        try:
+            requests = self._encode(batch)
+        except Exception as e:  # one odd event must not stop forwarding
+            self._last_error = f"encoding: {type(e).__name__}: {e}"
+            self._say(f"forward: {len(batch)} event(s) dropped: {self._last_error}")
+            return {ENCODING: len(batch)}
+        assert self.transport is not None
+        c = self.config
+        count = len(batch)
+        backoff, backoff_max = 0.1, 5.0
+        pending = dict(requests)
+        refused = 0
+        for attempt in range(c.retries + 1):
+            for signal, payload in list(pending.items()):
+                try:
+                    result = self.transport.export(signal, payload, c.timeout)
+                except ExportError as e:
+                    self._failures += 1
+                    self._last_error = str(e)
+                    if not e.retriable:
+                        self._say(f"forward: {e}: {count} event(s) refused")
+                        refused = count
+                        pending.pop(signal)
+                    continue
+                self._requests += 1
+                refused = max(refused, min(count, result.rejected))
+                pending.pop(signal)
+            if not pending:
+                return {REFUSED: refused} if refused else None
+            if attempt == c.retries or not self._queue.sleep(backoff):
+                break
+            backoff = min(backoff * 2, backoff_max)
+        self._say(f"forward: {count} event(s) dropped after {attempt + 1} tries: {self._last_error}")
+        return {FAILED_ALL_TRIES: count}
 
     @property
     def stats(self) -> SenderStats:
-        return self._sender.stats
+        c = self.counts
+        return SenderStats(offered=c.put, sent=c.out, dropped=c.total_dropped, refused=c.dropped.get(REFUSED, 0),
+                           requests=self._requests, failures=self._failures, last_error=self._last_error,
+                           dropped_by_reason=dict(c.dropped))
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return self._queue.force_flush(timeout)
 
     def close(self, timeout: float = 5.0) -> SenderStats:
-        """Send what waits (for up to `timeout` seconds) and stop."""
-        return self._sender.close(timeout)
+        """Send what waits (for up to `timeout` seconds) and stop; what is left is dropped and counted."""
+        self._queue.shutdown(timeout)
+        if self.transport is not None:
+            self.transport.close()
+        return self.stats
+
+    def summary_line(self) -> str:
+        """What forwarding did, for the exit summary."""
+        st = self.stats
+        line = f"forward to {self.config.endpoint}: {self.selected} event(s) selected, {st.sent} sent"
+        if st.dropped:
+            line += f", {st.dropped} dropped (" + ", ".join(
+                f"{n} {reason}" for reason, n in sorted(st.dropped_by_reason.items())) + ")"
+        return line

@@ -22,7 +22,8 @@ ProcessTrace runs in a thread of its own and calls it for every event. The callb
 EVENT_RECORD points at (it is valid only during the call), converts the header (`record_parts`), decodes with
 `decode_etw_event` and puts the Event on a bounded queue; `events()` takes from the queue in the consumer's thread.
 When the queue is full the event is dropped and counted (stats.dropped) rather than stalling ProcessTrace, which
-would make ETW lose whole buffers instead (counted by the session: `lost()`).
+would make ETW lose whole buffers instead (counted by the session: `lost()`). Both are read through the `etw queue`
+of the run's queue registry (dyntel.queues), so they show in the metrics, the exit summary and `dyntel status`.
 
 Time. By default ProcessTrace converts EVENT_HEADER.TimeStamp to system time (FILETIME: 100 ns since 1601), which
 `EtwClock` turns into Unix-epoch nanoseconds. With raw_timestamps=True (PROCESS_TRACE_MODE_RAW_TIMESTAMP) the
@@ -60,6 +61,7 @@ from dyntel.engine.enabler import ALL_KEYWORDS as GRANT_ALL_KEYWORDS
 from dyntel.engine.enabler import EnableBook, EnableError, EnableResult, Grant
 from dyntel.errors import DecodeError
 from dyntel.event import Event
+from dyntel.queues import QUEUE_FULL, QueueCounts, QueueRegistry
 from dyntel.sources import SourceStats, Want
 from dyntel.sources import etw_structs as s
 from dyntel.sources.tracefs import LiveSetupError
@@ -198,7 +200,17 @@ class RecordPump:
         self.clock = clock
         self.want: Want | None = None
         self.queue: queue.Queue[Event] = queue.Queue(maxsize)
+        # The queue's counts (dyntel.queues): events in, out (to the consumer), dropped (`queue full`); copied from
+        # `stats` when read, so the callback counts nothing twice.
+        self.counts = QueueCounts("etw queue", kind="etw", unit="events", capacity=maxsize,
+                                  size_of=self.queue.qsize, refresh=self._refresh)
         self.callback = EVENT_RECORD_CALLBACK(self._on_record)  # kept here: ETW calls it for as long as we live
+
+    def _refresh(self, counts: QueueCounts) -> None:
+        st = self.stats
+        counts.out = st.events
+        counts.dropped[QUEUE_FULL] = st.dropped
+        counts.put = st.events + st.dropped + self.queue.qsize()
 
     def _on_record(self, ptr: Any) -> None:
         # An exception must not leave a ctypes callback (it would be printed and lost), so everything is caught.
@@ -310,7 +322,7 @@ class EtwLiveSource:
 
     def __init__(self, providers: Iterable[ProviderSpec] = (), *, session: str = DEFAULT_SESSION,
                  queue_size: int = DEFAULT_QUEUE, buffer_kb: int = DEFAULT_BUFFER_KB, raw_timestamps: bool = False,
-                 poll_interval: float = 0.1, name: str | None = None) -> None:
+                 poll_interval: float = 0.1, name: str | None = None, queues: QueueRegistry | None = None) -> None:
         if not session.startswith(SESSION_PREFIX):
             session = SESSION_PREFIX + session
         if len(session) >= s.MAX_SESSION_NAME_CHARS:
@@ -325,6 +337,20 @@ class EtwLiveSource:
         self.poll_interval = poll_interval
         self.on_idle: Callable[[], None] | None = None
         self.pump = RecordPump(self.stats, maxsize=queue_size)
+        if queues is not None:
+            # The session's own losses (ETW's EventsLost, real-time buffers lost) go with the queue's drops.
+            pump_refresh = self.pump._refresh
+
+            def refresh(counts: QueueCounts) -> None:
+                pump_refresh(counts)
+                lost = self.lost()
+                for key, reason in (("events_lost", "ETW session: events lost"),
+                                    ("realtime_buffers_lost", "ETW session: real-time buffers lost")):
+                    if key in lost:
+                        counts.dropped[reason] = lost[key]
+
+            self.pump.counts.refresh = refresh
+            queues.register(self.pump.counts)
         self._lock = threading.RLock()
         self._api: Any = None
         self._session_handle = 0
