@@ -5,9 +5,11 @@ Records about 1M raw_syscalls:sys_enter samples (needs root and perf), then time
 >= 1.0 means dyntel is at least as fast).
 
 EventHeader: the writer's recording from the user_events VM (tests/data/eh-writer.perf.data, every field encoding
-and format), its samples repeated to --eh-events, decoded by dyntel and by the Rust reader of the format's authors
-(tests/peers/tracepoint-rs: tracepoint_perf + tracepoint_decode writing the same JSON lines), and by perf-decode
-(C++, microsoft/LinuxTracepoints) when --perf-decode gives its path. The Rust reader is found in the peer cache
+and format) and the corpus perf.data (the reference's C and C++ test providers), each one's EventHeader samples
+repeated to --eh-events (benchmarks/eventheader_recording.py), decoded by dyntel and by the Rust reader of the
+format's authors (tests/peers/tracepoint-rs: tracepoint_perf + tracepoint_decode writing the same JSON lines), and by
+perf-decode (C++, microsoft/LinuxTracepoints) when --perf-decode gives its path (beside `dyntel decode --order
+round`, which sorts each round by time as perf-decode does). The Rust reader is found in the peer cache
 (scripts/peers/build-rust.sh tracepoint-rs) unless --rust-reader gives it; it also runs on the tracefs recording.
 
     python benchmarks/decode.py [--samples 1000000] [--repeat 3] [--keep FILE] [--profile]
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EH_RECORDING = ROOT / "tests" / "data" / "eh-writer.perf.data"
+CORPUS_RECORDING = (Path(os.environ.get("DYNTEL_CORPUS", ROOT.parent / "shared" / "corpus")) / "linuxtracepoints"
+                    / "perf.data")
 
 
 def record(path: Path, samples: int) -> None:
@@ -48,13 +52,22 @@ def count_samples(path: Path) -> int:
     return -1
 
 
+# "wall" (elapsed) or "cpu" (the CPU seconds the run used, user + system: on a shared machine, what the other
+# processes take from a run shows in its elapsed time, not in its CPU time). Set by --clock.
+CLOCK = "wall"
+
+
 def best_time(argv: list[str], repeat: int) -> float:
     best = float("inf")
     with open(os.devnull, "wb") as null:
         for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(argv, stdout=null, stderr=subprocess.DEVNULL, check=True)
-            best = min(best, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            best = min(best, cpu if CLOCK == "cpu" else elapsed)
     return best
 
 
@@ -71,53 +84,32 @@ def rust_reader(explicit: Path | None) -> Path | None:
     return Path(done.stdout.strip().splitlines()[-1]) / "tracepoint-json"
 
 
-def enlarge(src: Path, dst: Path, events: int) -> int:
-    """A file-mode copy of `src` whose data section holds its samples repeated (each copy ending in a
-    FINISHED_ROUND) until there are at least `events`; the feature sections follow, moved. Returns the count."""
-    data = src.read_bytes()
-    if data[:8] != b"PERFILE2" or struct.unpack_from("<Q", data, 8)[0] == 16:
-        raise SystemExit(f"{src}: expected a little-endian file-mode perf.data")
-    data_off, data_size = struct.unpack_from("<QQ", data, 40)
-    flags = struct.unpack_from("<4Q", data, 72)
-    nfeat = sum(bin(f).count("1") for f in flags)
-    table_off = data_off + data_size
-    table = [struct.unpack_from("<QQ", data, table_off + 16 * i) for i in range(nfeat)]
-    samples = []
-    pos = data_off
-    while pos < table_off:
-        rtype, _, size = struct.unpack_from("<IHH", data, pos)
-        if rtype == 9:
-            samples.append(data[pos : pos + size])
-        pos += size
-    if not samples:
-        raise SystemExit(f"{src}: no samples")
-    block = b"".join(samples) + struct.pack("<IHH", 68, 0, 8)  # the samples, then a FINISHED_ROUND
-    copies = max(1, -(-events // len(samples)))
-    new_data = data[data_off:table_off] + block * copies
-    delta = len(new_data) - data_size
-    head = bytearray(data[:data_off])
-    struct.pack_into("<Q", head, 48, len(new_data))
-    new_table = b"".join(struct.pack("<QQ", off + delta if off >= table_off else off, size) for off, size in table)
-    rest = data[table_off + 16 * nfeat :]
-    dst.write_bytes(bytes(head) + new_data + new_table + rest)
-    return len(samples) * (copies + 1)
-
-
 def eventheader_bench(args: argparse.Namespace, tmp: Path, rust: Path | None) -> None:
-    big = tmp / "eh-writer-big.perf.data"
-    n = enlarge(args.eh_recording, big, args.eh_events)
-    print(f"\nEventHeader: {args.eh_recording.name} repeated to {n} samples ({big.stat().st_size / 1e6:.1f} MB)")
-    dyntel = [sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl", str(big)]
-    t_dyntel = best_time(dyntel, args.repeat)
-    print(f"dyntel decode --format jsonl      {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M events/s")
-    if rust is not None:
-        t_rust = best_time([str(rust), "--order", "file", str(big)], args.repeat)
-        print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M events/s")
-        print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}  (target >= 1.0)")
-    if args.perf_decode is not None:
-        t_pd = best_time([str(args.perf_decode), str(big)], args.repeat)
-        print(f"perf-decode (C++)                 {t_pd:7.3f} s  {n / t_pd / 1e6:6.3f} M events/s")
-        print(f"ratio (perf-decode time / dyntel time): {t_pd / t_dyntel:.2f}  (target >= 1.0)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from eventheader_recording import eventheader_only
+
+    for src in args.eh_recording or [EH_RECORDING, CORPUS_RECORDING]:
+        if not src.exists():
+            print(f"\nEventHeader: {src} is not there; skipped")
+            continue
+        big = tmp / f"eh-{src.stem}-big.perf.data"
+        # Only the EventHeader samples (the corpus recording has tracefs samples too), repeated.
+        n = eventheader_only(src, big, args.eh_events)
+        print(f"\nEventHeader: the EventHeader samples of {src} repeated to {n} ({big.stat().st_size / 1e6:.1f} MB)")
+        dyntel = [sys.executable, "-m", "dyntel.cli", "decode", "--format", "jsonl", str(big)]
+        t_dyntel = best_time(dyntel, args.repeat)
+        print(f"dyntel decode --format jsonl      {t_dyntel:7.3f} s  {n / t_dyntel / 1e6:6.3f} M events/s")
+        if rust is not None:
+            t_rust = best_time([str(rust), "--order", "file", str(big)], args.repeat)
+            print(f"Rust reader (tracepoint_decode)   {t_rust:7.3f} s  {n / t_rust / 1e6:6.3f} M events/s")
+            print(f"ratio (Rust reader time / dyntel time): {t_rust / t_dyntel:.2f}  (target >= 1.0)")
+        if args.perf_decode is not None:
+            # perf-decode sorts each round's samples by time: dyntel does the same with --order round.
+            t_round = best_time([*dyntel, "--order", "round"], args.repeat)
+            t_pd = best_time([str(args.perf_decode), str(big)], args.repeat)
+            print(f"dyntel decode ... --order round   {t_round:7.3f} s  {n / t_round / 1e6:6.3f} M events/s")
+            print(f"perf-decode (C++)                 {t_pd:7.3f} s  {n / t_pd / 1e6:6.3f} M events/s")
+            print(f"ratio (perf-decode time / dyntel time): {t_pd / t_round:.2f}  (target >= 1.0)")
 
 
 def main() -> int:
@@ -129,10 +121,17 @@ def main() -> int:
     ap.add_argument("--rust-reader", type=Path, help="tracepoint-json of tests/peers/tracepoint-rs (default: the "
                                                      "peer cache)")
     ap.add_argument("--perf-decode", type=Path, help="perf-decode (C++, built from microsoft/LinuxTracepoints)")
-    ap.add_argument("--eh-recording", type=Path, default=EH_RECORDING, help="file-mode EventHeader recording")
+    ap.add_argument("--eh-recording", type=Path, action="append",
+                    help="file-mode recording whose EventHeader samples to use; repeatable (default: the writer's VM "
+                         "recording and the corpus perf.data)")
     ap.add_argument("--eh-events", type=int, default=200_000, help="EventHeader samples to decode")
     ap.add_argument("--only", choices=["tracefs", "eventheader"], help="run one of the two parts")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time each run by elapsed time (default) or by the CPU time it used (user + system), which "
+                         "a loaded machine disturbs less")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = args.clock
     rust = rust_reader(args.rust_reader)
     if args.only == "eventheader":
         tmp = Path(tempfile.mkdtemp(prefix="dyntel-bench-"))

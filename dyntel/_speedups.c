@@ -26,6 +26,7 @@ enum { K_NONE = 0, K_HEX = 1, K_UNSIGNED = 2, K_SIGNED = 3, K_STRING = 4 };
 enum { A_NONE = 0, A_FIXED = 1, A_DATA_LOC = 2, A_REL_LOC = 3 };
 
 #include "_perf_record.h"
+#include "_eventheader.h"
 
 
 typedef struct {
@@ -40,6 +41,8 @@ typedef struct {
     Py_ssize_t prefix_len;
     Field *fields;
     Py_ssize_t nfields;
+    int is_eh; /* an EventHeader tracepoint: written by _eventheader.c */
+    EhPlan eh;
 } Plan;
 
 typedef struct {
@@ -49,6 +52,7 @@ typedef struct {
     uint32_t raw_size;
     uint32_t pid, tid, cpu;
     const Plan *plan;
+    EhEvent eh; /* an EventHeader sample's checked header */
 } Sample;
 
 typedef struct {
@@ -292,6 +296,18 @@ static void free_plans(Plan *plans, Py_ssize_t n) {
 /* Parse one plan tuple; the bytes it points into stay alive as long as the caller's plan objects. */
 static int parse_plan(PyObject *obj, Plan *plan) {
     PyObject *prefix, *fields;
+    if (PyTuple_Check(obj) && PyTuple_GET_SIZE(obj) == 4) {
+        /* EventHeader: (prefix, level, keyword, offset of the eventheader in the raw data) */
+        unsigned char level;
+        unsigned long long keyword;
+        unsigned int offset;
+        if (!PyArg_ParseTuple(obj, "SbKI", &prefix, &level, &keyword, &offset)) return -1;
+        plan->is_eh = 1;
+        plan->eh = (EhPlan){PyBytes_AS_STRING(prefix), (size_t)PyBytes_GET_SIZE(prefix), level, keyword, offset};
+        plan->prefix = plan->eh.prefix;
+        plan->prefix_len = PyBytes_GET_SIZE(prefix);
+        return 0;
+    }
     if (!PyArg_ParseTuple(obj, "SO!", &prefix, &PyTuple_Type, &fields)) return -1;
     plan->prefix = PyBytes_AS_STRING(prefix);
     plan->prefix_len = PyBytes_GET_SIZE(prefix);
@@ -315,7 +331,7 @@ static int parse_plan(PyObject *obj, Plan *plan) {
  * when the file is outside what this module handles. */
 static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sample_type, PyObject *plan_ids,
                       Plan *plans, Py_ssize_t nplans, Sample *samples, Py_ssize_t *round_ends,
-                      Py_ssize_t *nrounds) {
+                      Py_ssize_t *nrounds, EhCache *eh) {
     size_t pos = start;
     Py_ssize_t n = 0, r = 0;
     int by_id = (sample_type & (S_IDENTIFIER | S_ID)) != 0;
@@ -374,7 +390,10 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
                 if (nplans != 1) return -1;
                 plan = &plans[0];
             }
-            if (!plan->prefix_len) return -1; /* a sample the fast path does not format (EventHeader, no format) */
+            if (!plan->prefix_len) return -1; /* a sample the fast path does not format (no format) */
+            EhEvent ev;
+            /* The payload is walked on the first pass only; the second finds the same bytes. */
+            if (plan->is_eh && (!eh || eh_check(eh, &plan->eh, p, raw_size, &ev, samples == NULL) < 0)) return -1;
             for (Py_ssize_t i = 0; i < plan->nfields; i++) {
                 const uint8_t *fp;
                 uint32_t fn;
@@ -390,6 +409,7 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
                 s->tid = tid;
                 s->cpu = cpu;
                 s->plan = plan;
+                if (plan->is_eh) s->eh = ev;
             }
             n++;
         }
@@ -403,25 +423,27 @@ static Py_ssize_t scan(const uint8_t *buf, size_t start, size_t end, uint64_t sa
 static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *kwlist[] = {"buffer", "start", "end", "sample_type", "plan_ids", "plans", "time_is_wall",
-                             "clock_offset", "first_sep", "sep", "suffix", "fd", "sort", NULL};
+                             "clock_offset", "first_sep", "sep", "suffix", "fd", "sort", "eh_compile", NULL};
     Py_buffer view;
     Py_ssize_t start, end;
     unsigned long long sample_type;
     PyObject *plan_ids, *plan_list;
     int time_is_wall, fd, sort = 1;
+    PyObject *eh_compile = Py_None;
     long long clock_offset;
     const char *first_sep, *sep, *suffix;
     Py_ssize_t first_sep_len, sep_len, suffix_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnKO!O!pLy#y#y#i|p", kwlist, &view, &start, &end,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnKO!O!pLy#y#y#i|pO", kwlist, &view, &start, &end,
                                      &sample_type, &PyDict_Type, &plan_ids, &PyList_Type, &plan_list,
                                      &time_is_wall, &clock_offset, &first_sep, &first_sep_len, &sep, &sep_len,
-                                     &suffix, &suffix_len, &fd, &sort))
+                                     &suffix, &suffix_len, &fd, &sort, &eh_compile))
         return NULL;
     PyObject *result = NULL;
     Plan *plans = NULL;
     Sample *samples = NULL;
     Py_ssize_t *round_ends = NULL;
     Out out = {0};
+    EhCache *eh = NULL;
     Py_ssize_t nplans = PyList_GET_SIZE(plan_list);
 
     if (start < 0 || end < start || end > view.len || (sample_type & ~(unsigned long long)S_WALKABLE) ||
@@ -437,9 +459,11 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
         if (item == Py_None) continue; /* prefix_len 0: not for the fast path */
         if (parse_plan(item, &plans[i]) < 0) goto done;
     }
+    if (eh_compile != Py_None && !(eh = eh_cache_new(eh_compile))) goto done;
     const uint8_t *buf = view.buf;
     Py_ssize_t nrounds = 0;
-    Py_ssize_t n = scan(buf, (size_t)start, (size_t)end, sample_type, plan_ids, plans, nplans, NULL, NULL, &nrounds);
+    Py_ssize_t n = scan(buf, (size_t)start, (size_t)end, sample_type, plan_ids, plans, nplans, NULL, NULL, &nrounds,
+                        eh);
     if (n < 0) {
         if (PyErr_Occurred()) goto done;
         result = Py_None;
@@ -450,7 +474,7 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
     round_ends = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nrounds + 1));
     if (!samples || !round_ends) { PyErr_NoMemory(); goto done; }
     if (scan(buf, (size_t)start, (size_t)end, sample_type, plan_ids, plans, nplans, samples, round_ends,
-             &nrounds) != n) {
+             &nrounds, eh) != n) {
         PyErr_SetString(PyExc_RuntimeError, "perf.data changed while it was read");
         goto done;
     }
@@ -473,6 +497,17 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
             const Plan *plan = s->plan;
             size_t need = (size_t)plan->prefix_len + (size_t)first_sep_len + (size_t)sep_len +
                           (size_t)suffix_len + 200;
+            const char *eh_body = NULL, *eh_info = NULL;
+            size_t eh_body_len = 0, eh_info_len = 0;
+            if (plan->is_eh) {
+                if (eh_format(eh, &plan->eh, s->raw, s->raw_size, &s->eh, &eh_body, &eh_body_len, &eh_info,
+                              &eh_info_len) < 0) {
+                    out.failed = errno;
+                    ok = 0;
+                    break;
+                }
+                need += eh_body_len + eh_info_len;
+            }
             for (Py_ssize_t k = 0; k < plan->nfields; k++) {
                 const uint8_t *fp;
                 uint32_t fn;
@@ -482,7 +517,8 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
             if (out_room(&out, need) < 0) { ok = 0; break; }
             if (written) put(&out, sep, (size_t)sep_len);
             else put(&out, first_sep, (size_t)first_sep_len);
-            put(&out, plan->prefix, (size_t)plan->prefix_len);
+            if (plan->is_eh) put(&out, eh_body, eh_body_len);
+            else put(&out, plan->prefix, (size_t)plan->prefix_len);
             for (Py_ssize_t k = 0; k < plan->nfields; k++) {
                 const uint8_t *fp;
                 uint32_t fn;
@@ -508,6 +544,11 @@ static PyObject *write_tracefs_samples(PyObject *self, PyObject *args, PyObject 
                 put_u64(&out, s->pid);
                 put(&out, ",\"tid\":", 7);
                 put_u64(&out, s->tid);
+                comma = 1;
+            }
+            if (eh_info_len) { /* the EventHeader identity members, each with its leading comma */
+                if (comma) put(&out, eh_info, eh_info_len);
+                else put(&out, eh_info + 1, eh_info_len - 1);
             }
             put(&out, "}}", 2);
             put(&out, suffix, (size_t)suffix_len);
@@ -529,6 +570,7 @@ done:
     PyMem_Free(samples);
     PyMem_Free(round_ends);
     free_plans(plans, nplans);
+    eh_cache_free(eh);
     PyBuffer_Release(&view);
     return result;
 }

@@ -26,12 +26,15 @@ JSON = "json"
 class DecodeOptions:
     format: str = JSON
     order: str | None = None  # perf.data: "file" (the default) or "round" (time-sorted per round, as perf-decode)
-    native: bool = True  # use the native writer where it applies
+    native: bool = True  # use the native writer and the native EventHeader decoder where they apply
 
 
 def decode_files(paths: list[str], out: TextIO, options: DecodeOptions, err: TextIO = sys.stderr) -> int:
     """Decode each recording to `out`. Exit status: 0, 1 when a file could not be read, 2 when records were bad
     (the caller decides whether bad records fail the run)."""
+    from dyntel.decoders.eventheader import set_native
+
+    set_native(options.native)
     status = 0
     if options.format == JSON:
         out.write("{")

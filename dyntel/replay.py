@@ -55,7 +55,7 @@ class ReplayOptions:
     explain: str | None = None  # a rule name: keep the engine's explain records for it
     hold: int = DEFAULT_HOLD  # events held back to put them in time order; 0 keeps the source's order
     filter: bool = True  # drop events no rule can match before decoding them
-    native: bool = True  # with the C pre-filter where the source has one
+    native: bool = True  # with the C pre-filter where the source has one, and the C EventHeader decoder
     progress: TextIO | None = None  # where a progress bar goes, when it is a terminal
     log: TextIO | None = None  # where the `log` action writes (default: stderr)
     # Builds the action runtime (artifact store, limits, action log) given the log stream; default: a plain one.
@@ -318,9 +318,11 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
            engine: Engine | None = None) -> ReplayResult:
     """Run `rules` over the recording at `path`; each firing goes to `on_firing` as it happens, each explain record
     (with `options.explain`) to `on_explain`. Raises DyntelError when the recording cannot be opened."""
+    from dyntel.decoders.eventheader import set_native
     from dyntel.engine.scheduler import ActionRuntime, Scheduler
 
     options = options or ReplayOptions()
+    set_native(options.native)  # EventHeader payloads in C (dyntel._eventheader) unless --no-native
     source = open_for_replay(path)
     forwarder = options.forwarder
     if options.filter:

@@ -747,8 +747,14 @@ def test_fast_path_declines_what_it_does_not_cover(case: str, tmp_path: Path) ->
     assert _fast_output(path, tmp_path) is None
 
 
-def test_fast_path_declines_the_corpus_for_its_eventheader_events(tmp_path: Path) -> None:
-    assert _fast_output(corpus_file("linuxtracepoints/perf.data"), tmp_path) is None
+def test_fast_path_writes_the_corpus_eventheader_events_too(tmp_path: Path) -> None:
+    # EventHeader samples are written by dyntel/_eventheader.c (tests/test_decode_native.py compares it fully).
+    path = corpus_file("linuxtracepoints/perf.data")
+    fast = _fast_output(path, tmp_path)
+    with path.open("rb") as f:
+        python = b"".join((format_event(e, True) + "\n").encode("utf-8", "surrogateescape")
+                          for e in perf_data.open_source(str(path), f).events())
+    assert fast is not None and fast == python
 
 
 @pytest.mark.kernel

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     r.add_argument("--no-filter", action="store_true",
                    help="decode every event, even those no rule can match (for comparison)")
     r.add_argument("--no-native", action="store_true",
-                   help="filter perf.data samples in Python instead of the native pre-filter (for comparison)")
+                   help="filter perf.data samples and decode EventHeader payloads in Python instead of the native "
+                        "code (for comparison)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr")
     r.add_argument("--metrics", metavar="FILE",
                    help="write dyntel's own metrics at the end, in the Prometheus text format (as /metrics shows "

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
+from dyntel.decoders.eventheader_native import native_index, native_payload
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
 from dyntel.sources import Want
 
-__all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache"]
+__all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache", "set_native"]
 
 HEADER_SIZE = 8
 FLAG_POINTER64 = 0x01
@@ -66,13 +67,22 @@ class TypeCache:
     """Compiled event types by (metadata bytes, big-endian). Bounded: past `max_types` it starts
     over, so a stream of ever-changing metadata (a fuzzer, a hostile writer) costs compile time but not memory."""
 
-    def __init__(self, max_types: int = 4096) -> None:
+    def __init__(self, max_types: int = 4096, native: bool = True) -> None:
         self.max_types = max_types
+        self.native = native  # decode payloads with dyntel._eventheader where it is built
         self.compiles = 0
         self._types: dict[tuple[bytes, bool], EventType] = {}
+        # The header and extension blocks read in C, with the types found by their metadata bytes there (None
+        # without the extension): what EventHeaderDecoder.decode does in Python, for events that are EventHeader.
+        self.index: Any = native_index(self.get, max_types) if native else None
 
     def __len__(self) -> int:
         return len(self._types)
+
+    def clear(self) -> None:
+        self._types.clear()
+        if self.index is not None:
+            self.index.clear()
 
     def get(self, meta: bytes, big_endian: bool) -> EventType:
         key = (meta, big_endian)
@@ -80,7 +90,7 @@ class TypeCache:
         if t is None:
             t = self._compile(meta, big_endian)
             if len(self._types) >= self.max_types:
-                self._types.clear()
+                self.clear()
             self._types[key] = t
         return t
 
@@ -91,7 +101,11 @@ class TypeCache:
         parsed = parse_metadata(meta, big_endian)
         compiled = compile_payload(parsed.fields, big_endian, parsed.error)
         schema = build_schema(parsed.fields)
-        return EventType(parsed.event_name, schema, compiled.decode, compiled, None)
+        decode = compiled.decode
+        if self.native:
+            # The same values from C (eventheader_native); events it finds wrong go to `decode`, which raises.
+            decode = native_payload(meta, big_endian, decode) or decode
+        return EventType(parsed.event_name, schema, decode, compiled, None)
 
 
 def _no_payload(buf: bytes, pos: int, end: int) -> list[object]:
@@ -99,6 +113,14 @@ def _no_payload(buf: bytes, pos: int, end: int) -> list[object]:
 
 
 SHARED_TYPES = TypeCache()
+
+
+def set_native(on: bool) -> None:
+    """Whether decoders made from now on with the shared cache decode payloads natively (the default where the
+    extension is built); `--no-native` turns it off, to compare with or to rule out the C code."""
+    global SHARED_TYPES
+    if SHARED_TYPES.native != on:
+        SHARED_TYPES = TypeCache(native=on)
 
 
 class EventHeaderDecoder:
@@ -152,6 +174,13 @@ class EventHeaderDecoder:
             end = len(data)
         parsed = self._names.get(tracepoint_name)
         tp = parsed if type(parsed) is TracepointName else self.tracepoint_name(tracepoint_name)
+        index = self.types.index
+        if index is not None:
+            header = index.parse(data, offset, end, tp.level)
+            if header is not None:  # else the Python code below finds out what is wrong, and says it
+                t, version, id_, tag, opcode, activity, related, pos = header
+                return self._event(tracepoint_name, tp, t, data, pos, end, offset, want, version, id_, tag, opcode,
+                                   activity, related)
         size = end - offset
         if size < HEADER_SIZE or size > 0x7FFFFFFF:
             raise NotEventHeader(f"{size} bytes is not the size of an EventHeader event", 0)
@@ -197,6 +226,14 @@ class EventHeaderDecoder:
         if meta is None:
             raise NotEventHeader("no metadata extension", 0)
         t = self.types.get(meta, big)
+        return self._event(tracepoint_name, tp, t, data, pos, end, offset, want, version, id_, tag, opcode, activity,
+                           related)
+
+    def _event(self, tracepoint_name: str, tp: TracepointName, t: EventType, data: bytes, pos: int, end: int,
+               offset: int, want: Want | None, version: int, id_: int, tag: int, opcode: int,
+               activity: bytes | None, related: bytes | None) -> Event | None:
+        """The event once its header and extension blocks are read: its payload decoded by its type."""
+        level = tp.level
         if t.not_eventheader is not None:
             raise NotEventHeader(t.not_eventheader, 0)
         if want is not None:

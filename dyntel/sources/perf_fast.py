@@ -1,4 +1,4 @@
-"""The native fast path for perf.data: tracefs samples written as JSON straight from the mapped file.
+"""The native fast path for perf.data: tracefs and EventHeader samples written as JSON straight from the mapped file.
 
 `dyntel._speedups.write_tracefs_samples` (C, optional) walks a data section, in file order or sorting each round's
 samples by time as perf-decode does, and writes each sample in the reference's JSON without building an Event. This
@@ -8,15 +8,21 @@ bytes are), the clock offset.
 
 It covers the common case only and declines (returns None, having written nothing) for anything else, so that the
 Python decoder, which counts and reports problems, handles the file: no native module, pipe mode, big-endian files,
-attrs whose sample layouts the C code cannot tell apart, EventHeader events, samples of an attr without a tracepoint
-format, a metadata problem, and (found by the C code itself) any malformed record, unknown sample id or field that
-does not fit its sample.
+attrs whose sample layouts the C code cannot tell apart, samples of an attr without a tracepoint format, a metadata
+problem, and (found by the C code itself) any malformed record, unknown sample id, field that does not fit its
+sample, or EventHeader sample that is not EventHeader after all or whose payload does not match its metadata.
+
+EventHeader samples (dyntel/_eventheader.c, compiled into the same extension) are checked and written by the C code;
+their event types come from `eventheader_native.program`, asked once per distinct metadata, with the field tags shown
+as `source.field_tags` says.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dyntel.decoders.eventheader_name import parse_tracepoint_name
+from dyntel.decoders.eventheader_native import program
 from dyntel.event import ArrayKind
 from dyntel.event_json import json_string
 from dyntel.sources import perf_abi as abi
@@ -45,6 +51,17 @@ def _plan(source: PerfDataSource, fmt: Any, provider: str, name: str) -> tuple[b
     return prefix, tuple(fields)
 
 
+def _eventheader_plan(fmt: Any) -> tuple[bytes, int, int, int] | None:
+    """(JSON text up to the event name, level, keyword, eventheader offset) for an EventHeader tracepoint; None when
+    its name is not an EventHeader name (the Python decoder shows its samples as tracefs fields)."""
+    try:
+        tp = parse_tracepoint_name(fmt.name)
+    except ValueError:
+        return None
+    prefix = ('{"n":' + json_string(tp.provider + ":")[:-1]).encode("utf-8", "surrogateescape")
+    return prefix, tp.level, tp.keyword, fmt.eventheader_offset
+
+
 def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", sep: bytes = b"",
                   suffix: bytes = b"\n") -> int | None:
     """Write the samples of `source` to the file descriptor `fd`: each as `sep` (`first_sep` for the first), its
@@ -62,6 +79,7 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
             or source.data_range is None or source.stats.bad or not source.attrs):
         return None
     attrs = source.attrs
+    tags = source.field_tags
     traced = [a for a in attrs if a.type == abi.TYPE_TRACEPOINT and a.sample_type & abi.SAMPLE_RAW]
     if not traced:
         return None
@@ -75,15 +93,17 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
         return None
     if not sample_type & (abi.SAMPLE_ID | abi.SAMPLE_IDENTIFIER) and len(attrs) != 1:
         return None
-    plans: list[tuple[bytes, tuple[Any, ...]] | None] = []
+    plans: list[tuple[Any, ...] | None] = []
     plan_ids: dict[int, int] = {}
     for attr in attrs:
-        plan = None
+        plan: tuple[Any, ...] | None = None
         if attr.sample_type == sample_type and attr in traced:
             fmt = source.formats.get(attr.config & 0xFFFFFFFF)
             if fmt is not None and fmt.kind == "tracefs":
                 provider, name = source.event_name(attr)
                 plan = _plan(source, fmt, provider, name)
+            elif fmt is not None and fmt.kind == "eventheader":
+                plan = _eventheader_plan(fmt)
         for ident in attr.ids:
             plan_ids[ident] = len(plans)
         plans.append(plan)
@@ -92,7 +112,8 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
     written: int | None = _speedups.write_tracefs_samples(
         buffer=source.buffer, start=start, end=end, sample_type=sample_type, plan_ids=plan_ids, plans=plans,
         time_is_wall=clock is not None, clock_offset=clock.offset_ns if clock is not None else 0,
-        first_sep=first_sep, sep=sep, suffix=suffix, fd=fd, sort=source.order == "round")
+        first_sep=first_sep, sep=sep, suffix=suffix, fd=fd, sort=source.order == "round",
+        eh_compile=lambda meta, big: program(meta, big, tags))
     if written is not None:
         source.stats.events += written
     return written
