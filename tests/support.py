@@ -111,6 +111,20 @@ class CaptureTarget:
         """Gaps since mark(): beats, max_gap_ms, p99_gap_ms. Also proves the target is alive and answering."""
         return self._command("report")
 
+    def wait_beats(self, beats: int, timeout: float = 30.0) -> dict[str, object]:
+        """The heartbeat report once `beats` beats came since mark(): the target runs again. A hang guard, not a
+        time limit: how soon it resumes is measured by benchmarks/capture.py, not asserted by the tests."""
+        import time
+
+        end = time.monotonic() + timeout
+        while True:
+            report = self.heartbeat()
+            if int(report["beats"]) >= beats:  # type: ignore[call-overload]
+                return report
+            if time.monotonic() > end:
+                raise AssertionError(f"the target did not run again: {report}")
+            time.sleep(0.02)
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

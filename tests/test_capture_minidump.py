@@ -62,9 +62,7 @@ def _dump(target: CaptureTarget, path: Path, memory: str, max_size: int | None =
         with open(path, "wb") as out, frozen(target.pid) as f:
             result = write_minidump(f, maps, out, memory=memory, max_size=max_size, info=info)
         seconds = time.perf_counter() - started
-    time.sleep(0.1)
-    beat = target.heartbeat()
-    assert int(beat["beats"]) >= 10, f"the target's heartbeat stopped after the dump: {beat}"  # type: ignore[call-overload]
+    beat = target.wait_beats(10)  # the heartbeat goes on after the dump
     return Dump(path, result, f, int(beat["beats"]), float(beat["max_gap_ms"]), seconds)  # type: ignore[arg-type]
 
 
