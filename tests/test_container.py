@@ -85,10 +85,13 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-def _nofile() -> str:
-    # podman asks for more open files than root may raise RLIMIT_NOFILE to on some hosts: say the hard limit.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return f"nofile={hard}:{hard}"
+def _ulimits() -> list[str]:
+    # podman asks for more open files and processes than root may raise RLIMIT_NOFILE and RLIMIT_NPROC to on some
+    # hosts (runc: "error setting rlimit type 6: operation not permitted"): say limits that fit. A pod needs few
+    # processes; the open files are dyntel's perf events (one a tracepoint a CPU).
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if nofile == resource.RLIM_INFINITY else min(nofile, 65536)
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", "nproc=4096:4096"]
 
 
 def podman(*args: str, runtime: Path | str = RUNC_CRI, check: bool = True, timeout: float = 180,
@@ -165,7 +168,7 @@ def test_image_has_no_setuid_files_and_the_documented_file_capabilities(image: s
             found[path.removeprefix(mount)] = caps
         assert found == {INTERPRETER: "cap_dac_read_search,cap_sys_ptrace,cap_perfmon=p"}, getcap.stdout
         # The documented set, exactly.
-        names = {"CAP_" + c.upper() for c in found[INTERPRETER].split("=")[0].split(",")}
+        names = {c.upper() for c in found[INTERPRETER].split("=")[0].split(",")}
         assert names == documented_caps()
         st = os.stat(mount + INTERPRETER)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 10001, 0o750)
@@ -199,7 +202,7 @@ class Pod:
             "--name", name, "--user", "10001:10001", "--cap-drop", "ALL",
             *(a for c in caps for a in ("--cap-add", c)),
             "--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,size=64m,mode=1777",
-            "--image-volume", "ignore", "--ulimit", _nofile(),
+            "--image-volume", "ignore", *_ulimits(),
             "--security-opt", f"seccomp={SECCOMP}",
             *(["--security-opt", "no-new-privileges"] if nnp else []),
             *shape,
@@ -247,7 +250,7 @@ def pod(image: str) -> Iterator[Pod]:
     try:
         # The app: its own uid, no capabilities, the default seccomp profile; the pod's network (a bridge).
         podman("run", "-d", "--name", app, "--user", f"{APP_UID}:{APP_UID}", "--cap-drop", "ALL", "--read-only",
-               "--image-volume", "ignore", "--ulimit", _nofile(), "-v", f"{app_dir}:/app:ro",
+               "--image-volume", "ignore", *_ulimits(), "-v", f"{app_dir}:/app:ro",
                "--entrypoint", "/usr/bin/python3", image, "/app/app.py", str(APP_PORT), "dyntel-app")
         pod.ip = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", app).stdout.strip()
         assert pod.ip, "the app container has no IP address"
@@ -365,7 +368,7 @@ def test_run_fires_a_rule_the_app_triggers(pod: Pod, sidecar: str) -> None:
     code, _ = _get(f"http://{pod.ip}:{APP_PORT}/fork")
     assert code == 200
     records = _firing_records(pod, "app-forked", 90, want=3)
-    by_type = {r["action"]: r for r in records}
+    by_type = {r["type"]: r for r in records}
     assert {r["status"] for r in records} == {"ok"}, records
     for kind, key in (("stacks", "path"), ("dump", "path")):
         path = _artifact(pod, str(by_type[kind][key]))
@@ -405,7 +408,8 @@ def _caps_without(cap: str) -> tuple[str, ...]:
 @pytest.mark.parametrize("cap", CAPS)
 def test_each_capability_missing_gives_the_documented_message(pod: Pod, sidecar: str, cap: str) -> None:
     rows = {row["capability"]: row["without it"] for row in doc_table("capability", "needed for", "without it")}
-    args = pod.dyntel_args(caps=_caps_without(cap))
+    # Beside the running sidecar, in its network namespace: a port of its own.
+    args = pod.dyntel_args(caps=_caps_without(cap), env={"DYNTEL_METRICS_LISTEN": "127.0.0.1:9470"})
     if cap == "SYS_PTRACE":
         argv = ["action", "dump", "--pid", "1"]
     else:
@@ -444,6 +448,17 @@ def test_no_new_privs_per_runtime_is_what_the_docs_say(pod: Pod, sidecar: str) -
     assert seen == [tuple(r.values()) for r in table]
 
 
+def test_the_cri_shape_gives_a_file_without_capabilities_none(pod: Pod, sidecar: str) -> None:
+    # Why the tests run podman through runc-cri: podman's own shape gives uid 10001 the capabilities as ambient
+    # ones, so that any program would hold them and an image without file capabilities would seem to work.
+    show = ["--entrypoint", "/bin/grep", pod.image, "-E", "^Cap(Eff|Amb)", "/proc/self/status"]
+    mask = sum(1 << bit for bit in _NAMES)
+    for runtime, expected in ((RUNC_CRI, 0), ("runc", mask)):
+        done = podman("run", "--rm", *pod.dyntel_args(), *show, runtime=runtime, check=False)
+        status = dict(line.split(":\t") for line in done.stdout.splitlines())
+        assert (int(status["CapEff"], 16), int(status["CapAmb"], 16)) == (expected, expected), (runtime, done)
+
+
 def test_with_no_new_privs_the_actions_work_in_the_cri_shape(pod: Pod, sidecar: str) -> None:
     # allowPrivilegeEscalation: false under containerd: stacks by hand, native frames (eu-stack) included.
     args = pod.dyntel_args(nnp=True)
@@ -470,7 +485,8 @@ def test_the_daemonset_shape_acts_on_a_host_process(pod: Pod, host_app: tuple[in
     stacks = podman("run", "--rm", *args[2:], pod.image, "action", "stacks", "--pid", str(pid), check=False)
     assert stacks.returncode == 0, stacks.stderr
     assert "wait_for_requests" in stacks.stdout and "Native:" in stacks.stdout, stacks.stdout
-    assert "Errors:" not in stacks.stdout, stacks.stdout
+    # No permission is missing (eu-stack may stop at a frame without unwind tables, as it does outside a container).
+    assert not re.search(r"denied|not permitted|CAP_", stacks.stdout), stacks.stdout
     podman("run", "-d", *args, pod.image, "run", "--rules", "/etc/dyntel/rules", "--quota", "1536MB")
     _wait_for(f"http://127.0.0.1:{metrics}/readyz", 120, "dyntel's /readyz (DaemonSet shape)")
     assert _get(f"http://127.0.0.1:{port}/fork")[0] == 200
@@ -488,5 +504,5 @@ def test_the_daemonset_shape_acts_on_a_host_process(pod: Pod, host_app: tuple[in
         raise AssertionError(f"no 'on the host' line:\n{logs[-3000:]}")
     records = _firing_records(host_pod, "host-forked", 90, want=3)
     assert {r["status"] for r in records} == {"ok"}, records
-    dump = next(r for r in records if r["action"] == "dump")
+    dump = next(r for r in records if r["type"] == "dump")
     assert _artifact(host_pod, str(dump["path"])).stat().st_size > 0
