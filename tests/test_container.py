@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "scripts" / "container" / "build-image.sh"
 RUNC_CRI = ROOT / "scripts" / "container" / "runc-cri"
 SECCOMP = ROOT / "deploy" / "seccomp" / "dyntel.json"
+DOCS = ROOT / "docs" / "deploy.md"
 APP = Path(__file__).resolve().parent / "sidecar_app.py"
 CACHE = Path(os.environ.get("DYNTEL_CACHE", Path.home() / ".cache" / "dyntel")) / "container"
 CAPS = ("PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH")
@@ -192,7 +193,8 @@ class Pod:
     containers: list[str] = field(default_factory=list)
 
     def dyntel_args(self, *, caps: tuple[str, ...] = CAPS, nnp: bool = False, host: bool = False,
-                    name: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+                    name: str | None = None, env: dict[str, str] | None = None,
+                    seccomp: Path | None = SECCOMP) -> list[str]:
         """`podman run` options of the dyntel container, as the manifests make it."""
         name = name or f"dyntel-{uuid.uuid4().hex[:8]}"
         self.containers.append(name)
@@ -203,7 +205,7 @@ class Pod:
             *(a for c in caps for a in ("--cap-add", c)),
             "--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,size=64m,mode=1777",
             "--image-volume", "ignore", *_ulimits(),
-            "--security-opt", f"seccomp={SECCOMP}",
+            *(["--security-opt", f"seccomp={seccomp}"] if seccomp else []),
             *(["--security-opt", "no-new-privileges"] if nnp else []),
             *shape,
             "-v", "/sys/kernel/tracing:/sys/kernel/tracing",
@@ -417,6 +419,21 @@ def test_each_capability_missing_gives_the_documented_message(pod: Pod, sidecar:
     done = podman("run", *args, pod.image, *argv, check=False)
     assert done.returncode == 1, (cap, done.stdout, done.stderr)
     assert _message(rows["CAP_" + cap]).search(done.stdout + done.stderr), (cap, done.stderr)
+
+
+def test_podmans_default_seccomp_profile_refuses_perf_event_open(pod: Pod, sidecar: str) -> None:
+    # The sidecar runs with deploy/seccomp/dyntel.json; podman's default profile (containers/common) allows
+    # perf_event_open only with CAP_SYS_ADMIN, and dyntel says so.
+    args = pod.dyntel_args(seccomp=None, env={"DYNTEL_METRICS_LISTEN": "127.0.0.1:9471"})
+    done = podman("run", *args, pod.image, "run", "--rules", "/etc/dyntel/rules", "--duration", "2", "--no-reload",
+                  check=False)
+    assert done.returncode == 1, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "although this process has CAP_PERFMON. Something else refuses it: in a container, the seccomp profile" \
+        in said, said
+    seccomp = " ".join(DOCS.read_text().split("### Seccomp")[1].split("## Mounts")[0].split())
+    assert "although this process has CAP_PERFMON. Something else refuses it: in a container, the seccomp profile" \
+        in seccomp
 
 
 # --- allowPrivilegeEscalation: false, per runtime ---------------------------------------------------------------
