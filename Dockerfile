@@ -19,9 +19,11 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # --copies: the venv's interpreter is a file of its own, so that file capabilities set on it below are not those of
-# the image's /usr/bin/python3.11, which any other program in the container may run.
+# the image's /usr/bin/python3.11, which any other program in the container may run. pip and setuptools go once
+# used: nothing installs at run time.
 RUN python3 -m venv --copies /opt/dyntel \
  && /opt/dyntel/bin/pip install --no-cache-dir . \
+ && /opt/dyntel/bin/pip uninstall -y -q pip setuptools \
  && rm -f /opt/dyntel/bin/python /opt/dyntel/bin/python3 \
  && ln -s python3.11 /opt/dyntel/bin/python \
  && ln -s python3.11 /opt/dyntel/bin/python3

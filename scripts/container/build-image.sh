@@ -28,7 +28,7 @@ log() { echo "build-image: $*" >&2; }
 hash_of() { sha256sum | cut -c1-16; }
 
 # --- the base -----------------------------------------------------------------------------------------------------
-base_key=$( { echo "base v1 $SUITE $MIRROR"; cat "$CA_BUNDLE"; cat /etc/pip.conf 2>/dev/null || true; } | hash_of)
+base_key=$( { echo "base v2 slim $SUITE $MIRROR"; cat "$CA_BUNDLE"; cat /etc/pip.conf 2>/dev/null || true; } | hash_of)
 base_tar="$CACHE/base-$SUITE-$base_key.tar"
 if [ "$("${PODMAN[@]}" image inspect --format '{{index .Labels "dyntel.base"}}' "$BASE_NAME" 2>/dev/null)" != "$base_key" ]; then
   if [ ! -s "$base_tar" ]; then
@@ -58,6 +58,21 @@ SOURCES
     cp "$CA_BUNDLE" "$rootfs/etc/ssl/certs/ca-certificates.crt"
     cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
     [ -f /etc/pip.conf ] && cp /etc/pip.conf "$rootfs/etc/pip.conf"
+    # -slim as Debian's images make it: no documentation, manual pages or translations, now or from later
+    # installs (the path-exclude rules of debuerreotype's slimming).
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker" <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+SLIM
+    find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$rootfs"/usr/share/info/* "$rootfs"/usr/share/linda/* "$rootfs"/usr/share/lintian/overrides/* \
+      "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/man/*
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" --numeric-owner --xattrs -cf "$base_tar.tmp" .
     mv "$base_tar.tmp" "$base_tar"
@@ -93,4 +108,9 @@ if ! "${PODMAN[@]}" image exists "$image"; then
   fi
 fi
 find "$CACHE" -maxdepth 1 -name "image-*.tar" ! -name "$(basename "$image_tar")" -delete
+# Older builds out of podman's storage too (their tags, then the layers nothing uses any more).
+for old in $("${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' localhost/dyntel | grep -vx "$image" || true); do
+  "${PODMAN[@]}" rmi -f "$old" >/dev/null 2>&1 || true
+done
+"${PODMAN[@]}" image prune -f >/dev/null 2>&1 || true
 echo "$image"
