@@ -233,6 +233,21 @@ def _configmap(directory: Path, files: dict[str, str]) -> None:
     directory.chmod(0o777)
 
 
+def _configmap_update(directory: Path, files: dict[str, str]) -> None:
+    """The kubelet's update of a ConfigMap volume: a new timestamped directory, `..data` swapped to it by a rename
+    of a new symlink over the old, the old directory removed."""
+    old = os.readlink(directory / "..data")
+    stamp = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{uuid.uuid4().hex[:6]}"
+    stamp.mkdir()
+    for name, text in files.items():
+        (stamp / name).write_text(text)
+        (stamp / name).chmod(0o444)
+    stamp.chmod(0o755)
+    (directory / "..data_tmp").symlink_to(stamp.name)
+    os.rename(directory / "..data_tmp", directory / "..data")
+    shutil.rmtree(directory / old)
+
+
 @pytest.fixture(scope="module")
 def pod(image: str) -> Iterator[Pod]:
     base = Path(f"/var/tmp/dyntel-pod-{uuid.uuid4().hex[:8]}")
@@ -401,6 +416,25 @@ def test_health_ready_and_metrics_answer_from_outside_the_pod(pod: Pod, sidecar:
     assert _get(base + "/readyz")[0] == 200
     code, body = _get(base + "/metrics")
     assert code == 200 and "# TYPE" in body and "dyntel_" in body
+
+
+def test_rules_reload_when_the_kubelet_updates_the_configmap(pod: Pod, sidecar: str) -> None:
+    extra = """\
+  - name: added-later
+    match: {provider: sched, event: sched_process_exec}
+    condition: pid == 1
+    actions:
+      - log: {message: "never: the app does not exec"}
+"""
+    _configmap_update(pod.rules, {"sidecar.yaml": RULES + extra})
+    start = time.monotonic()
+    while time.monotonic() - start < 60:
+        code, body = _get(f"http://{pod.ip}:{METRICS_PORT}/status")
+        if code == 200 and "added-later" in body:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the new rule never showed in /status: {body[:2000]}")
 
 
 def _caps_without(cap: str) -> tuple[str, ...]:
