@@ -47,6 +47,11 @@ rules:
 """
 
 
+def say(message: str) -> None:
+    # Progress, flushed: under TCG a step takes minutes, and the output file is all the host sees of a stuck run.
+    print(f"test_container_vm: {message}", flush=True)
+
+
 def _unavailable(why: str) -> None:
     if IN_VM:
         pytest.fail(why)
@@ -91,9 +96,10 @@ def image() -> Iterator[str]:
     if not os.path.ismount("/sys/fs/cgroup"):
         subprocess.run(["mount", "-t", "cgroup2", "none", "/sys/fs/cgroup"], check=True)
     start = time.monotonic()
+    say(f"podman load -i {tar} ({tar.stat().st_size >> 20} MiB)")
     loaded = podman("load", "-q", "-i", str(tar)).stdout
     name = loaded.strip().split()[-1]
-    print(f"figure: podman load in the VM, s = {time.monotonic() - start:.1f}")
+    say(f"figure: podman load in the VM, s = {time.monotonic() - start:.1f}")
     yield name
     podman("rm", "-a", "-f", "-t", "0", check=False)
 
@@ -121,7 +127,9 @@ class ContainerProducer(Producer):
 def test_user_events_from_a_producer_container_reach_the_dyntel_sidecar(image: str, tmp_path: Path) -> None:
     provider = f"DyntelPod{os.getpid()}"
     app = f"producer-{uuid.uuid4().hex[:8]}"
+    say("starting the producer container")
     producer = ContainerProducer(f"{provider}_L5K1", app, image)
+    say("producer ready")
     state = tmp_path / "state"
     state.mkdir()
     state.chmod(0o777)
@@ -140,6 +148,7 @@ def test_user_events_from_a_producer_container_reach_the_dyntel_sidecar(image: s
                "--security-opt", f"seccomp={SECCOMP}", "-v", f"{state}:/var/lib/dyntel",
                "-v", f"{rules}:/etc/dyntel/rules:ro", "-e", "DYNTEL_METRICS_LISTEN=127.0.0.1:9464",
                image, "run", "--rules", "/etc/dyntel/rules")
+        say("dyntel container started")
         log = state / "artifacts" / "actions.jsonl"
 
         def outcomes(rule: str) -> list[dict[str, object]]:
@@ -148,7 +157,9 @@ def test_user_events_from_a_producer_container_reach_the_dyntel_sidecar(image: s
             return [r for r in map(json.loads, log.read_text().splitlines()) if r.get("rule") == rule]
 
         wait_for("enabled by dyntel in its container", lambda: producer.enabled, timeout=TIMEOUT)
+        say("producer enabled")
         wait_for("a ping fired", lambda: producer.ping() == 1 and len(outcomes("ping")) >= 2, timeout=TIMEOUT)
+        say("ping fired")
         assert producer.write(10) == 10
         wait_for("10 ticks", lambda: len(outcomes("tick")) >= 10, timeout=TIMEOUT)
     finally:
