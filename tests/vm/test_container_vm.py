@@ -5,7 +5,11 @@ in the CRI shape, its pid and network namespaces), run by podman and runc inside
 The image is the one tests/test_container.py built on the host (scripts/container/build-image.sh keeps it as a
 tarball in its cache, which the guest sees through its read-only root); the guest loads it into a podman storage
 of its own under /tmp (overlay on tmpfs). The VM kernel has no bridge or veth, so the pod has no network but
-loopback (`--network none`), which user_events do not need; it has namespaces, cgroups, seccomp and overlayfs.
+loopback (`--network none`), which user_events do not need; it has namespaces, cgroups, seccomp and overlayfs, but
+no bpf(2), so the cgroups are v1 (see _mount_cgroup_v1). Not in the VM's default job (scripts/vm/run-tests.py):
+loading the image takes minutes under TCG. Run it with
+
+    scripts/vm/run-tests.py --memory 2048 --timeout 1500 -- -s tests/vm/test_container_vm.py
 """
 
 from __future__ import annotations
@@ -80,6 +84,25 @@ def podman(*args: str, check: bool = True, timeout: float = TIMEOUT) -> subproce
     return done
 
 
+def _mount_cgroup_v1() -> None:
+    """cgroup v1 hierarchies, as on the hosts these tests run on: with cgroup v2, runc enforces the device rules
+    with a BPF program (BPF_CGROUP_DEVICE), and the VM kernel has no bpf(2) (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF
+    unset): runc fails with "bpf_prog_query(BPF_CGROUP_DEVICE) failed: function not implemented". v1's devices
+    controller needs neither."""
+    root = Path("/sys/fs/cgroup")
+    if os.path.ismount(root / "devices"):
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "cgroup", str(root)], check=True)
+    available = {line.split()[0] for line in Path("/proc/cgroups").read_text().splitlines()[1:]}
+    for controller in sorted(available - {"debug"}):
+        (root / controller).mkdir()
+        if subprocess.run(["mount", "-t", "cgroup", "-o", controller, "cgroup", str(root / controller)],
+                          capture_output=True, check=False).returncode != 0:
+            (root / controller).rmdir()
+    (root / "systemd").mkdir()
+    subprocess.run(["mount", "-t", "cgroup", "-o", "none,name=systemd", "cgroup", str(root / "systemd")], check=True)
+
+
 COMMON = ["--network", "none", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
           "--image-volume", "ignore", "-v", "/sys/kernel/tracing:/sys/kernel/tracing"]
 
@@ -93,8 +116,7 @@ def image() -> Iterator[str]:
         (STORE / sub).mkdir(parents=True, exist_ok=True)
     # The root is read-only: image copies go to /tmp, not /var/tmp.
     (STORE / "containers.conf").write_text(f'[engine]\nimage_copy_tmp_dir = "{STORE / "tmp"}"\n')
-    if not os.path.ismount("/sys/fs/cgroup"):
-        subprocess.run(["mount", "-t", "cgroup2", "none", "/sys/fs/cgroup"], check=True)
+    _mount_cgroup_v1()
     start = time.monotonic()
     say(f"podman load -i {tar} ({tar.stat().st_size >> 20} MiB)")
     loaded = podman("load", "-q", "-i", str(tar)).stdout
