@@ -18,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Callable
 
-__all__ = ["HELPER_CAPS", "pass_to_helper", "raise_permitted"]
+__all__ = ["HELPER_CAPS", "helper_preexec", "pass_to_helper", "raise_permitted"]
 
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
@@ -30,6 +31,7 @@ HELPER_CAPS = (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH)
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_RAISE = 2
+_PR_CAP_AMBIENT_IS_SET = 1
 
 
 class _Header(ctypes.Structure):
@@ -95,3 +97,19 @@ def pass_to_helper() -> None:
             _lib().prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, c, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def helper_preexec() -> Callable[[], None] | None:
+    """pass_to_helper where it is needed, else None: not for root (whose children get every capability of the
+    bounding set anyway), nor when the capabilities are ambient already (systemd) or not held at all. A preexec_fn
+    makes subprocess fork instead of vfork, which costs time in a large process: only pay it when it does something."""
+    if os.geteuid() == 0 or not os.path.exists("/proc/self/status"):
+        return None
+    try:
+        _, data = _get()
+        held = [c for c in HELPER_CAPS if data[c // 32].permitted >> (c % 32) & 1]
+        if all(_lib().prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1 for c in held):
+            return None
+    except (OSError, AttributeError):
+        return None
+    return pass_to_helper

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dyntel.capture.errors import CaptureError
-from dyntel.privileges import pass_to_helper
+from dyntel.privileges import helper_preexec
 
 __all__ = ["ToolMissing", "ToolResult", "ToolTimeout", "find_tool", "run_tool"]
 
@@ -56,7 +56,7 @@ def run_tool(argv: list[str], timeout: float) -> ToolResult:
     try:
         # The helpers need dyntel's ptrace capabilities, which a child does not inherit from file capabilities.
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-                              preexec_fn=pass_to_helper)
+                              preexec_fn=helper_preexec())
     except subprocess.TimeoutExpired as e:  # subprocess.run has already killed and reaped it
         said = _text(e.stderr).strip()
         raise ToolTimeout(f"{Path(argv[0]).name} killed after the capture's timeout of {timeout:.3g} s"
