@@ -1,36 +1,44 @@
 # dyntel as a sidecar image. Capabilities: see docs/deploy.md ("Capabilities"), which tests/test_deploy.py checks
-# against this file, the Kubernetes manifests and the systemd unit.
+# against this file, the Kubernetes manifests and the systemd unit; tests/test_container.py builds this file with
+# podman and runs it as Kubernetes would (scripts/container/).
 #
-#   docker build -t dyntel .
-#   docker run --rm --pid=container:APP --cap-drop ALL \
-#     --cap-add PERFMON --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH \
+#   podman build -t dyntel .            (or docker build)
+#   podman run --rm --pid=container:APP --network=container:APP --user 10001:10001 --read-only \
+#     --cap-drop ALL --cap-add PERFMON --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH \
+#     --security-opt seccomp=deploy/seccomp/dyntel.json \
 #     -v /sys/kernel/tracing:/sys/kernel/tracing -v ./rules:/etc/dyntel/rules:ro dyntel
+#
+# Debian's packages only (Python too), so that the image is built from one distribution's archive and its
+# security updates: the same python3.11 in both stages, which the venv below relies on.
 
 # --- build: the wheel with its optional C fast paths (a compiler only here, not in the image that runs) ---------
-FROM python:3.11-slim AS build
+FROM debian:bookworm-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # --copies: the venv's interpreter is a file of its own, so that file capabilities set on it below are not those of
-# the image's /usr/local/bin/python3.11, which any other program in the container may run.
-RUN python -m venv --copies /opt/dyntel \
+# the image's /usr/bin/python3.11, which any other program in the container may run. pip and setuptools go once
+# used: nothing installs at run time.
+RUN python3 -m venv --copies /opt/dyntel \
  && /opt/dyntel/bin/pip install --no-cache-dir . \
+ && /opt/dyntel/bin/pip uninstall -y -q pip setuptools \
  && rm -f /opt/dyntel/bin/python /opt/dyntel/bin/python3 \
  && ln -s python3.11 /opt/dyntel/bin/python \
  && ln -s python3.11 /opt/dyntel/bin/python3
 
 # --- run -------------------------------------------------------------------------------------------------------
-FROM python:3.11-slim
+FROM debian:bookworm-slim
 
 # A fixed uid/gid: the Kubernetes manifests' runAsUser/runAsGroup and the systemd unit name the same numbers.
 ARG DYNTEL_UID=10001
 ARG DYNTEL_GID=10001
 
+# python3: the standard library the venv's interpreter uses (the same package as in the build stage).
 # elfutils: eu-stack, the native unwinder of the stacks action. libcap2-bin: setcap, removed once used.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends elfutils libcap2-bin \
+ && apt-get install -y --no-install-recommends python3 elfutils libcap2-bin \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid ${DYNTEL_GID} dyntel \
  && useradd --system --uid ${DYNTEL_UID} --gid dyntel --home-dir /var/lib/dyntel --no-create-home \
@@ -44,18 +52,23 @@ RUN printf '#!/opt/dyntel/bin/python3.11 -I\nimport sys\nfrom dyntel.cli import 
       > /opt/dyntel/bin/dyntel \
  && chmod 0755 /opt/dyntel/bin/dyntel
 
-# File capabilities, because Kubernetes gives a non-root container its added capabilities in the bounding set only
-# (no ambient set): without them on the executable, uid 10001 runs with none. They are set in this stage, not the
-# build stage, because COPY does not keep the security.capability attribute everywhere.
-#   python3.11: CAP_PERFMON (perf_event_open), CAP_SYS_PTRACE (dump), CAP_DAC_READ_SEARCH (tracefs is 0700 root).
-#   eu-stack, py-spy: run by the stacks action as child processes, which do not inherit file capabilities.
-# Only root and the dyntel group may execute them: nobody else in the container gains the capabilities.
-RUN setcap cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep /opt/dyntel/bin/python3.11 \
- && setcap cap_sys_ptrace+ep /usr/bin/eu-stack \
- && setcap cap_sys_ptrace+ep /opt/dyntel/bin/py-spy \
- && chown root:dyntel /opt/dyntel/bin/python3.11 /usr/bin/eu-stack /opt/dyntel/bin/py-spy \
- && chmod 0750 /opt/dyntel/bin/python3.11 /usr/bin/eu-stack /opt/dyntel/bin/py-spy \
+# File capabilities, because Kubernetes (containerd, CRI-O) gives a non-root container its added capabilities in
+# the bounding, permitted and effective sets but no ambient ones: the first execve as uid 10001 clears them, and
+# only a file that carries capabilities gets them back. One file: dyntel's own interpreter, not the image's
+# /usr/bin/python3.11 that anything may run.
+#   CAP_PERFMON (perf_event_open), CAP_SYS_PTRACE (dumps, stacks), CAP_DAC_READ_SEARCH (tracefs is 0700 root's;
+#   /proc/PID/auxv and environ of another user).
+# Permitted only (=p), not effective: with the effective bit the kernel refuses to execute the file in a container
+# whose bounding set lacks one of the three; without it dyntel starts, makes what it was given effective, says
+# which one is missing where it is needed, and passes the ptrace ones to eu-stack and py-spy (dyntel/privileges.py).
+# chown before setcap: chown(2) clears the security.capability attribute. Only root and the dyntel group may
+# execute the file. Set in this stage, not the build stage, because COPY does not keep the attribute everywhere.
+# No setuid or setgid files: nothing in the container can become root or another group.
+RUN chown root:dyntel /opt/dyntel/bin/python3.11 \
+ && chmod 0750 /opt/dyntel/bin/python3.11 \
+ && setcap cap_perfmon,cap_sys_ptrace,cap_dac_read_search=p /opt/dyntel/bin/python3.11 \
  && apt-get purge -y libcap2-bin && apt-get autoremove -y \
+ && find / -xdev -type f -perm /6000 -exec chmod ug-s {} + \
  && install -d -o root -g root -m 0755 /etc/dyntel /etc/dyntel/rules \
  && install -d -o dyntel -g dyntel -m 0700 /var/lib/dyntel /var/lib/dyntel/artifacts
 

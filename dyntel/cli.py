@@ -61,6 +61,10 @@ def log_level(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dyntel.privileges import raise_permitted
+
+    # The image's interpreter holds its capabilities as permitted only (docs/deploy.md, "Capabilities").
+    raise_permitted()
     args = build_parser().parse_args(argv)
     from dyntel.logs import configure
 

@@ -338,6 +338,16 @@ def test_dyntel_action_by_hand(target: CaptureTarget, tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "'dumpp' is not an action type" in unknown.stderr
 
 
+def test_dyntel_action_by_hand_puts_artifacts_where_dyntel_run_does(target: CaptureTarget, tmp_path: Path) -> None:
+    # $DYNTEL_ARTIFACTS (the image sets it), as for dyntel run: one place a pod keeps artifacts, whoever asked.
+    env = {**os.environ, "DYNTEL_ARTIFACTS": str(tmp_path / "arts")}
+    proc = dyntel("action", "stacks", "--pid", str(target.pid), "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout)
+    assert Path(outcome["path"]).parent == tmp_path / "arts"
+    assert not (tmp_path / "dyntel-artifacts").exists()
+
+
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 

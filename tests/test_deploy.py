@@ -103,7 +103,7 @@ def docker_file_caps() -> dict[str, set[str]]:
     out = {}
     for word, args in docker_final_stage():
         if word == "RUN":
-            for caps, path in re.findall(r"setcap (\S+)\+ep (\S+)", args):
+            for caps, path in re.findall(r"setcap (\S+)=p (\S+)", args):
                 out[path] = {c.upper() for c in caps.split(",")}
     return out
 
@@ -197,13 +197,15 @@ def test_dockerfile_file_capabilities_are_the_documented_ones() -> None:
     interpreter = "/opt/dyntel/bin/python3.11"
     assert file_caps[interpreter] == documented_caps()
     # Everything set on any file must be in the pods' bounding set, or the kernel refuses to execute the file.
-    for path, caps in file_caps.items():
-        assert caps <= documented_caps(), path
-    # The helpers the stacks action runs, which do not inherit the interpreter's file capabilities.
-    assert file_caps["/usr/bin/eu-stack"] == {"CAP_SYS_PTRACE"}
-    assert file_caps["/opt/dyntel/bin/py-spy"] == {"CAP_SYS_PTRACE"}
-    # The console script runs the interpreter that has them, isolated from PYTHON* variables.
+    # One file: the helpers (eu-stack, py-spy) get theirs as ambient capabilities from dyntel (dyntel/privileges.py).
+    assert list(file_caps) == [interpreter]
+    # Permitted only: never the effective bit, which makes the kernel refuse the file when the bounding set lacks
+    # one of them (test_file_capabilities_* below).
     run = " ".join(a for w, a in docker_final_stage() if w == "RUN")
+    assert "+ep" not in run and "+eip" not in run and "=ep" not in run
+    # chown(2) clears file capabilities: the owner is set first.
+    assert run.index(f"chown root:dyntel {interpreter}") < run.index("setcap ")
+    # The console script runs the interpreter that has them, isolated from PYTHON* variables.
     assert f"#!{interpreter} -I" in run
 
 
@@ -227,8 +229,8 @@ def test_refused_capabilities_are_nowhere() -> None:
 
 @pytest.mark.parametrize("path", WORKLOADS, ids=lambda p: p.name)
 def test_non_root_with_file_capabilities_needs_privilege_escalation(path: Path) -> None:
-    # no_new_privs (allowPrivilegeEscalation: false) makes the kernel ignore file capabilities, and Kubernetes
-    # sets no ambient ones: a non-root container would hold none (test_file_capabilities_* below, on this kernel).
+    # true, although under containerd and CRI-O false works too (docs/deploy.md; tests/test_container.py runs it):
+    # runtimes that hand the capabilities otherwise would leave dyntel without them under no_new_privs.
     context = dyntel_container(path)["securityContext"]
     assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
     assert context["allowPrivilegeEscalation"] is True
@@ -388,7 +390,9 @@ def _as_nobody(argv: list[str], *, caps: set[str] | frozenset[str] = frozenset()
 
 
 def test_file_capabilities_are_void_under_no_new_privs_and_need_the_bounding_set(shared_dir: Path) -> None:
-    # Why the manifests say allowPrivilegeEscalation: true, and add every capability the image's files carry.
+    # What docs/deploy.md says of file capabilities, on this kernel: a process that holds none loses them under
+    # no_new_privs; with the effective bit (+ep) a bounding set without one of them refuses the execve, while the
+    # image's permitted-only form (=p) runs with what the bounding set leaves.
     _need_root_and("setcap")
     binary = shared_dir / "cat"
     shutil.copy("/bin/cat", binary)
@@ -400,10 +404,15 @@ def test_file_capabilities_are_void_under_no_new_privs_and_need_the_bounding_set
     assert int(plain.stdout.split()[1], 16) == mask, plain.stderr
     no_new_privs = _as_nobody(["/bin/sh", "-c", shell], nnp=True)
     assert int(no_new_privs.stdout.split()[1], 16) == 0
-    narrow = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                             "--bounding-set=-sys_ptrace", str(binary), "/proc/self/status"],
-                            capture_output=True, text=True, timeout=60)
-    assert narrow.returncode != 0 and "Operation not permitted" in narrow.stderr
+    narrow = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--bounding-set=-sys_ptrace",
+              str(binary), "/proc/self/status"]
+    refused = subprocess.run(narrow, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr
+    subprocess.run(["setcap", f"{caps}=p", str(binary)], check=True)
+    runs = subprocess.run(narrow, capture_output=True, text=True, timeout=60)
+    assert runs.returncode == 0, runs.stderr
+    permitted = next(line for line in runs.stdout.splitlines() if line.startswith("CapPrm:"))
+    assert int(permitted.split()[1], 16) == mask & ~(1 << 19)
 
 
 def _message(cell: str) -> re.Pattern[str]:

@@ -30,7 +30,10 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-VM_TESTS = sorted(p.name for p in (ROOT / "tests" / "vm").glob("test_*.py"))
+# Not test_container_vm.py (podman in the VM): loading the image alone takes about 5 minutes under TCG, and it needs
+# --memory 2048. Run it when asked: docs/deploy.md, "Tried for real".
+ASKED_FOR_ONLY = {"test_container_vm.py"}
+VM_TESTS = sorted(p.name for p in (ROOT / "tests" / "vm").glob("test_*.py") if p.name not in ASKED_FOR_ONLY)
 
 
 @pytest.mark.parametrize("module", VM_TESTS)

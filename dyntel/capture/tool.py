@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dyntel.capture.errors import CaptureError
+from dyntel.privileges import helper_preexec
 
 __all__ = ["ToolMissing", "ToolResult", "ToolTimeout", "find_tool", "run_tool"]
 
@@ -53,7 +54,9 @@ def run_tool(argv: list[str], timeout: float) -> ToolResult:
     if timeout <= 0:
         raise ToolTimeout(f"{Path(argv[0]).name}: no time left of the capture's timeout to start it")
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        # The helpers need dyntel's ptrace capabilities, which a child does not inherit from file capabilities.
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+                              preexec_fn=helper_preexec())
     except subprocess.TimeoutExpired as e:  # subprocess.run has already killed and reaped it
         said = _text(e.stderr).strip()
         raise ToolTimeout(f"{Path(argv[0]).name} killed after the capture's timeout of {timeout:.3g} s"

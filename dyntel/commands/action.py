@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
                        description="Run one action as a rule would, on a process of your choice: "
                                    "`dyntel action dump --pid 1234 --format core`, `dyntel action stacks --pid 1234`. "
                                    "The action's options are flags (--format, --dir, --max-size, ...). "
-                                   "Artifacts go to ./dyntel-artifacts unless --dir says otherwise.")
+                                   "Artifacts go where `dyntel run`'s go ($DYNTEL_ARTIFACTS, the config "
+                                   "file's artifacts.dir, else ./dyntel-artifacts) unless --dir says otherwise.")
     r.add_argument("type", help="the action type: dump, stacks, log, ...")
     r.add_argument("options", nargs=argparse.REMAINDER, help="--pid PID and the action's options as --key value")
     r.set_defaults(func=run)
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.engine.firing import OK, Firing
     from dyntel.engine.scheduler import ActionRuntime, run_actions
     from dyntel.event import Event
+    from dyntel.rules.errors import RuleErrors
     from dyntel.rules.model import ActionSpec
 
     try:
@@ -108,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
     firing = Firing("by-hand", event.time or 0, {}, event)
     # By hand there is no rate limit, only the per-type timeout and the one-at-a-time rule.
     limits = {args.type: TypeLimits(concurrent=1, count=None, timeout_s=_default_timeout(args.type))}
-    runtime = ActionRuntime(log=sys.stderr, action_log=ActionLog(log_path) if log_path else None, limits=limits)
+    try:
+        artifacts = _artifact_settings()
+    except RuleErrors as e:
+        print(f"dyntel action: {e}", file=sys.stderr)
+        return 2
+    runtime = ActionRuntime(log=sys.stderr, action_log=ActionLog(log_path) if log_path else None, limits=limits,
+                            artifacts=artifacts)
     if args.type == "enable" and not runtime.dry_run:
         seen = _enable_by_hand(firing, ActionSpec(args.type, options), runtime)
     else:
@@ -132,6 +140,19 @@ def run(args: argparse.Namespace) -> int:
         for key, value in outcome.detail.items():
             print(f"  {key}: {value}", file=sys.stderr)
     return 0 if outcome.status == OK else 1
+
+
+def _artifact_settings() -> Any:
+    """Where `dyntel run` would put artifacts, with its quota: one place a pod (or host) keeps them in, whether a
+    rule or a person asked ($DYNTEL_ARTIFACTS in the image, the config file's artifacts section, the defaults)."""
+    from pathlib import Path
+
+    from dyntel.config import resolve
+    from dyntel.engine.artifacts import StoreSettings
+
+    settings = resolve()
+    return StoreSettings(Path(settings["artifacts.dir"]), max_total=settings["artifacts.quota"],
+                         keep=settings["artifacts.keep"], min_free=settings["artifacts.min_free"])
 
 
 def _enable_by_hand(firing: Any, spec: Any, runtime: Any) -> dict[str, int]:
