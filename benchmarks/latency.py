@@ -18,7 +18,8 @@ microseconds).
     python -m benchmarks.latency --samples 100 --loads 1000
     python -m benchmarks.latency --action stacks --loads 20 --samples 10
     python -m benchmarks.latency --latency throughput             # the config's sources.latency
-    python -m benchmarks.latency --tree /path/to/other/checkout   # another dyntel (before/after)
+    python -m benchmarks.latency --nice -10                       # dyntel and the probe ahead of other load
+    python -m benchmarks.latency --tree /path/to/other/checkout   # another dyntel (before/after): PYTHONPATH
 
 Prints p50/p99/max per load, probes missed (no signal within --timeout), dyntel's CPU share (psutil) and the load
 average and CPU pressure (the figures depend on them). Needs root (or CAP_PERFMON and CAP_KILL) and tracefs.
@@ -36,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -85,11 +87,15 @@ print(json.dumps({"starts": starts, "latencies_ns": lat, "missed": missed}), flu
 """
 
 BACKGROUND = r"""
-import os, sys, time
+import os, signal, sys, time
 rate = float(sys.argv[1])
 g = os.getppid
 sent = 0
 t0 = time.monotonic()
+def done(*_):
+    print(sent / (time.monotonic() - t0), flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, done)
 while True:
     target = int((time.monotonic() - t0) * rate)
     for _ in range(target - sent):
@@ -107,6 +113,7 @@ class Result:
     dyntel_cpu: float = 0.0  # share of one core during the probes
     action_ms: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    made: float = 0.0  # background calls a second the load process made
 
     def pct(self, p: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -116,8 +123,10 @@ class Result:
 
     def line(self, what: str) -> str:
         acts = "  ".join(f"{k} ran p50 {1e3 * _median(v):.0f} us" for k, v in sorted(self.action_ms.items()) if v)
-        return (f"{what} at {self.load:>7g}/s background: n={len(self.latencies_ms):>4}  p50 {self.pct(50):7.2f} ms  "
+        return (f"{what} at {self.load:>7g}/s background (made {self.made:7.0f}/s): n={len(self.latencies_ms):>4}  "
+                f"p50 {self.pct(50):7.2f} ms  "
                 f"p99 {self.pct(99):7.2f} ms  max {max(self.latencies_ms, default=float('nan')):7.2f} ms  "
+                f"over 10 ms {sum(1 for x in self.latencies_ms if x > 10):>3}  "
                 f"missed {self.missed}  dyntel CPU {100 * self.dyntel_cpu:5.1f}% of a core  {acts}{self.note}")
 
 
@@ -136,8 +145,10 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
     result = Result(load)
     wait = args.action == "signal"
     interval = args.interval if wait else args.stacks_interval
-    background = subprocess.Popen([sys.executable, "-c", BACKGROUND, str(load)]) if load > 0 else None
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(interval), str(args.samples), str(args.timeout),
+    background = subprocess.Popen([sys.executable, "-c", BACKGROUND, str(load)], stdout=subprocess.PIPE,
+                                  text=True) if load > 0 else None
+    nice = ["nice", "-n", str(args.nice)] if args.nice else []
+    probe = subprocess.Popen([*nice, sys.executable, "-c", PROBE, str(interval), str(args.samples), str(args.timeout),
                               "wait" if wait else "nowait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert probe.stdin is not None and probe.stdout is not None
     pid = int(probe.stdout.readline())
@@ -152,9 +163,9 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
         env["DYNTEL_SOURCES_LATENCY"] = args.latency
     if args.max_wait:
         env["DYNTEL_SOURCES_MAX_WAIT"] = args.max_wait
-    cmd = [sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
+    cmd = [*nice, sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
            str(rules), "--no-reload"]
-    dyntel = subprocess.Popen(cmd, env=env, cwd=args.tree or None, stdout=subprocess.DEVNULL,
+    dyntel = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                               stderr=open(tmp / f"dyntel-{int(load)}.err", "w"))  # noqa: SIM115
     observer = _Observer(pid) if not wait else None
     try:
@@ -170,12 +181,14 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
             out = probe.stdout.readline()
         c1, t1 = _cpu(proc), time.monotonic()
         result.dyntel_cpu = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-        data = json.loads(out) if out else {"error": "the probe ended without a result"}
+        data: dict[str, Any] = json.loads(out) if out else {"error": "the probe ended without a result"}
         if "error" in data:
             err = (tmp / f"dyntel-{int(load)}.err").read_text().strip().splitlines()[-5:]
             result.note = f"  ERROR: {data['error']} (dyntel's stderr: {' | '.join(err)})"
             return result
         result.missed = data["missed"]
+        if os.environ.get("DYNTEL_LATENCY_KEEP"):  # dyntel's stderr, to look into
+            print((tmp / f"dyntel-{int(load)}.err").read_text(), file=sys.stderr)
         if wait:
             result.latencies_ms = [x / 1e6 for x in data["latencies_ns"]]
         else:
@@ -185,6 +198,10 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
     finally:
         if observer is not None:
             observer.stop()
+        if background is not None:
+            background.terminate()
+            made, _ = background.communicate(timeout=10)
+            result.made = float(made or 0)
         dyntel.terminate()
         try:
             dyntel.wait(30)
@@ -259,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--action", choices=("signal", "stacks"), default="signal")
     ap.add_argument("--latency", choices=("low", "throughput"), help="sources.latency for dyntel (default: its own)")
     ap.add_argument("--max-wait", help="sources.max_wait for dyntel, e.g. 5ms")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run dyntel and the probe at this niceness (e.g. -10: ahead of the other load of a shared "
+                         "machine; the background load stays at 0)")
     ap.add_argument("--tree", help="run the dyntel of this checkout (PYTHONPATH) instead of the installed one")
     args = ap.parse_args(argv)
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
-          f"dyntel from {args.tree or 'this checkout'}, latency {args.latency or 'default'}, "
+          f"dyntel from {args.tree or 'this checkout'}, latency {args.latency or 'default'}, nice {args.nice}, "
           f"load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dyntel-latency-") as d:
         tmp = Path(d)

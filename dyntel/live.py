@@ -28,6 +28,8 @@ from dyntel.rules.model import CompiledRule, RuleSet
 if TYPE_CHECKING:
     from dyntel.engine.scheduler import ActionRuntime
 
+SWITCH_INTERVAL = 0.001
+
 
 @dataclass(slots=True)
 class RunOptions:
@@ -35,6 +37,9 @@ class RunOptions:
     dry_run: bool = False
     duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
     callchain: bool = False
+    # sources.latency and sources.max_wait (seconds; None: the mode's default): see dyntel.sources.perf_live.
+    latency: str = "low"
+    max_wait: float | None = None
     reload: bool = True
     log: TextIO | None = None
     # EventHeader tracepoint names (Provider_L5K1...) to register before listening, held until the run ends, so
@@ -159,6 +164,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         source.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_switch = sys.getswitchinterval()
     timer: threading.Timer | None = None
     if options.duration is not None:
         timer = threading.Timer(options.duration, lambda: on_signal(0, None))
@@ -195,6 +201,9 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # Rules, compiled code and decoders live as long as the run: keep the collector from scanning them again on
         # every collection (a drain cost about 30% less per event with collection out of the way).
         gc.freeze()
+        # A worker that wakes for an action (a dump, stacks) waits for the engine's thread to let go of the GIL: at
+        # most the switch interval, 5 ms by default, on each hand-over. 1 ms keeps that off the action's latency.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         for warning in source.warnings:
             print(f"dyntel run: {warning}", file=options.log or sys.stderr)
         # otlp_metrics events become one event per metric data point (dyntel.decoders.otlp_metrics).
@@ -229,6 +238,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         live.close()
         for s, handler in old.items():
             signal.signal(s, handler)
+        sys.setswitchinterval(old_switch)
         if observe is not None:
             observe.close()
     from dyntel.engine.summary import exit_summary
@@ -287,7 +297,8 @@ def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None], 
                     patterns.append(pattern)
     if not patterns:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
-    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
+    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain, latency=options.latency,
+                            max_wait=options.max_wait)
     if queues is not None:
         _count_perf_rings(queues, source)
     opened = set(patterns)

@@ -100,8 +100,23 @@ log = logging.getLogger("dyntel.live")
 DEFAULT_RING_TOTAL = 64 << 20
 MAX_DEFAULT_RING_PAGES = 1024
 MIN_FALLBACK_RING_PAGES = 128
-DEFAULT_FLUSH_INTERVAL = 0.1  # seconds epoll waits when no ring reaches its watermark
+DEFAULT_FLUSH_INTERVAL = 0.1  # seconds between on_idle calls while nothing comes (and throughput's max wait)
 DEFAULT_REORDER_NS = 1_000_000
+# Latency modes (the config's sources.latency; see "Waking" in the module notes).
+LATENCY_LOW = "low"
+LATENCY_THROUGHPUT = "throughput"
+LATENCIES = (LATENCY_LOW, LATENCY_THROUGHPUT)
+DEFAULT_MAX_WAIT_LOW = 0.002  # seconds a batched tracepoint's sample waits at most in low latency
+# A tracepoint is woken for on each sample while it writes fewer than PROMPT_MAX_RATE samples a second (all CPUs),
+# and batched above; a batched one goes back below PROMPT_MIN_RATE (the gap keeps one near the line from flapping).
+# The wake-up costs the writer about 12 us a sample on this project's 2-CPU VM (benchmarks/latency.py notes), so
+# 2000/s costs the writers at most 2.4% of a CPU, and a batched tracepoint waits at most max_wait.
+PROMPT_MAX_RATE = 2000
+PROMPT_MIN_RATE = 1000
+BALANCE_INTERVAL = 0.25  # seconds between two looks at the rates
+# A ring no tracepoint writes into any more may still get a sample being written when it was detached (the kernel
+# frees the old ring's users after an RCU grace period): until this long after, it is still waited for.
+DETACH_GRACE_NS = 50_000_000
 DEFAULT_WATCH_INTERVAL = 1.0
 # Ring bytes looked through per ring before the samples found are sorted and yielded: it bounds the ring space one
 # batch holds until it is consumed, and how long a large backlog keeps the first events of a drain waiting.
@@ -120,6 +135,7 @@ _U64X2 = abi.U64X2[_BIG_ENDIAN].unpack_from
 # A sample's type, size, and the u64 at byte 24, which is its time: IDENTIFIER, then TID, then TIME, whatever else
 # the sample holds (CALLCHAIN comes later).
 _SCAN = struct.Struct(_BO + "I2xH16xQ").unpack_from
+_SCAN_ID = struct.Struct(_BO + "I2xHQ8xQ").unpack_from  # the same with the sample's id (prompt rings count them)
 _TIME_AT = 24
 _MONO = time.CLOCK_MONOTONIC
 
@@ -149,6 +165,8 @@ class Tracepoint:
     ids: list[int] = field(default_factory=list)
     format_text: str = ""
     sample_type: int = 0
+    prompt: bool = False  # writing into the prompt rings (a wake-up on each sample), else the batched ones
+    counted: tuple[int, int] = (0, 0)  # (samples, CLOCK_MONOTONIC ns) when its rate was last read
 
     @property
     def full_name(self) -> str:
@@ -196,7 +214,10 @@ class PerfLiveSource:
                  ring_pages: int | None = None, watermark: int | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, reorder_ns: int = DEFAULT_REORDER_NS,
                  watch: bool = True, watch_interval: float = DEFAULT_WATCH_INTERVAL,
-                 cpus: Sequence[int] | None = None, callchain: bool = False, name: str | None = None) -> None:
+                 cpus: Sequence[int] | None = None, callchain: bool = False, name: str | None = None,
+                 latency: str = LATENCY_LOW, max_wait: float | None = None) -> None:
+        if latency not in LATENCIES:
+            raise ValueError(f"latency {latency!r}: expected one of {', '.join(LATENCIES)}")
         texts = list(patterns)
         self._initial = [_Selection(parse_pattern(t), None, callchain) for t in texts]
         self.name = name or "live:" + ",".join(texts)
@@ -208,6 +229,10 @@ class PerfLiveSource:
         self.watermark = watermark
         self.flush_interval = flush_interval
         self.reorder_ns = reorder_ns
+        self.latency = latency
+        # The longest a batched sample waits in its ring before the reader looks (the bytes watermark aside).
+        self.max_wait = max_wait if max_wait is not None else (
+            DEFAULT_MAX_WAIT_LOW if latency == LATENCY_LOW else flush_interval)
         self.watch = watch
         self.watch_interval = watch_interval
         self.cpus: list[int] = list(cpus) if cpus is not None else []
@@ -232,7 +257,11 @@ class PerfLiveSource:
         # Parsers of closed tracepoints, kept until the rings are handed back past what those wrote: (event ids,
         # each ring's read position when they were closed).
         self._retired: list[tuple[list[int], list[int]]] = []
+        # One batched ring per CPU, then (low latency) one prompt ring per CPU: ring i is CPU cpus[i % len(cpus)].
         self._rings: list[pe.Ring] = []
+        self._prompt_from = 1 << 30  # index of the first prompt ring
+        self._prompt_counts: dict[int, int] = {}  # samples found in the prompt rings by event id, since the last look
+        self._tracepoint_of: dict[int, Tracepoint] = {}  # event id -> its tracepoint
         self._epoll: select.epoll | None = None
         self._wake = -1
         self._opened = False
@@ -270,21 +299,28 @@ class PerfLiveSource:
                     ring = self._open_ring(cpu)
                     self._rings.append(ring)
                     self._epoll.register(ring.fd, select.EPOLLIN)
+                if self.latency == LATENCY_LOW:
+                    self._prompt_from = len(self._rings)
+                    for cpu in self.cpus:
+                        ring = self._open_ring(cpu, prompt=True)
+                        self._rings.append(ring)
+                        self._epoll.register(ring.fd, select.EPOLLIN)
                 for sel in self._initial:
                     self._select(sel)
             except BaseException:
                 self.close()
                 raise
 
-    def _open_ring(self, cpu: int) -> pe.Ring:
-        """The ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
-        refuses is retried at half the size, down to perf's default of 128 pages."""
+    def _open_ring(self, cpu: int, prompt: bool = False) -> pe.Ring:
+        """A ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
+        refuses is retried at half the size, down to perf's default of 128 pages. A prompt ring wakes the reader
+        as soon as it holds a byte (every sample); a batched one at its watermark (a quarter of it by default)."""
         while True:
             ring_bytes = self.ring_pages * os.sysconf("SC_PAGE_SIZE")
             if ring_bytes + os.sysconf("SC_PAGE_SIZE") > 1 << 32:
                 raise ValueError(f"a ring of {self.ring_pages} pages is 4 GiB or more; sample places are 32-bit")
             attr = pe.make_attr(pe.TYPE_SOFTWARE, pe.COUNT_SW_DUMMY, SAMPLE_TYPE, clockid=_MONO,
-                                wakeup_watermark=self.watermark or max(ring_bytes // 4, 8))
+                                wakeup_watermark=1 if prompt else self.watermark or max(ring_bytes // 4, 8))
             try:
                 fd = pe.perf_event_open(attr, -1, cpu)
             except OSError as e:
@@ -459,8 +495,10 @@ class PerfLiveSource:
         # soon as it writes to its ring: the window is a few system calls a CPU. (Samples written before the
         # parser is filed under their ids wait in the rings: the reader needs the lock this runs under.)
         parser = self._parser(tp, fmt_text, sample_type)
+        # It starts batched (its rate is not known yet: a busy one woken for on each sample would cost its writers
+        # dearly until the first look at the rates, a quiet one waits max_wait until then).
         try:
-            for cpu, ring in zip(self.cpus, self._rings, strict=True):
+            for cpu, ring in zip(self.cpus, self._rings[:len(self.cpus)], strict=True):
                 fd = self._perf_open(sample_type, tp_id, cpu, full)
                 tp.fds.append(fd)
                 if sel.filter is not None:
@@ -477,6 +515,9 @@ class PerfLiveSource:
             for fd in tp.fds:
                 os.close(fd)
             raise
+        for ring in self._rings[:len(self.cpus)]:
+            ring.attached += 1
+        tp.counted = (0, time.clock_gettime_ns(_MONO))
         self._file(tp, parser)
         return True
 
@@ -495,6 +536,7 @@ class PerfLiveSource:
         for ident in tp.ids:
             self._parsers[ident] = parser
             self._names[ident] = tp.full_name
+            self._tracepoint_of[ident] = tp
         self._open[tp.full_name] = tp
 
     def _filtered(self, buf: Any, pos: int, end: int) -> None:
@@ -521,8 +563,85 @@ class PerfLiveSource:
             os.close(fd)
         if lost:
             self._lost_closed[tp.full_name] = self._lost_closed.get(tp.full_name, 0) + lost
+        if tp.fds:
+            self._detach(self._rings_of(tp), time.clock_gettime_ns(_MONO))
         tp.fds.clear()
+        for ident in tp.ids:
+            self._tracepoint_of.pop(ident, None)
         del self._open[tp.full_name]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Waking: prompt and batched rings
+
+    def _rings_of(self, tp: Tracepoint) -> list[pe.Ring]:
+        n = len(self.cpus)
+        return self._rings[n:2 * n] if tp.prompt else self._rings[:n]
+
+    @staticmethod
+    def _detach(rings: list[pe.Ring], now: int) -> None:
+        for ring in rings:
+            ring.attached -= 1
+            if ring.attached <= 0:
+                ring.attached = 0
+                ring.detached_at = now
+
+    def _move(self, tp: Tracepoint, prompt: bool, now: int) -> None:
+        """Redirect the tracepoint's events to the prompt rings or the batched ones (PERF_EVENT_IOC_SET_OUTPUT: the
+        kernel switches between two samples, none is lost; the reader sorts both rings' samples together)."""
+        log.debug("%s: %s", tp.full_name, "wakes the reader on each sample" if prompt else "batched")
+        old = self._rings_of(tp)
+        tp.prompt = prompt
+        new = self._rings_of(tp)
+        for fd, ring in zip(tp.fds, new, strict=True):
+            pe.set_output(fd, ring.fd)
+        for ring in new:
+            ring.attached += 1
+        self._detach(old, now)
+        if not prompt:
+            tp.counted = (self._count(tp), now)
+
+    @staticmethod
+    def _count(tp: Tracepoint) -> int:
+        n = 0
+        for fd in tp.fds:
+            with contextlib.suppress(OSError):
+                n += pe.read_count(fd)
+        return n
+
+    def _balance(self, elapsed_ns: int, now: int) -> None:
+        """Move tracepoints between the prompt and the batched rings by their rates over the last `elapsed_ns`
+        (the lock is held). Prompt rings count their samples by event id as they are found (they are quiet by
+        construction); a batched tracepoint's rate is read from its counters only when the batched rings together
+        are busy enough for one of them to stay."""
+        if self._prompt_from >= len(self._rings) or elapsed_ns <= 0:
+            return
+        seconds = elapsed_ns / 1e9
+        batched = [tp for tp in self._open.values() if not tp.prompt and tp.fds]
+        if self._prompt_counts:
+            per_tp: dict[str, int] = {}
+            for ident, n in self._prompt_counts.items():
+                tp = self._tracepoint_of.get(ident)
+                if tp is not None and tp.prompt:
+                    per_tp[tp.full_name] = per_tp.get(tp.full_name, 0) + n
+            self._prompt_counts = {}
+            for full, n in per_tp.items():
+                if n > PROMPT_MAX_RATE * seconds:
+                    self._move(self._open[full], False, now)
+        found = sum(r.found for r in self._rings[:self._prompt_from])
+        for ring in self._rings:
+            ring.found = 0
+        if not batched:
+            return
+        everything_slow = found < PROMPT_MIN_RATE * seconds
+        for tp in batched:
+            if everything_slow:
+                self._move(tp, True, now)
+                continue
+            n = self._count(tp)
+            before, at = tp.counted
+            tp.counted = (n, now)
+            if now > at and (n - before) * 1e9 / (now - at) < PROMPT_MIN_RATE:
+                self._move(tp, True, now)
 
     # ----------------------------------------------------------------------------------------------------------
     # Decoding
@@ -580,10 +699,13 @@ class PerfLiveSource:
         next_watch = time.monotonic() + self.watch_interval
         more = False  # a ring had more than one drain's budget: read on without waiting
         last_drain = 0
+        low = self.latency == LATENCY_LOW
+        balance_ns = int(BALANCE_INTERVAL * 1e9)
+        last_balance = time.clock_gettime_ns(_MONO)
         while not self._closed:
             stopping = self._stopping
             if not stopping and not more:
-                for fd, _ in epoll.poll(self.flush_interval):
+                for fd, _ in epoll.poll(self._wait()):
                     if fd == wake:
                         with contextlib.suppress(BlockingIOError):
                             os.eventfd_read(wake)
@@ -602,6 +724,9 @@ class PerfLiveSource:
                 if last_drain and start - last_drain > stats.max_drain_gap_ns:
                     stats.max_drain_gap_ns = start - last_drain
                 last_drain = start
+                if low and start - last_balance >= balance_ns:
+                    self._balance(start - last_balance, start)
+                    last_balance = start
                 # Stopping, one last look reads each ring up to its head now: against producers faster than the
                 # reader, "until empty" might never come.
                 more, hold = self._drain(1 << 62 if stopping else DRAIN_BUDGET)
@@ -611,7 +736,7 @@ class PerfLiveSource:
                     ready = pending
                     self._pending = []
                 else:
-                    cut = min(start - self.reorder_ns, hold)
+                    cut = min(self._cut(start), hold)
                     n = bisect.bisect_left(pending, (cut + 1) << 48)
                     ready = pending[:n]
                     del pending[:n]
@@ -629,6 +754,38 @@ class PerfLiveSource:
             if stopping and not more:
                 return
 
+    def _wait(self) -> float:
+        """Seconds to wait in epoll: until the oldest sample held for order may go, else while a tracepoint is
+        batched its max wait, else (every tracepoint wakes the reader itself) the idle tick."""
+        rings = self._rings
+        batched = self.latency == LATENCY_THROUGHPUT or any(r.attached for r in rings[:self._prompt_from])
+        wait = self.max_wait if batched else self.flush_interval
+        if self._pending:
+            due = (self._pending[0] >> 48) + self.reorder_ns - time.clock_gettime_ns(_MONO)
+            wait = min(wait, max(due, 0) / 1e9 + 50e-6)
+        return wait
+
+    def _cut(self, start: int) -> int:
+        """The time up to which the samples found may be yielded: no ring can still bring an older one.
+
+        A ring's samples come in time order (one CPU writes it), so a ring whose last sample found is later than
+        t brings nothing older than t. Any other ring may still be writing a sample whose time was taken before
+        this drain began and which it commits after its head was read (a few microseconds, more if the host
+        preempts the virtual CPU mid-write): those are waited for up to `reorder_ns` before `start`. A ring nothing
+        writes into is not waited for (DETACH_GRACE_NS after its last tracepoint left). So a sample waits only
+        while some other CPU in use has shown nothing later and the window has not passed; with one CPU, or every
+        other CPU busier, never."""
+        floor = start - self.reorder_ns
+        cut = 1 << 62
+        for ring in self._rings:
+            if not ring.attached and start - ring.detached_at > DETACH_GRACE_NS:
+                continue
+            last = ring.last_found
+            edge = last if last > floor else floor
+            if edge < cut:
+                cut = edge
+        return cut
+
     def _drain(self, budget: int = 1 << 62) -> tuple[bool, int]:
         """Find the new records of every ring, up to about `budget` bytes of each (the lock is held).
 
@@ -644,6 +801,9 @@ class PerfLiveSource:
         """
         add = self._pending.append
         scan = _SCAN
+        scan_id = _SCAN_ID
+        counts = self._prompt_counts
+        prompt_from = self._prompt_from
         samples = 0
         more = False
         hold = 1 << 127
@@ -670,19 +830,37 @@ class PerfLiveSource:
             stop = min(head, tail + budget)
             which = i << 32
             last = ring.last_found
-            while tail < stop:
-                pos = base + (tail & mask)
-                if pos + 32 <= limit:
-                    rtype, size, t = scan(mm, pos)
-                    if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
-                        add(t << 48 | which + pos)
+            before = samples
+            if i < prompt_from:
+                while tail < stop:
+                    pos = base + (tail & mask)
+                    if pos + 32 <= limit:
+                        rtype, size, t = scan(mm, pos)
+                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
+                            add(t << 48 | which + pos)
+                            last = t
+                            samples += 1
+                            tail += size
+                            continue
+                    tail, t = self._other_record(i, ring, tail, head)
+                    if t >= 0:
                         last = t
-                        samples += 1
-                        tail += size
-                        continue
-                tail, t = self._other_record(i, ring, tail, head)
-                if t >= 0:
-                    last = t
+            else:  # a prompt ring: the same, counting samples by event id for _balance (a few thousand a second)
+                while tail < stop:
+                    pos = base + (tail & mask)
+                    if pos + 32 <= limit:
+                        rtype, size, ident, t = scan_id(mm, pos)
+                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
+                            add(t << 48 | which + pos)
+                            counts[ident] = counts.get(ident, 0) + 1
+                            last = t
+                            samples += 1
+                            tail += size
+                            continue
+                    tail, t = self._other_record(i, ring, tail, head)
+                    if t >= 0:
+                        last = t
+            ring.found += samples - before
             ring.read = tail
             ring.last_found = last
             self.stats.bytes += tail - start
@@ -702,8 +880,9 @@ class PerfLiveSource:
         size: int
         rtype, size = _HEAD(ring.mm, pos)
         if size < 8 or size > head - tail:
-            self._problem(0, tail, self.cpus[i], f"record of type {rtype} and size {size} does not fit the ring's "
-                                                 f"data; the rest of this batch ({head - tail} bytes) is skipped")
+            self._problem(0, tail, self.cpus[i % len(self.cpus)],
+                          f"record of type {rtype} and size {size} does not fit the ring's data; the rest of this "
+                          f"batch ({head - tail} bytes) is skipped")
             return head, -1
         self.stats.records += 1
         at = pos
@@ -797,11 +976,11 @@ class PerfLiveSource:
         except Exception:
             ident = 0
         if isinstance(e, SampleError):
-            self._problem(ident, at + e.offset, self.cpus[i], e.message)
+            self._problem(ident, at + e.offset, self.cpus[i % len(self.cpus)], e.message)
         elif isinstance(e, DecodeError):
-            self._problem(ident, at, self.cpus[i], e.message)
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], e.message)
         else:
-            self._problem(ident, at, self.cpus[i], f"{type(e).__name__}: {e}")
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], f"{type(e).__name__}: {e}")
 
     def _lost(self, buf: Any, pos: int, end: int) -> None:
         stats = self.stats
