@@ -5,16 +5,16 @@
         ...
     src.close()
 
-How it reads. One ring buffer per CPU, owned by a dummy software event; every tracepoint is opened once per CPU
-(perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1) and redirected into that CPU's
-ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching the rings. Samples carry
-IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser), TID, TIME, CPU and RAW,
-plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is not asked for too.)
-The reader sleeps in epoll until a ring holds `watermark` bytes or `flush_interval` passes, then drains every ring
-in two passes: the first finds each sample's time and place (one unpack, one integer), the second, after the
-samples of all CPUs are sorted, parses each in place in the mapped memory just before yielding its Event (only a
-record that wraps around the ring's end is copied, and a sample's raw payload is sliced out as the Event's own
-bytes). data_tail is written back once the samples before it have been yielded.
+How it reads. One ring buffer per CPU (two with low latency: see Waking), owned by a dummy software event; every
+tracepoint is opened once per CPU (perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1)
+and redirected into that CPU's ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching
+the rings. Samples carry IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser),
+TID, TIME, CPU and RAW, plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is
+not asked for too.) The reader sleeps in epoll until a sample wakes it (see Waking), then drains every ring in two
+passes: the first finds each sample's time and place (one unpack, one integer), the second, after the samples of all
+CPUs are sorted, parses each in place in the mapped memory just before yielding its Event (only a record that wraps
+around the ring's end is copied, and a sample's raw payload is sliced out as the Event's own bytes). data_tail is
+written back once the samples before it have been yielded.
 
 Time. The perf events use CLOCK_MONOTONIC (use_clockid), and `Event.time` is that plus the offset from
 CLOCK_MONOTONIC to CLOCK_REALTIME measured once when the source opens: nanoseconds since the epoch, with
@@ -23,13 +23,32 @@ clock is stepped; the price is that a step of the wall clock after start is not 
 measured at open). Perf's default clock has no defined relation to wall time; CLOCK_REALTIME in perf would follow
 steps, but a step backwards would then hold every event back by the step's size in the reorder buffer.
 
+Waking. `latency="low"` (the default; the config's `sources.latency`) gives each CPU two rings: a prompt one, whose
+owner wakes the reader as soon as it holds a byte, and a batched one, which wakes it at its watermark (a quarter
+of the ring) and is otherwise read every `max_wait` (2 ms by default; the config's `sources.max_wait`). A tracepoint
+writes into one or the other and moves with PERF_EVENT_IOC_SET_OUTPUT, which switches between two samples: none is
+lost, and the reader sorts every ring's samples together. A wake-up on every sample costs the writer a self-IPI and
+an irq_work: on this project's 2-CPU VM a getppid() call went from 1.2 us to 12-14 us of CPU with it (a measured
+300k calls), so it is kept for the quiet tracepoints, where it is what makes latency fall as load falls: a new
+tracepoint starts batched (its rate is unknown), and every BALANCE_INTERVAL the reader moves one under
+PROMPT_MIN_RATE samples a second to the prompt rings and one over PROMPT_MAX_RATE back (the prompt rings count
+their samples by event id as they are found; a batched one's rate is read from its perf counters). With every
+tracepoint prompt and nothing coming, the reader sleeps until a sample or the idle tick (`flush_interval`, 100 ms,
+for `on_idle`). `latency="throughput"` has only the batched rings, read at the watermark or every `max_wait`
+(default `flush_interval`): the one wake-up per 100 ms of before, at most 100 ms of added latency. A tracepoint that
+moves leaves the count of a full ring's lost samples in that ring's kernel state until something else is written
+there (LOST records come ahead of a ring's next record): `lost()` has the exact counts either way.
+
 Order. Each drain reads the clock first, then every ring up to its data_head; all samples found are sorted by time
-(equal times by CPU) together with those held over, and those older than (clock at drain start - `reorder_ns`) are
-yielded, the rest held for the next drain. Whatever a CPU writes after the drain started carries a time after it,
-except for a sample whose time was taken just before and whose record was committed just after the ring was read (a
-few microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
-events come out in time order across CPUs. Any that still arrive behind an event already yielded are counted in
-`stats.out_of_order` (and yielded anyway). The latency this adds is at most `flush_interval` + `reorder_ns`.
+(equal times by ring) together with those held over, and those no ring can still precede are yielded (`_cut`), the
+rest held for a later drain. A ring's own samples come in time order (one CPU writes it), so a ring whose last
+sample found is later than t can bring nothing older than t; any other ring in use may still commit a sample whose
+time was taken just before the drain started and whose record was committed just after the ring was read (a few
+microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
+events come out in time order across CPUs. A sample waits only while another ring in use has shown nothing later
+and the window has not passed (with one CPU, or every other CPU busier, not at all), and the reader's wait ends
+when the oldest held sample may go, so this adds at most `reorder_ns`. Any that still arrive behind an event
+already yielded are counted in `stats.out_of_order` (and yielded anyway).
 
 Lost records. The kernel drops samples when a ring is full and writes a PERF_RECORD_LOST with the count ahead of
 that ring's next record, so the count shows up only once something else is written to the same CPU's ring. Those
@@ -778,7 +797,7 @@ class PerfLiveSource:
         floor = start - self.reorder_ns
         cut = 1 << 62
         for ring in self._rings:
-            if not ring.attached and start - ring.detached_at > DETACH_GRACE_NS:
+            if not ring.attached and (not ring.detached_at or start - ring.detached_at > DETACH_GRACE_NS):
                 continue
             last = ring.last_found
             edge = last if last > floor else floor
