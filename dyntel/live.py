@@ -120,7 +120,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     from dyntel.engine.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
-    from dyntel.replay import make_want
+    from dyntel.replay import make_filters, make_want
 
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
     queues = runtime.context.queues  # every queue of the run registers here (dyntel.queues)
@@ -137,7 +137,16 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             return rules_want
         return lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
 
+    def fields_for(current: Sequence[CompiledRule]) -> Any:
+        # The rules' raw field tests, for the source's native pre-filter (what the forwarder takes is kept whole).
+        rules_fields = make_filters(current)[1]
+        if forwarder is None:
+            return rules_fields
+        return lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)
+
     source.want = want_for(rules.rules)
+    if hasattr(source, "field_filter"):
+        source.field_filter = fields_for(rules.rules)
     printing = threading.Lock()
 
     def done(firing: Firing) -> None:
@@ -179,6 +188,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # New rules may name providers nothing listens to yet, and want events the filter drops.
         current = engine.rules
         source.want = want_for(current)
+        if hasattr(source, "field_filter"):
+            source.field_filter = fields_for(current)
         live.open_for(current)
 
     def on_idle() -> None:

@@ -93,9 +93,10 @@ from typing import Any
 
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
-from dyntel.sources import SourceStats, Want
+from dyntel.sources import FieldFilter, SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
+from dyntel.sources.perf_data import _WALKABLE, _raw_test
 from dyntel.sources.perf_header import Attr
 from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.selection import Pattern, parse_pattern
@@ -184,6 +185,7 @@ class Tracepoint:
     ids: list[int] = field(default_factory=list)
     format_text: str = ""
     sample_type: int = 0
+    fmt: Any = None  # its parsed tracefs format (None when unreadable)
     prompt: bool = False  # writing into the prompt rings (a wake-up on each sample), else the batched ones
     counted: tuple[int, int] = (0, 0)  # (samples, CLOCK_MONOTONIC ns) when its rate was last read
 
@@ -281,6 +283,10 @@ class PerfLiveSource:
         self._prompt_from = 1 << 30  # index of the first prompt ring
         self._prompt_counts: dict[int, int] = {}  # samples found in the prompt rings by event id, since the last look
         self._tracepoint_of: dict[int, Tracepoint] = {}  # event id -> its tracepoint
+        self._field_filter: FieldFilter | None = None
+        # The native pre-filter's plans for what is open (built on demand, None after a change), and the module.
+        self._plans: tuple[dict[int, int], list[Any]] | None = None
+        self._native: Any = _load_prefilter()
         self._epoll: select.epoll | None = None
         self._wake = -1
         self._opened = False
@@ -375,6 +381,19 @@ class PerfLiveSource:
             for tp in self._open.values():
                 if tp.sample_type:
                     self._file(tp, self._parser(tp, tp.format_text, tp.sample_type))
+
+    @property
+    def field_filter(self) -> FieldFilter | None:
+        """Field tests by event type (dyntel.replay.make_filters): a batched ring's samples of a tracefs event
+        whose every candidate rule has a false test are dropped in C (dyntel._prefilter) before Python reads
+        them, counted in stats.skipped["filtered"], as in a replay of a recording."""
+        return self._field_filter
+
+    @field_filter.setter
+    def field_filter(self, field_filter: FieldFilter | None) -> None:
+        with self._lock:
+            self._field_filter = field_filter
+            self._plans = None
 
     @property
     def enabled(self) -> list[str]:
@@ -552,6 +571,7 @@ class PerfLiveSource:
         return compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN, recipe)
 
     def _file(self, tp: Tracepoint, parser: SampleParser) -> None:
+        self._plans = None
         for ident in tp.ids:
             self._parsers[ident] = parser
             self._names[ident] = tp.full_name
@@ -588,6 +608,7 @@ class PerfLiveSource:
         for ident in tp.ids:
             self._tracepoint_of.pop(ident, None)
         del self._open[tp.full_name]
+        self._plans = None
 
     # ----------------------------------------------------------------------------------------------------------
     # Waking: prompt and batched rings
@@ -669,7 +690,7 @@ class PerfLiveSource:
         from dyntel.decoders.tracefs_format import parse_format
 
         try:
-            fmt = parse_format(fmt_text, tp.system, 8 if sys.maxsize > 2**32 else 4, strict=False)
+            fmt = tp.fmt = parse_format(fmt_text, tp.system, 8 if sys.maxsize > 2**32 else 4, strict=False)
         except DecodeError as e:
             log.warning("%s: format not readable (%s); its events carry their raw bytes", tp.full_name, e.message)
             return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
@@ -805,6 +826,65 @@ class PerfLiveSource:
                 cut = edge
         return cut
 
+    def _native_plans(self) -> tuple[dict[int, int], list[Any]]:
+        """dyntel._prefilter's plans for the open tracepoints: by event id, drop all (no rule wants the type), keep
+        all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf_data)."""
+        if self._plans is None:
+            plan_ids: dict[int, int] = {}
+            plans: list[Any] = []
+            for tp in self._open.values():
+                for ident in tp.ids:
+                    plan_ids[ident] = len(plans)
+                plans.append(self._native_plan(tp))
+            self._plans = (plan_ids, plans)
+        return self._plans
+
+    def _native_plan(self, tp: Tracepoint) -> Any:
+        if tp.ids and self._parsers.get(tp.ids[0]) == self._filtered:
+            return None
+        keep_all = (tp.sample_type, ())
+        fmt = tp.fmt
+        if self._field_filter is None or fmt is None or fmt.kind != "tracefs" or tp.sample_type & ~_WALKABLE:
+            return keep_all
+        alternatives = self._field_filter(tp.system, tp.name)
+        if not alternatives:
+            return keep_all
+        compiled = []
+        for alternative in alternatives:
+            tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
+            if not tests:
+                return keep_all  # an alternative with nothing checkable might hold for any sample
+            compiled.append(tests)
+        return tp.sample_type, tuple(compiled)
+
+    def _scan_native(self, i: int, ring: pe.Ring, tail: int, end: int) -> tuple[int, int, int] | None:
+        """The whole samples of ring `i` from `tail` up to `end` (one stretch that does not wrap), through the
+        native pre-filter: those kept go to self._pending. Returns (samples, time of the last one or -1, where it
+        stopped), or None where the scan declines (a record other than a sample, an unknown event id): the Python
+        loop reads those."""
+        plan_ids, plans = self._native_plans()
+        start = ring.base + (tail & (ring.size - 1))
+        scanned = self._native.scan(buffer=ring.mm, start=start, end=start + end - tail, id_offset=8,
+                                    time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True)
+        if scanned is None or scanned["counts"]:  # LOST and other records: the Python loop counts them
+            return None
+        add = self._pending.append
+        u64 = _U64
+        mm = ring.mm
+        which = i << 32
+        last = scanned["max_dropped_time"] if scanned["samples"] else -1
+        for w in memoryview(scanned["words"]).cast("Q"):
+            p = w >> 16
+            t = u64(mm, p + _TIME_AT)[0]
+            add(t << 48 | which + p)
+            if t > last:
+                last = t
+        dropped = scanned["dropped_type"] + scanned["dropped_value"]
+        if dropped:
+            skipped = self.stats.skipped
+            skipped["filtered"] = skipped.get("filtered", 0) + dropped
+        return scanned["samples"], last, tail + scanned["end"] - start
+
     def _drain(self, budget: int = 1 << 62) -> tuple[bool, int]:
         """Find the new records of every ring, up to about `budget` bytes of each (the lock is held).
 
@@ -851,7 +931,21 @@ class PerfLiveSource:
             last = ring.last_found
             before = samples
             if i < prompt_from:
+                native = self._native is not None
                 while tail < stop:
+                    if native:
+                        # In C up to the ring's end or `stop`, whichever comes first; a record cut by either, and
+                        # whatever the scan declines (a LOST record), in Python below.
+                        got = self._scan_native(i, ring, tail, min(stop, tail + ring.size - (tail & mask)))
+                        if got is None:
+                            native = False
+                        else:
+                            n, t, tail = got
+                            samples += n
+                            if t >= 0:
+                                last = t
+                            if tail >= stop:
+                                break
                     pos = base + (tail & mask)
                     if pos + 32 <= limit:
                         rtype, size, t = scan(mm, pos)
@@ -1067,6 +1161,17 @@ class _Parsers(dict[int, SampleParser]):
 
     def _unknown(self, buf: Any, pos: int, end: int) -> None:
         self._stats.skip("SAMPLE of a closed tracepoint")
+
+
+def _load_prefilter() -> Any:
+    """dyntel._prefilter where it is built and applies (little-endian: its reads are the host's), else None."""
+    if _BIG_ENDIAN or os.environ.get("DYNTEL_NO_PREFILTER"):
+        return None
+    try:
+        from dyntel import _prefilter  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _prefilter
 
 
 def _record(ring: pe.Ring, pos: int, size: int) -> tuple[Any, int]:
