@@ -159,3 +159,52 @@ def test_a_sample_goes_at_once_when_every_other_ring_is_later_or_unused() -> Non
     a.put(sample(11, sys_enter_raw(110), time=5000))
     src._drain()
     assert src._cut(5001) >= 5000
+
+
+# The native pre-filter on live rings: what every candidate rule's field test rejects is dropped in C.
+
+def _filtered_source(ring: FakeRing) -> PerfLiveSource:
+    src = source_with(ring, ("raw_syscalls", "sys_enter", 11, SYS_ENTER))
+    if src._native is None:
+        pytest.skip("dyntel._prefilter is not built")
+    src.field_filter = lambda p, e: [[("id", "==", (110,))]] if (p, e) == ("raw_syscalls", "sys_enter") else None
+    return src
+
+
+def test_the_native_prefilter_drops_what_no_rule_can_take_across_the_ring_end() -> None:
+    from test_live_ring import drained
+
+    ring = FakeRing(1)  # 4096 bytes: the 112-byte records wrap around its end again and again
+    src = _filtered_source(ring)
+    others = 0
+    for lap in range(100):
+        for i in range(3):
+            ring.put(sample(11, sys_enter_raw(110 if i == 1 else 3), time=lap * 10 + i))
+        events = drained(src)
+        assert [(e.fields["id"], e.time) for e in events if e.fields["id"] == 110] == [(110, lap * 10 + 1)]
+        others += len(events) - 1
+    # A record split by the ring's end is read in Python, which leaves the field tests to the engine.
+    assert src.stats.skipped["filtered"] + others == 200 and src.stats.skipped["filtered"] > 150
+    assert src.stats.records == 300 and ring.kernel_tail() == ring.written  # every byte handed back
+
+
+def test_the_native_prefilter_leaves_lost_records_to_python() -> None:
+    from test_live_ring import drained, lost
+
+    ring = FakeRing(4)
+    src = _filtered_source(ring)
+    ring.put(sample(11, sys_enter_raw(3), time=1))
+    ring.put(lost(11, 7))
+    ring.put(sample(11, sys_enter_raw(110), time=2))
+    events = drained(src)
+    assert [e.fields["id"] for e in events][-1:] == [110]  # the scan declined: Python read the stretch
+    assert src.stats.lost == 7
+
+
+def test_a_budget_cut_in_the_middle_of_a_record_is_read_whole() -> None:
+    ring = FakeRing(4)
+    src = _filtered_source(ring)
+    for t in range(10):
+        ring.put(sample(11, sys_enter_raw(110), time=t))
+    src._drain(budget=112 * 3 + 50)  # ends inside the fourth record
+    assert len(src._pending) == 4 and ring.read == 112 * 4
