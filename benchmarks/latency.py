@@ -41,7 +41,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.live import cpu_pressure
+from benchmarks.live import cpu_pressure, prioritize
 
 PROBE = r"""
 import json, os, signal, sys, time
@@ -147,9 +147,11 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
     interval = args.interval if wait else args.stacks_interval
     background = subprocess.Popen([sys.executable, "-c", BACKGROUND, str(load)], stdout=subprocess.PIPE,
                                   text=True) if load > 0 else None
-    nice = ["nice", "-n", str(args.nice)] if args.nice else []
-    probe = subprocess.Popen([*nice, sys.executable, "-c", PROBE, str(interval), str(args.samples), str(args.timeout),
-                              "wait" if wait else "nowait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(interval), str(args.samples), str(args.timeout),
+                              "wait" if wait else "nowait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             start_new_session=bool(args.nice))
+    if args.nice:
+        prioritize(probe.pid, args.nice)
     assert probe.stdin is not None and probe.stdout is not None
     pid = int(probe.stdout.readline())
     rules = tmp / f"rules-{int(load)}.yaml"
@@ -163,10 +165,13 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
         env["DYNTEL_SOURCES_LATENCY"] = args.latency
     if args.max_wait:
         env["DYNTEL_SOURCES_MAX_WAIT"] = args.max_wait
-    cmd = [*nice, sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
+    cmd = [sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
            str(rules), "--no-reload"]
     dyntel = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp / f"dyntel-{int(load)}.err", "w"))  # noqa: SIM115
+                              stderr=open(tmp / f"dyntel-{int(load)}.err", "w"),  # noqa: SIM115
+                              start_new_session=bool(args.nice))
+    if args.nice:
+        prioritize(dyntel.pid, args.nice)
     observer = _Observer(pid) if not wait else None
     try:
         if observer is not None:
@@ -277,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", choices=("low", "throughput"), help="sources.latency for dyntel (default: its own)")
     ap.add_argument("--max-wait", help="sources.max_wait for dyntel, e.g. 5ms")
     ap.add_argument("--nice", type=int, default=0,
-                    help="run dyntel and the probe at this niceness (e.g. -10: ahead of the other load of a shared "
-                         "machine; the background load stays at 0)")
+                    help="run dyntel and the probe at this niceness, each in a session of its own (e.g. -10: ahead "
+                         "of the other load of a shared machine; the background load stays at 0)")
     ap.add_argument("--tree", help="run the dyntel of this checkout (PYTHONPATH) instead of the installed one")
     args = ap.parse_args(argv)
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "

@@ -168,7 +168,11 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
 
     stop = threading.Event()
 
+    stopped = False  # read once an event: a plain local is cheaper than stop.is_set()
+
     def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
         stop.set()
         source.stop()
 
@@ -226,7 +230,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             fired += len(engine.process(event))
             if forwarder is not None:
                 forwarder.offer(event)
-            if stop.is_set():
+            if stopped:
                 break
         fired += len(engine.finish(time.time_ns()))
     finally:
