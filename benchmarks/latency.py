@@ -44,18 +44,22 @@ import psutil
 from benchmarks.live import cpu_pressure, prioritize
 
 PROBE = r"""
-import json, os, signal, sys, time
+import json, os, select, signal, sys, time
 interval, count, timeout, wait = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "wait"
 USR1 = signal.SIGUSR1
 signal.pthread_sigmask(signal.SIG_BLOCK, {USR1})
 mono = time.CLOCK_MONOTONIC
 print(os.getpid(), flush=True)
 sys.stdin.readline()
-# Warm-up: call until dyntel answers (it is listening), then let stray signals arrive and drop them.
+# Warm-up: call until dyntel answers (it is listening), then let stray signals arrive and drop them. Without
+# signals (stacks), until the benchmark says a capture has started.
 deadline = time.monotonic() + 60
 while True:
     os.getppid()
-    if signal.sigtimedwait([USR1], 0.2) is not None:
+    if wait and signal.sigtimedwait([USR1], 0.2) is not None:
+        break
+    if not wait and select.select([sys.stdin], [], [], 1.0)[0] and sys.stdin.readline().strip() == "start":
+        time.sleep(max(interval, 3.0))  # the warm-up's captures end
         break
     if time.monotonic() > deadline:
         print(json.dumps({"error": "no signal within 60 s: is dyntel running?"}), flush=True)
@@ -167,7 +171,9 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
         env["DYNTEL_SOURCES_MAX_WAIT"] = args.max_wait
     cmd = [sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
            str(rules), "--no-reload"]
-    dyntel = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+    # From the tree's own directory: `python -c` puts the working directory ahead of PYTHONPATH.
+    dyntel = subprocess.Popen(cmd, env=env, cwd=args.tree.split(os.pathsep)[0] if args.tree else None,
+                              stdout=subprocess.DEVNULL,
                               stderr=open(tmp / f"dyntel-{int(load)}.err", "w"),  # noqa: SIM115
                               start_new_session=bool(args.nice))
     if args.nice:
@@ -178,6 +184,13 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
             observer.start()
         probe.stdin.write("go\n")
         probe.stdin.flush()
+        if observer is not None:
+            deadline = time.monotonic() + 60
+            while not observer.times and time.monotonic() < deadline:
+                time.sleep(0.1)
+            observer.times.clear()
+            probe.stdin.write("start\n")
+            probe.stdin.flush()
         # dyntel's CPU from the first answer on (its start-up is not what is measured).
         proc = psutil.Process(dyntel.pid)
         out = probe.stdout.readline()
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="background getppid calls per second (default 20,1000,50000)")
     ap.add_argument("--samples", type=int, default=200, help="probes per load (default 200)")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between probes (default 0.05)")
-    ap.add_argument("--stacks-interval", type=float, default=1.0, help="seconds between probes for stacks")
+    ap.add_argument("--stacks-interval", type=float, default=2.0, help="seconds between probes for stacks")
     ap.add_argument("--timeout", type=float, default=1.0, help="a probe with no signal by then is missed")
     ap.add_argument("--action", choices=("signal", "stacks"), default="signal")
     ap.add_argument("--latency", choices=("low", "throughput"), help="sources.latency for dyntel (default: its own)")

@@ -294,7 +294,8 @@ class _Dyntel:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from dyntel.cli import main; sys.exit(main())", "run", "--rules",
              rules, "--no-reload", "--metrics-listen", f"127.0.0.1:{self.port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dyntel.err"), "w"),  # noqa: SIM115
+            env=env, cwd=args.tree.split(os.pathsep)[0] if args.tree else None,  # ahead of PYTHONPATH for -c
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dyntel.err"), "w"),  # noqa: SIM115
             start_new_session=bool(args.nice))
         if args.nice:
             prioritize(self.proc.pid, args.nice)

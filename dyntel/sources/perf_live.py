@@ -285,7 +285,7 @@ class PerfLiveSource:
         self._tracepoint_of: dict[int, Tracepoint] = {}  # event id -> its tracepoint
         self._field_filter: FieldFilter | None = None
         # The native pre-filter's plans for what is open (built on demand, None after a change), and the module.
-        self._plans: tuple[dict[int, int], list[Any]] | None = None
+        self._plans: tuple[dict[int, int], list[Any], bool] | None = None
         self._native: Any = _load_prefilter()
         self._epoll: select.epoll | None = None
         self._wake = -1
@@ -826,7 +826,7 @@ class PerfLiveSource:
                 cut = edge
         return cut
 
-    def _native_plans(self) -> tuple[dict[int, int], list[Any]]:
+    def _native_plans(self) -> tuple[dict[int, int], list[Any], bool]:
         """dyntel._prefilter's plans for the open tracepoints: by event id, drop all (no rule wants the type), keep
         all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf_data)."""
         if self._plans is None:
@@ -836,7 +836,9 @@ class PerfLiveSource:
                 for ident in tp.ids:
                     plan_ids[ident] = len(plans)
                 plans.append(self._native_plan(tp))
-            self._plans = (plan_ids, plans)
+            # Whether the scan can drop anything: when every plan keeps every sample it is a second pass for nothing.
+            useful = any(plan is None or plan[1] for plan in plans)
+            self._plans = (plan_ids, plans, useful)
         return self._plans
 
     def _native_plan(self, tp: Tracepoint) -> Any:
@@ -860,9 +862,11 @@ class PerfLiveSource:
     def _scan_native(self, i: int, ring: pe.Ring, tail: int, end: int) -> tuple[int, int, int] | None:
         """The whole samples of ring `i` from `tail` up to `end` (one stretch that does not wrap), through the
         native pre-filter: those kept go to self._pending. Returns (samples, time of the last one or -1, where it
-        stopped), or None where the scan declines (a record other than a sample, an unknown event id): the Python
-        loop reads those."""
-        plan_ids, plans = self._native_plans()
+        stopped), or None where the scan declines (a record other than a sample, an unknown event id) or could drop
+        nothing: the Python loop reads those."""
+        plan_ids, plans, useful = self._native_plans()
+        if not useful:
+            return None
         start = ring.base + (tail & (ring.size - 1))
         scanned = self._native.scan(buffer=ring.mm, start=start, end=start + end - tail, id_offset=8,
                                     time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True)
