@@ -68,6 +68,13 @@ restart. tracefs sends no inotify event when a tracepoint directory appears (eve
 lazily; seen on 6.18 with a uprobe event), so this polls: a pattern with a literal system lists that one directory
 (about 20 us), one with a glob in the system reads available_events (about 0.4 ms for 2300 events).
 
+Pre-filter. With `field_filter` set (dyntel run sets it from the rules, as a replay does), a batched ring is read in
+C by dyntel._prefilter: samples of a tracepoint no rule wants, and samples on which every candidate rule has a
+false test of an integer payload field (`fields.id == 110`), are dropped before Python sees them (counted in
+`stats.skipped["filtered"]`); the kept ones go on as above. A stretch the scan declines (a LOST record, an event id
+it has no plan for) and a record split by the ring's end are read in Python, which leaves the tests to the engine.
+When no plan can drop anything the scan is not run. DYNTEL_NO_PREFILTER=1 turns it off (to compare).
+
 Decoding. tracefs formats come from events/<system>/<name>/format. A user_event whose format is EventHeader is
 decoded by EventHeaderDecoder (falling back to its tracefs fields when the bytes are not EventHeader); a payload
 that contradicts its own metadata is a counted problem (`stats.problem`, and a log line naming the tracepoint and
