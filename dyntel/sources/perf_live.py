@@ -127,6 +127,7 @@ log = logging.getLogger("dyntel.live")
 DEFAULT_RING_TOTAL = 64 << 20
 MAX_DEFAULT_RING_PAGES = 1024
 MIN_FALLBACK_RING_PAGES = 128
+MIN_PROMPT_PAGES = 8  # 32 KiB: a quiet tracepoint's ring (it is read on each sample)
 DEFAULT_FLUSH_INTERVAL = 0.1  # seconds between on_idle calls while nothing comes (and throughput's max wait)
 DEFAULT_REORDER_NS = 1_000_000
 # Latency modes (the config's sources.latency; see "Waking" in the module notes).
@@ -253,6 +254,7 @@ class PerfLiveSource:
         self.field_tags = True  # as a perf.data recording of the same events prints them (see perf_data.py)
         self.tracefs = tracefs
         self.ring_pages = ring_pages or 0  # chosen at open by default_ring_pages unless given
+        self.prompt_pages = 0  # a prompt ring's data pages (low latency), chosen at open
         self._ring_fixed = ring_pages is not None
         self.watermark = watermark
         self.flush_interval = flush_interval
@@ -332,25 +334,49 @@ class PerfLiveSource:
                     self._rings.append(ring)
                     self._epoll.register(ring.fd, select.EPOLLIN)
                 if self.latency == LATENCY_LOW:
-                    self._prompt_from = len(self._rings)
-                    for cpu in self.cpus:
-                        ring = self._open_ring(cpu, prompt=True)
-                        self._rings.append(ring)
-                        self._epoll.register(ring.fd, select.EPOLLIN)
+                    self._open_prompt_rings()
                 for sel in self._initial:
                     self._select(sel)
             except BaseException:
                 self.close()
                 raise
 
+    def _open_prompt_rings(self) -> None:
+        """One prompt ring per CPU, as large as the batched ones where the memory-lock limit allows (it is halved
+        down to MIN_PROMPT_PAGES otherwise). Without CAP_IPC_LOCK the batched rings may take all of
+        kernel.perf_event_mlock_kb: then there are none, every tracepoint is batched and read every max_wait, and
+        a warning says so."""
+        assert self._epoll is not None
+        self.prompt_pages = self.ring_pages
+        self._prompt_from = len(self._rings)
+        try:
+            for cpu in self.cpus:
+                ring = self._open_ring(cpu, prompt=True)
+                self._rings.append(ring)
+                self._epoll.register(ring.fd, select.EPOLLIN)
+        except LiveSetupError as e:
+            for ring in self._rings[self._prompt_from:]:
+                with contextlib.suppress(OSError, BufferError, ValueError):
+                    self._epoll.unregister(ring.fd)
+                    ring.close()
+                with contextlib.suppress(OSError):
+                    os.close(ring.fd)
+            del self._rings[self._prompt_from:]
+            self._prompt_from = 1 << 30
+            message = (f"low latency without prompt rings ({e}): every tracepoint is batched and read every "
+                       f"{self.max_wait * 1000:g} ms, which costs more CPU while idle")
+            self.warnings.append(message)
+            log.warning("%s", message)
+
     def _open_ring(self, cpu: int, prompt: bool = False) -> pe.Ring:
         """A ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
         refuses is retried at half the size, down to perf's default of 128 pages. A prompt ring wakes the reader
         as soon as it holds a byte (every sample); a batched one at its watermark (a quarter of it by default)."""
         while True:
-            ring_bytes = self.ring_pages * os.sysconf("SC_PAGE_SIZE")
+            pages = self.prompt_pages if prompt else self.ring_pages
+            ring_bytes = pages * os.sysconf("SC_PAGE_SIZE")
             if ring_bytes + os.sysconf("SC_PAGE_SIZE") > 1 << 32:
-                raise ValueError(f"a ring of {self.ring_pages} pages is 4 GiB or more; sample places are 32-bit")
+                raise ValueError(f"a ring of {pages} pages is 4 GiB or more; sample places are 32-bit")
             attr = pe.make_attr(pe.TYPE_SOFTWARE, pe.COUNT_SW_DUMMY, SAMPLE_TYPE, clockid=_MONO,
                                 wakeup_watermark=1 if prompt else self.watermark or max(ring_bytes // 4, 8))
             try:
@@ -358,9 +384,14 @@ class PerfLiveSource:
             except OSError as e:
                 raise LiveSetupError(explain_perf_error(e.errno or 0, f"the ring of CPU {cpu}")) from None
             try:
-                return pe.Ring(fd, self.ring_pages)
+                return pe.Ring(fd, pages)
             except OSError as e:
                 os.close(fd)
+                if prompt:  # halved quietly down to MIN_PROMPT_PAGES; then open() does without prompt rings
+                    if pages <= MIN_PROMPT_PAGES or e.errno not in (errno.EPERM, errno.ENOMEM):
+                        raise LiveSetupError(explain_mmap_error(e.errno or 0, ring_bytes)) from None
+                    self.prompt_pages //= 2
+                    continue
                 if self._ring_fixed or self.ring_pages <= MIN_FALLBACK_RING_PAGES or e.errno not in (
                         errno.EPERM, errno.ENOMEM):
                     raise LiveSetupError(explain_mmap_error(e.errno or 0, ring_bytes)) from None
