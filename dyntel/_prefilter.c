@@ -14,7 +14,8 @@
  *
  * It returns the kept samples as (offset << 16 | size) words in the order Python should decode them (sorted by
  * time within each FINISHED_ROUND, or in file order), where each round ends among them, record counts by type,
- * and what it dropped. Anything it does not model (a metadata record in the stream, a malformed or truncated
+ * and what it dropped, and where it stopped (`end`: with partial=True, a record cut by the end of the range ends
+ * the scan at its start instead of declining, for a live ring read in stretches). Anything it does not model (a metadata record in the stream, a malformed or truncated
  * record, an unknown sample id, an AUX or compressed record) makes it decline with None before Python has seen a
  * sample, and the Python reader, which reports such things, reads the file instead.
  *
@@ -279,13 +280,13 @@ static int declines(uint32_t type) {
 static PyObject *scan(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *kwlist[] = {"buffer", "start", "end", "id_offset", "time_offset", "plan_ids", "plans", "sort",
-                             NULL};
+                             "partial", NULL};
     Py_buffer view;
     Py_ssize_t start, end, id_off, time_off;
     PyObject *plan_ids, *plan_list;
-    int sort;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnO!O!p", kwlist, &view, &start, &end, &id_off, &time_off,
-                                     &PyDict_Type, &plan_ids, &PyList_Type, &plan_list, &sort))
+    int sort, partial = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnO!O!p|p", kwlist, &view, &start, &end, &id_off, &time_off,
+                                     &PyDict_Type, &plan_ids, &PyList_Type, &plan_list, &sort, &partial))
         return NULL;
     PyObject *result = NULL;
     Plan *plans = NULL;
@@ -313,11 +314,13 @@ static PyObject *scan(PyObject *self, PyObject *args, PyObject *kwargs) {
     size_t pos = (size_t)start, stop = (size_t)end;
     Py_BEGIN_ALLOW_THREADS
     while (pos < stop) {
-        if (stop - pos < 8) { declined = 1; break; }
+        /* partial (a live ring read in stretches): a record cut by `end` ends the scan at its start */
+        if (stop - pos < 8) { declined = !partial; break; }
         uint32_t type;
         uint16_t size;
         memcpy(&type, buf + pos, 4);
         memcpy(&size, buf + pos + 6, 2);
+        if (partial && size >= 8 && size > stop - pos && !declines(type)) break;
         if (size < 8 || size > stop - pos || declines(type)) { declined = 1; break; }
         if (type == REC_SAMPLE) {
             samples++;
@@ -399,9 +402,9 @@ static PyObject *scan(PyObject *self, PyObject *args, PyObject *kwargs) {
         Py_DECREF(v);
     }
     (void)other; /* types past 255 decline above */
-    result = Py_BuildValue("{s:N,s:N,s:N,s:K,s:K,s:K,s:K}", "words", words, "round_ends", rounds, "counts",
+    result = Py_BuildValue("{s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:n}", "words", words, "round_ends", rounds, "counts",
                            count_dict, "samples", samples, "dropped_type", dropped_type, "dropped_value",
-                           dropped_value, "max_dropped_time", max_dropped);
+                           dropped_value, "max_dropped_time", max_dropped, "end", (Py_ssize_t)pos);
 done:
     free(kept);
     free(round_ends);
@@ -414,7 +417,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
-     "scan(buffer, start, end, id_offset, time_offset, plan_ids, plans, sort) -> dict or None"},
+     "scan(buffer, start, end, id_offset, time_offset, plan_ids, plans, sort, partial=False) -> dict or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,6 +10,8 @@ sources:
   events: ["sched:sched_process_exec"]  # extra tracepoints
   register: [MyService_L4K1]         # user_events to pre-register
   callchain: false
+  latency: low                       # low: act within milliseconds; throughput: batch (docs/rules.md, "Latency")
+  max_wait: 2ms                      # longest a batched event waits in its ring (default 2ms low, 100ms throughput)
 artifacts:
   dir: /var/lib/dyntel/artifacts
   quota: 2GB
@@ -57,6 +59,8 @@ class SourcesModel(_Model):
     events: Texts = Field(default_factory=list)
     register_: Texts = Field(default_factory=list, alias="register")  # `register` is a pydantic attribute
     callchain: bool | None = None
+    latency: Literal["low", "throughput"] | None = None
+    max_wait: Duration | None = None
 
 
 class ArtifactsModel(_Model):
@@ -131,6 +135,12 @@ def _bool(v: str) -> bool:
     raise ValueError(f"{v!r} is not true or false")
 
 
+def _latency(v: str) -> str:
+    if v not in ("low", "throughput"):
+        raise ValueError(f"{v!r}: expected low or throughput")
+    return v
+
+
 def _limits(v: str) -> dict[str, str]:
     out = {}
     for item in _text_list(v):
@@ -158,6 +168,8 @@ KEYS: dict[str, Key] = {
     "sources.events": Key([], _text_list),
     "sources.register": Key([], _text_list),
     "sources.callchain": Key(False, _bool),
+    "sources.latency": Key("low", _latency),
+    "sources.max_wait": Key(None, parse_duration),  # nanoseconds; None: the latency mode's own
     "artifacts.dir": Key("dyntel-artifacts", str),
     "artifacts.quota": Key(2 << 30, parse_size),
     "artifacts.keep": Key(50, int),

@@ -28,6 +28,8 @@ from dyntel.rules.model import CompiledRule, RuleSet
 if TYPE_CHECKING:
     from dyntel.engine.scheduler import ActionRuntime
 
+SWITCH_INTERVAL = 0.001
+
 
 @dataclass(slots=True)
 class RunOptions:
@@ -35,6 +37,9 @@ class RunOptions:
     dry_run: bool = False
     duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
     callchain: bool = False
+    # sources.latency and sources.max_wait (seconds; None: the mode's default): see dyntel.sources.perf_live.
+    latency: str = "low"
+    max_wait: float | None = None
     reload: bool = True
     log: TextIO | None = None
     # EventHeader tracepoint names (Provider_L5K1...) to register before listening, held until the run ends, so
@@ -115,7 +120,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     from dyntel.engine.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
     from dyntel.engine.scheduler import ActionRuntime
-    from dyntel.replay import make_want
+    from dyntel.replay import make_filters, make_want
 
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
     queues = runtime.context.queues  # every queue of the run registers here (dyntel.queues)
@@ -132,7 +137,16 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             return rules_want
         return lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
 
+    def fields_for(current: Sequence[CompiledRule]) -> Any:
+        # The rules' raw field tests, for the source's native pre-filter (what the forwarder takes is kept whole).
+        rules_fields = make_filters(current)[1]
+        if forwarder is None:
+            return rules_fields
+        return lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)
+
     source.want = want_for(rules.rules)
+    if hasattr(source, "field_filter"):
+        source.field_filter = fields_for(rules.rules)
     printing = threading.Lock()
 
     def done(firing: Firing) -> None:
@@ -154,11 +168,16 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
 
     stop = threading.Event()
 
+    stopped = False  # read once an event: a plain local is cheaper than stop.is_set()
+
     def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
         stop.set()
         source.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_switch = sys.getswitchinterval()
     timer: threading.Timer | None = None
     if options.duration is not None:
         timer = threading.Timer(options.duration, lambda: on_signal(0, None))
@@ -173,6 +192,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # New rules may name providers nothing listens to yet, and want events the filter drops.
         current = engine.rules
         source.want = want_for(current)
+        if hasattr(source, "field_filter"):
+            source.field_filter = fields_for(current)
         live.open_for(current)
 
     def on_idle() -> None:
@@ -195,6 +216,9 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         # Rules, compiled code and decoders live as long as the run: keep the collector from scanning them again on
         # every collection (a drain cost about 30% less per event with collection out of the way).
         gc.freeze()
+        # A worker that wakes for an action (a dump, stacks) waits for the engine's thread to let go of the GIL: at
+        # most the switch interval, 5 ms by default, on each hand-over. 1 ms keeps that off the action's latency.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         for warning in source.warnings:
             print(f"dyntel run: {warning}", file=options.log or sys.stderr)
         # otlp_metrics events become one event per metric data point (dyntel.decoders.otlp_metrics).
@@ -206,7 +230,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             fired += len(engine.process(event))
             if forwarder is not None:
                 forwarder.offer(event)
-            if stop.is_set():
+            if stopped:
                 break
         fired += len(engine.finish(time.time_ns()))
     finally:
@@ -229,6 +253,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         live.close()
         for s, handler in old.items():
             signal.signal(s, handler)
+        sys.setswitchinterval(old_switch)
         if observe is not None:
             observe.close()
     from dyntel.engine.summary import exit_summary
@@ -287,7 +312,8 @@ def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None], 
                     patterns.append(pattern)
     if not patterns:
         raise SystemExit("dyntel run: the rules name no provider to listen to; give --events system:event")
-    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain)
+    source = PerfLiveSource(patterns, tracefs=tracefs, callchain=options.callchain, latency=options.latency,
+                            max_wait=options.max_wait)
     if queues is not None:
         _count_perf_rings(queues, source)
     opened = set(patterns)

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = RunOptions(events=list(settings["sources.events"]), dry_run=args.dry_run, duration=args.duration,
                          callchain=bool(settings["sources.callchain"]), reload=not args.no_reload,
+                         latency=settings["sources.latency"],
+                         max_wait=None if settings["sources.max_wait"] is None else settings["sources.max_wait"] / 1e9,
                          register=list(settings["sources.register"]),
                          runtime=runtime,
                          action_workers=settings["actions.workers"], action_queue=settings["actions.queue"],

@@ -55,6 +55,7 @@ IndexFactory = Callable[[Sequence[CompiledRule]], CandidateIndex]
 HOUSEKEEPING_NS = 60 * 1_000_000_000
 
 _NO_GROUP: dict[str, Any] = {}
+_NO_FIRINGS: list[Firing] = []  # what process() returns when nothing fired; callers must not append to it
 
 
 def default_index(rules: Sequence[CompiledRule]) -> CandidateIndex:
@@ -205,8 +206,11 @@ class Engine:
         tap = self._tap
         if tap is not None:
             tap(event)
-        out: list[Firing] = []
+        # Most events fire nothing: they all get the one empty list, never appended to (a list is made for the
+        # first firing), instead of a new one each.
+        out: list[Firing] = _NO_FIRINGS
         if t >= self._next_deadline:
+            out = []
             self._run_timers(active, t, out)
         if t >= self._next_sweep:
             self._sweep(active, t)
@@ -220,6 +224,8 @@ class Engine:
             stats = st.stats
             stats.candidates += 1
             if st.explain:
+                if out is _NO_FIRINGS:
+                    out = []
                 self._explain_event(st, event, t, out)
                 continue
             try:
@@ -229,12 +235,16 @@ class Engine:
                 w = st.window
                 if w is None:
                     if self._admit(st, (), t) is None:
+                        if out is _NO_FIRINGS:
+                            out = []
                         self._emit(st, _NO_GROUP, t, event, out)
                     continue
                 hit = w.observe(event, t)
                 if st.timed:
                     self._note_deadline(t + w.within)
                 if hit is not None and self._admit(st, hit.key, t) is None:
+                    if out is _NO_FIRINGS:
+                        out = []
                     self._emit(st, hit.group, t, event, out)
             except Exception as e:
                 stats.errors += 1

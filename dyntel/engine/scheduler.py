@@ -115,7 +115,7 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
     if refused is not None:
         return ActionOutcome(spec.type, SKIPPED, {"reason": refused})
     try:
-        mine = dataclasses.replace(context, deadline=time.monotonic() + timeout)
+        mine = _with_deadline(context, time.monotonic() + timeout)
         outcome = module.run(ActionSpec(spec.type, options, spec.position), firing, mine)
     except TimeoutError as e:
         return ActionOutcome(spec.type, FAILED, {"reason": f"timeout: {e or f'took longer than {timeout:g}s'}"})
@@ -126,6 +126,18 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
     if not isinstance(outcome, ActionOutcome):
         return ActionOutcome(spec.type, FAILED, {"reason": f"the {spec.type} action returned {type(outcome).__name__}"})
     return outcome
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(ActionContext))
+
+
+def _with_deadline(context: ActionContext, deadline: float) -> ActionContext:
+    """A copy of `context` with its deadline: dataclasses.replace does the same in 10 us, a third of a signal's."""
+    mine = object.__new__(ActionContext)
+    for name in _CONTEXT_FIELDS:
+        object.__setattr__(mine, name, getattr(context, name))
+    mine.deadline = deadline
+    return mine
 
 
 class Scheduler:

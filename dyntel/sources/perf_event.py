@@ -115,7 +115,11 @@ ATTR_SIZE: Final = ctypes.sizeof(PerfEventAttr)
 
 
 def make_attr(type_: int, config: int, sample_type: int = 0, *, flags: int = 0, clockid: int | None = None,
-              read_format: int = 0, wakeup_watermark: int = 0, sample_period: int = 1) -> PerfEventAttr:
+              read_format: int = 0, wakeup_watermark: int = 0, wakeup_events: int = 0,
+              sample_period: int = 1) -> PerfEventAttr:
+    """`wakeup_watermark`: a ring owner's poll wakes once this many bytes are unread. `wakeup_events`: a sampling
+    event (watermark flag clear) wakes its ring's poll every this many of its own samples, whatever the ring's
+    byte watermark (0: only the watermark wakes it)."""
     attr = PerfEventAttr()
     attr.type = type_
     attr.size = ATTR_SIZE
@@ -129,6 +133,8 @@ def make_attr(type_: int, config: int, sample_type: int = 0, *, flags: int = 0, 
     if wakeup_watermark:
         flags |= ATTR_WATERMARK
         attr.wakeup = wakeup_watermark
+    elif wakeup_events:
+        attr.wakeup = wakeup_events
     attr.flags = flags
     return attr
 
@@ -196,6 +202,12 @@ def read_lost(fd: int) -> int:
     return int(_LOST_READ.unpack(data)[2])
 
 
+def read_count(fd: int) -> int:
+    """How many times the event has fired since it was opened (the value of its read_format, which comes first)."""
+    data = os.read(fd, _LOST_READ.size)
+    return int(_U64.unpack_from(data)[0]) if len(data) >= 8 else 0
+
+
 def _fence() -> Callable[[], None] | None:
     if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
         return None
@@ -219,6 +231,11 @@ FENCE: Final = _fence()
 
 class Ring:
     """One mmap'd perf ring buffer: a control page, then `data_pages` pages of records (a power of two)."""
+
+    # What the live reader keeps per ring (instance values once set; defaults for rings made without __init__).
+    found = 0  # samples found since the reader last counted them
+    attached = 0  # tracepoints writing into this ring (one CPU's events each)
+    detached_at = 0  # CLOCK_MONOTONIC ns when the last one left (0: never)
 
     def __init__(self, fd: int, data_pages: int) -> None:
         if data_pages < 1 or data_pages & (data_pages - 1):

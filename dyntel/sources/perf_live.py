@@ -5,16 +5,16 @@
         ...
     src.close()
 
-How it reads. One ring buffer per CPU, owned by a dummy software event; every tracepoint is opened once per CPU
-(perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1) and redirected into that CPU's
-ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching the rings. Samples carry
-IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser), TID, TIME, CPU and RAW,
-plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is not asked for too.)
-The reader sleeps in epoll until a ring holds `watermark` bytes or `flush_interval` passes, then drains every ring
-in two passes: the first finds each sample's time and place (one unpack, one integer), the second, after the
-samples of all CPUs are sorted, parses each in place in the mapped memory just before yielding its Event (only a
-record that wraps around the ring's end is copied, and a sample's raw payload is sliced out as the Event's own
-bytes). data_tail is written back once the samples before it have been yielded.
+How it reads. One ring buffer per CPU (two with low latency: see Waking), owned by a dummy software event; every
+tracepoint is opened once per CPU (perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1)
+and redirected into that CPU's ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching
+the rings. Samples carry IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser),
+TID, TIME, CPU and RAW, plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is
+not asked for too.) The reader sleeps in epoll until a sample wakes it (see Waking), then drains every ring in two
+passes: the first finds each sample's time and place (one unpack, one integer), the second, after the samples of all
+CPUs are sorted, parses each in place in the mapped memory just before yielding its Event (only a record that wraps
+around the ring's end is copied, and a sample's raw payload is sliced out as the Event's own bytes). data_tail is
+written back once the samples before it have been yielded.
 
 Time. The perf events use CLOCK_MONOTONIC (use_clockid), and `Event.time` is that plus the offset from
 CLOCK_MONOTONIC to CLOCK_REALTIME measured once when the source opens: nanoseconds since the epoch, with
@@ -23,13 +23,32 @@ clock is stepped; the price is that a step of the wall clock after start is not 
 measured at open). Perf's default clock has no defined relation to wall time; CLOCK_REALTIME in perf would follow
 steps, but a step backwards would then hold every event back by the step's size in the reorder buffer.
 
+Waking. `latency="low"` (the default; the config's `sources.latency`) gives each CPU two rings: a prompt one, whose
+owner wakes the reader as soon as it holds a byte, and a batched one, which wakes it at its watermark (a quarter
+of the ring) and is otherwise read every `max_wait` (2 ms by default; the config's `sources.max_wait`). A tracepoint
+writes into one or the other and moves with PERF_EVENT_IOC_SET_OUTPUT, which switches between two samples: none is
+lost, and the reader sorts every ring's samples together. A wake-up on every sample costs the writer a self-IPI and
+an irq_work: on this project's 2-CPU VM a getppid() call went from 1.2 us to 12-14 us of CPU with it (a measured
+300k calls), so it is kept for the quiet tracepoints, where it is what makes latency fall as load falls: a new
+tracepoint starts batched (its rate is unknown), and every BALANCE_INTERVAL the reader moves one under
+PROMPT_MIN_RATE samples a second to the prompt rings and one over PROMPT_MAX_RATE back (the prompt rings count
+their samples by event id as they are found; a batched one's rate is read from its perf counters). With every
+tracepoint prompt and nothing coming, the reader sleeps until a sample or the idle tick (`flush_interval`, 100 ms,
+for `on_idle`). `latency="throughput"` has only the batched rings, read at the watermark or every `max_wait`
+(default `flush_interval`): the one wake-up per 100 ms of before, at most 100 ms of added latency. A tracepoint that
+moves leaves the count of a full ring's lost samples in that ring's kernel state until something else is written
+there (LOST records come ahead of a ring's next record): `lost()` has the exact counts either way.
+
 Order. Each drain reads the clock first, then every ring up to its data_head; all samples found are sorted by time
-(equal times by CPU) together with those held over, and those older than (clock at drain start - `reorder_ns`) are
-yielded, the rest held for the next drain. Whatever a CPU writes after the drain started carries a time after it,
-except for a sample whose time was taken just before and whose record was committed just after the ring was read (a
-few microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
-events come out in time order across CPUs. Any that still arrive behind an event already yielded are counted in
-`stats.out_of_order` (and yielded anyway). The latency this adds is at most `flush_interval` + `reorder_ns`.
+(equal times by ring) together with those held over, and those no ring can still precede are yielded (`_cut`), the
+rest held for a later drain. A ring's own samples come in time order (one CPU writes it), so a ring whose last
+sample found is later than t can bring nothing older than t; any other ring in use may still commit a sample whose
+time was taken just before the drain started and whose record was committed just after the ring was read (a few
+microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
+events come out in time order across CPUs. A sample waits only while another ring in use has shown nothing later
+and the window has not passed (with one CPU, or every other CPU busier, not at all), and the reader's wait ends
+when the oldest held sample may go, so this adds at most `reorder_ns`. Any that still arrive behind an event
+already yielded are counted in `stats.out_of_order` (and yielded anyway).
 
 Lost records. The kernel drops samples when a ring is full and writes a PERF_RECORD_LOST with the count ahead of
 that ring's next record, so the count shows up only once something else is written to the same CPU's ring. Those
@@ -48,6 +67,13 @@ tracepoint that appears later (a user_events producer registering after dyntel s
 restart. tracefs sends no inotify event when a tracepoint directory appears (eventfs creates its directories
 lazily; seen on 6.18 with a uprobe event), so this polls: a pattern with a literal system lists that one directory
 (about 20 us), one with a glob in the system reads available_events (about 0.4 ms for 2300 events).
+
+Pre-filter. With `field_filter` set (dyntel run sets it from the rules, as a replay does), a batched ring is read in
+C by dyntel._prefilter: samples of a tracepoint no rule wants, and samples on which every candidate rule has a
+false test of an integer payload field (`fields.id == 110`), are dropped before Python sees them (counted in
+`stats.skipped["filtered"]`); the kept ones go on as above. A stretch the scan declines (a LOST record, an event id
+it has no plan for) and a record split by the ring's end are read in Python, which leaves the tests to the engine.
+When no plan can drop anything the scan is not run. DYNTEL_NO_PREFILTER=1 turns it off (to compare).
 
 Decoding. tracefs formats come from events/<system>/<name>/format. A user_event whose format is EventHeader is
 decoded by EventHeaderDecoder (falling back to its tracefs fields when the bytes are not EventHeader); a payload
@@ -74,9 +100,10 @@ from typing import Any
 
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
-from dyntel.sources import SourceStats, Want
+from dyntel.sources import FieldFilter, SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
+from dyntel.sources.perf_data import _WALKABLE, _raw_test
 from dyntel.sources.perf_header import Attr
 from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.selection import Pattern, parse_pattern
@@ -100,8 +127,24 @@ log = logging.getLogger("dyntel.live")
 DEFAULT_RING_TOTAL = 64 << 20
 MAX_DEFAULT_RING_PAGES = 1024
 MIN_FALLBACK_RING_PAGES = 128
-DEFAULT_FLUSH_INTERVAL = 0.1  # seconds epoll waits when no ring reaches its watermark
+MIN_PROMPT_PAGES = 8  # 32 KiB: a quiet tracepoint's ring (it is read on each sample)
+DEFAULT_FLUSH_INTERVAL = 0.1  # seconds between on_idle calls while nothing comes (and throughput's max wait)
 DEFAULT_REORDER_NS = 1_000_000
+# Latency modes (the config's sources.latency; see "Waking" in the module notes).
+LATENCY_LOW = "low"
+LATENCY_THROUGHPUT = "throughput"
+LATENCIES = (LATENCY_LOW, LATENCY_THROUGHPUT)
+DEFAULT_MAX_WAIT_LOW = 0.002  # seconds a batched tracepoint's sample waits at most in low latency
+# A tracepoint is woken for on each sample while it writes fewer than PROMPT_MAX_RATE samples a second (all CPUs),
+# and batched above; a batched one goes back below PROMPT_MIN_RATE (the gap keeps one near the line from flapping).
+# The wake-up costs the writer about 12 us a sample on this project's 2-CPU VM (benchmarks/latency.py notes), so
+# 2000/s costs the writers at most 2.4% of a CPU, and a batched tracepoint waits at most max_wait.
+PROMPT_MAX_RATE = 2000
+PROMPT_MIN_RATE = 1000
+BALANCE_INTERVAL = 0.25  # seconds between two looks at the rates
+# A ring no tracepoint writes into any more may still get a sample being written when it was detached (the kernel
+# frees the old ring's users after an RCU grace period): until this long after, it is still waited for.
+DETACH_GRACE_NS = 50_000_000
 DEFAULT_WATCH_INTERVAL = 1.0
 # Ring bytes looked through per ring before the samples found are sorted and yielded: it bounds the ring space one
 # batch holds until it is consumed, and how long a large backlog keeps the first events of a drain waiting.
@@ -120,6 +163,7 @@ _U64X2 = abi.U64X2[_BIG_ENDIAN].unpack_from
 # A sample's type, size, and the u64 at byte 24, which is its time: IDENTIFIER, then TID, then TIME, whatever else
 # the sample holds (CALLCHAIN comes later).
 _SCAN = struct.Struct(_BO + "I2xH16xQ").unpack_from
+_SCAN_ID = struct.Struct(_BO + "I2xHQ8xQ").unpack_from  # the same with the sample's id (prompt rings count them)
 _TIME_AT = 24
 _MONO = time.CLOCK_MONOTONIC
 
@@ -149,6 +193,9 @@ class Tracepoint:
     ids: list[int] = field(default_factory=list)
     format_text: str = ""
     sample_type: int = 0
+    fmt: Any = None  # its parsed tracefs format (None when unreadable)
+    prompt: bool = False  # writing into the prompt rings (a wake-up on each sample), else the batched ones
+    counted: tuple[int, int] = (0, 0)  # (samples, CLOCK_MONOTONIC ns) when its rate was last read
 
     @property
     def full_name(self) -> str:
@@ -196,7 +243,10 @@ class PerfLiveSource:
                  ring_pages: int | None = None, watermark: int | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, reorder_ns: int = DEFAULT_REORDER_NS,
                  watch: bool = True, watch_interval: float = DEFAULT_WATCH_INTERVAL,
-                 cpus: Sequence[int] | None = None, callchain: bool = False, name: str | None = None) -> None:
+                 cpus: Sequence[int] | None = None, callchain: bool = False, name: str | None = None,
+                 latency: str = LATENCY_LOW, max_wait: float | None = None) -> None:
+        if latency not in LATENCIES:
+            raise ValueError(f"latency {latency!r}: expected one of {', '.join(LATENCIES)}")
         texts = list(patterns)
         self._initial = [_Selection(parse_pattern(t), None, callchain) for t in texts]
         self.name = name or "live:" + ",".join(texts)
@@ -204,10 +254,15 @@ class PerfLiveSource:
         self.field_tags = True  # as a perf.data recording of the same events prints them (see perf_data.py)
         self.tracefs = tracefs
         self.ring_pages = ring_pages or 0  # chosen at open by default_ring_pages unless given
+        self.prompt_pages = 0  # a prompt ring's data pages (low latency), chosen at open
         self._ring_fixed = ring_pages is not None
         self.watermark = watermark
         self.flush_interval = flush_interval
         self.reorder_ns = reorder_ns
+        self.latency = latency
+        # The longest a batched sample waits in its ring before the reader looks (the bytes watermark aside).
+        self.max_wait = max_wait if max_wait is not None else (
+            DEFAULT_MAX_WAIT_LOW if latency == LATENCY_LOW else flush_interval)
         self.watch = watch
         self.watch_interval = watch_interval
         self.cpus: list[int] = list(cpus) if cpus is not None else []
@@ -232,7 +287,15 @@ class PerfLiveSource:
         # Parsers of closed tracepoints, kept until the rings are handed back past what those wrote: (event ids,
         # each ring's read position when they were closed).
         self._retired: list[tuple[list[int], list[int]]] = []
+        # One batched ring per CPU, then (low latency) one prompt ring per CPU: ring i is CPU cpus[i % len(cpus)].
         self._rings: list[pe.Ring] = []
+        self._prompt_from = 1 << 30  # index of the first prompt ring
+        self._prompt_counts: dict[int, int] = {}  # samples found in the prompt rings by event id, since the last look
+        self._tracepoint_of: dict[int, Tracepoint] = {}  # event id -> its tracepoint
+        self._field_filter: FieldFilter | None = None
+        # The native pre-filter's plans for what is open (built on demand, None after a change), and the module.
+        self._plans: tuple[dict[int, int], list[Any], bool] | None = None
+        self._native: Any = _load_prefilter()
         self._epoll: select.epoll | None = None
         self._wake = -1
         self._opened = False
@@ -270,29 +333,65 @@ class PerfLiveSource:
                     ring = self._open_ring(cpu)
                     self._rings.append(ring)
                     self._epoll.register(ring.fd, select.EPOLLIN)
+                if self.latency == LATENCY_LOW:
+                    self._open_prompt_rings()
                 for sel in self._initial:
                     self._select(sel)
             except BaseException:
                 self.close()
                 raise
 
-    def _open_ring(self, cpu: int) -> pe.Ring:
-        """The ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
-        refuses is retried at half the size, down to perf's default of 128 pages."""
+    def _open_prompt_rings(self) -> None:
+        """One prompt ring per CPU, as large as the batched ones where the memory-lock limit allows (it is halved
+        down to MIN_PROMPT_PAGES otherwise). Without CAP_IPC_LOCK the batched rings may take all of
+        kernel.perf_event_mlock_kb: then there are none, every tracepoint is batched and read every max_wait, and
+        a warning says so."""
+        assert self._epoll is not None
+        self.prompt_pages = self.ring_pages
+        self._prompt_from = len(self._rings)
+        try:
+            for cpu in self.cpus:
+                ring = self._open_ring(cpu, prompt=True)
+                self._rings.append(ring)
+                self._epoll.register(ring.fd, select.EPOLLIN)
+        except LiveSetupError as e:
+            for ring in self._rings[self._prompt_from:]:
+                with contextlib.suppress(OSError, BufferError, ValueError):
+                    self._epoll.unregister(ring.fd)
+                    ring.close()
+                with contextlib.suppress(OSError):
+                    os.close(ring.fd)
+            del self._rings[self._prompt_from:]
+            self._prompt_from = 1 << 30
+            message = (f"low latency without prompt rings ({e}): every tracepoint is batched and read every "
+                       f"{self.max_wait * 1000:g} ms, which costs more CPU while idle")
+            self.warnings.append(message)
+            log.warning("%s", message)
+
+    def _open_ring(self, cpu: int, prompt: bool = False) -> pe.Ring:
+        """A ring of one CPU, owned by a dummy event. Without an explicit size, a ring the memory-lock limit
+        refuses is retried at half the size, down to perf's default of 128 pages. A prompt ring wakes the reader
+        as soon as it holds a byte (every sample); a batched one at its watermark (a quarter of it by default)."""
         while True:
-            ring_bytes = self.ring_pages * os.sysconf("SC_PAGE_SIZE")
+            pages = self.prompt_pages if prompt else self.ring_pages
+            ring_bytes = pages * os.sysconf("SC_PAGE_SIZE")
             if ring_bytes + os.sysconf("SC_PAGE_SIZE") > 1 << 32:
-                raise ValueError(f"a ring of {self.ring_pages} pages is 4 GiB or more; sample places are 32-bit")
+                raise ValueError(f"a ring of {pages} pages is 4 GiB or more; sample places are 32-bit")
             attr = pe.make_attr(pe.TYPE_SOFTWARE, pe.COUNT_SW_DUMMY, SAMPLE_TYPE, clockid=_MONO,
-                                wakeup_watermark=self.watermark or max(ring_bytes // 4, 8))
+                                wakeup_watermark=1 if prompt else self.watermark or max(ring_bytes // 4, 8))
             try:
                 fd = pe.perf_event_open(attr, -1, cpu)
             except OSError as e:
                 raise LiveSetupError(explain_perf_error(e.errno or 0, f"the ring of CPU {cpu}")) from None
             try:
-                return pe.Ring(fd, self.ring_pages)
+                return pe.Ring(fd, pages)
             except OSError as e:
                 os.close(fd)
+                if prompt:  # halved quietly down to MIN_PROMPT_PAGES; then open() does without prompt rings
+                    if pages <= MIN_PROMPT_PAGES or e.errno not in (errno.EPERM, errno.ENOMEM):
+                        raise LiveSetupError(explain_mmap_error(e.errno or 0, ring_bytes)) from None
+                    self.prompt_pages //= 2
+                    continue
                 if self._ring_fixed or self.ring_pages <= MIN_FALLBACK_RING_PAGES or e.errno not in (
                         errno.EPERM, errno.ENOMEM):
                     raise LiveSetupError(explain_mmap_error(e.errno or 0, ring_bytes)) from None
@@ -320,6 +419,19 @@ class PerfLiveSource:
             for tp in self._open.values():
                 if tp.sample_type:
                     self._file(tp, self._parser(tp, tp.format_text, tp.sample_type))
+
+    @property
+    def field_filter(self) -> FieldFilter | None:
+        """Field tests by event type (dyntel.replay.make_filters): a batched ring's samples of a tracefs event
+        whose every candidate rule has a false test are dropped in C (dyntel._prefilter) before Python reads
+        them, counted in stats.skipped["filtered"], as in a replay of a recording."""
+        return self._field_filter
+
+    @field_filter.setter
+    def field_filter(self, field_filter: FieldFilter | None) -> None:
+        with self._lock:
+            self._field_filter = field_filter
+            self._plans = None
 
     @property
     def enabled(self) -> list[str]:
@@ -459,8 +571,10 @@ class PerfLiveSource:
         # soon as it writes to its ring: the window is a few system calls a CPU. (Samples written before the
         # parser is filed under their ids wait in the rings: the reader needs the lock this runs under.)
         parser = self._parser(tp, fmt_text, sample_type)
+        # It starts batched (its rate is not known yet: a busy one woken for on each sample would cost its writers
+        # dearly until the first look at the rates, a quiet one waits max_wait until then).
         try:
-            for cpu, ring in zip(self.cpus, self._rings, strict=True):
+            for cpu, ring in zip(self.cpus, self._rings[:len(self.cpus)], strict=True):
                 fd = self._perf_open(sample_type, tp_id, cpu, full)
                 tp.fds.append(fd)
                 if sel.filter is not None:
@@ -477,6 +591,9 @@ class PerfLiveSource:
             for fd in tp.fds:
                 os.close(fd)
             raise
+        for ring in self._rings[:len(self.cpus)]:
+            ring.attached += 1
+        tp.counted = (0, time.clock_gettime_ns(_MONO))
         self._file(tp, parser)
         return True
 
@@ -492,9 +609,11 @@ class PerfLiveSource:
         return compile_sample_parser(Attr(abi.TYPE_TRACEPOINT, tp.tp_id, sample_type, 0, False), _BIG_ENDIAN, recipe)
 
     def _file(self, tp: Tracepoint, parser: SampleParser) -> None:
+        self._plans = None
         for ident in tp.ids:
             self._parsers[ident] = parser
             self._names[ident] = tp.full_name
+            self._tracepoint_of[ident] = tp
         self._open[tp.full_name] = tp
 
     def _filtered(self, buf: Any, pos: int, end: int) -> None:
@@ -521,8 +640,86 @@ class PerfLiveSource:
             os.close(fd)
         if lost:
             self._lost_closed[tp.full_name] = self._lost_closed.get(tp.full_name, 0) + lost
+        if tp.fds:
+            self._detach(self._rings_of(tp), time.clock_gettime_ns(_MONO))
         tp.fds.clear()
+        for ident in tp.ids:
+            self._tracepoint_of.pop(ident, None)
         del self._open[tp.full_name]
+        self._plans = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Waking: prompt and batched rings
+
+    def _rings_of(self, tp: Tracepoint) -> list[pe.Ring]:
+        n = len(self.cpus)
+        return self._rings[n:2 * n] if tp.prompt else self._rings[:n]
+
+    @staticmethod
+    def _detach(rings: list[pe.Ring], now: int) -> None:
+        for ring in rings:
+            ring.attached -= 1
+            if ring.attached <= 0:
+                ring.attached = 0
+                ring.detached_at = now
+
+    def _move(self, tp: Tracepoint, prompt: bool, now: int) -> None:
+        """Redirect the tracepoint's events to the prompt rings or the batched ones (PERF_EVENT_IOC_SET_OUTPUT: the
+        kernel switches between two samples, none is lost; the reader sorts both rings' samples together)."""
+        log.debug("%s: %s", tp.full_name, "wakes the reader on each sample" if prompt else "batched")
+        old = self._rings_of(tp)
+        tp.prompt = prompt
+        new = self._rings_of(tp)
+        for fd, ring in zip(tp.fds, new, strict=True):
+            pe.set_output(fd, ring.fd)
+        for ring in new:
+            ring.attached += 1
+        self._detach(old, now)
+        if not prompt:
+            tp.counted = (self._count(tp), now)
+
+    @staticmethod
+    def _count(tp: Tracepoint) -> int:
+        n = 0
+        for fd in tp.fds:
+            with contextlib.suppress(OSError):
+                n += pe.read_count(fd)
+        return n
+
+    def _balance(self, elapsed_ns: int, now: int) -> None:
+        """Move tracepoints between the prompt and the batched rings by their rates over the last `elapsed_ns`
+        (the lock is held). Prompt rings count their samples by event id as they are found (they are quiet by
+        construction); a batched tracepoint's rate is read from its counters only when the batched rings together
+        are busy enough for one of them to stay."""
+        if self._prompt_from >= len(self._rings) or elapsed_ns <= 0:
+            return
+        seconds = elapsed_ns / 1e9
+        batched = [tp for tp in self._open.values() if not tp.prompt and tp.fds]
+        if self._prompt_counts:
+            per_tp: dict[str, int] = {}
+            for ident, n in self._prompt_counts.items():
+                tp = self._tracepoint_of.get(ident)
+                if tp is not None and tp.prompt:
+                    per_tp[tp.full_name] = per_tp.get(tp.full_name, 0) + n
+            self._prompt_counts = {}
+            for full, n in per_tp.items():
+                if n > PROMPT_MAX_RATE * seconds:
+                    self._move(self._open[full], False, now)
+        found = sum(r.found for r in self._rings[:self._prompt_from])
+        for ring in self._rings:
+            ring.found = 0
+        if not batched:
+            return
+        everything_slow = found < PROMPT_MIN_RATE * seconds
+        for tp in batched:
+            if everything_slow:
+                self._move(tp, True, now)
+                continue
+            n = self._count(tp)
+            before, at = tp.counted
+            tp.counted = (n, now)
+            if now > at and (n - before) * 1e9 / (now - at) < PROMPT_MIN_RATE:
+                self._move(tp, True, now)
 
     # ----------------------------------------------------------------------------------------------------------
     # Decoding
@@ -531,7 +728,7 @@ class PerfLiveSource:
         from dyntel.decoders.tracefs_format import parse_format
 
         try:
-            fmt = parse_format(fmt_text, tp.system, 8 if sys.maxsize > 2**32 else 4, strict=False)
+            fmt = tp.fmt = parse_format(fmt_text, tp.system, 8 if sys.maxsize > 2**32 else 4, strict=False)
         except DecodeError as e:
             log.warning("%s: format not readable (%s); its events carry their raw bytes", tp.full_name, e.message)
             return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
@@ -580,10 +777,13 @@ class PerfLiveSource:
         next_watch = time.monotonic() + self.watch_interval
         more = False  # a ring had more than one drain's budget: read on without waiting
         last_drain = 0
+        low = self.latency == LATENCY_LOW
+        balance_ns = int(BALANCE_INTERVAL * 1e9)
+        last_balance = time.clock_gettime_ns(_MONO)
         while not self._closed:
             stopping = self._stopping
             if not stopping and not more:
-                for fd, _ in epoll.poll(self.flush_interval):
+                for fd, _ in epoll.poll(self._wait()):
                     if fd == wake:
                         with contextlib.suppress(BlockingIOError):
                             os.eventfd_read(wake)
@@ -602,6 +802,9 @@ class PerfLiveSource:
                 if last_drain and start - last_drain > stats.max_drain_gap_ns:
                     stats.max_drain_gap_ns = start - last_drain
                 last_drain = start
+                if low and start - last_balance >= balance_ns:
+                    self._balance(start - last_balance, start)
+                    last_balance = start
                 # Stopping, one last look reads each ring up to its head now: against producers faster than the
                 # reader, "until empty" might never come.
                 more, hold = self._drain(1 << 62 if stopping else DRAIN_BUDGET)
@@ -611,7 +814,7 @@ class PerfLiveSource:
                     ready = pending
                     self._pending = []
                 else:
-                    cut = min(start - self.reorder_ns, hold)
+                    cut = min(self._cut(start), hold)
                     n = bisect.bisect_left(pending, (cut + 1) << 48)
                     ready = pending[:n]
                     del pending[:n]
@@ -629,6 +832,101 @@ class PerfLiveSource:
             if stopping and not more:
                 return
 
+    def _wait(self) -> float:
+        """Seconds to wait in epoll: until the oldest sample held for order may go, else while a tracepoint is
+        batched its max wait, else (every tracepoint wakes the reader itself) the idle tick."""
+        rings = self._rings
+        batched = self.latency == LATENCY_THROUGHPUT or any(r.attached for r in rings[:self._prompt_from])
+        wait = self.max_wait if batched else self.flush_interval
+        if self._pending:
+            due = (self._pending[0] >> 48) + self.reorder_ns - time.clock_gettime_ns(_MONO)
+            wait = min(wait, max(due, 0) / 1e9 + 50e-6)
+        return wait
+
+    def _cut(self, start: int) -> int:
+        """The time up to which the samples found may be yielded: no ring can still bring an older one.
+
+        A ring's samples come in time order (one CPU writes it), so a ring whose last sample found is later than
+        t brings nothing older than t. Any other ring may still be writing a sample whose time was taken before
+        this drain began and which it commits after its head was read (a few microseconds, more if the host
+        preempts the virtual CPU mid-write): those are waited for up to `reorder_ns` before `start`. A ring nothing
+        writes into is not waited for (DETACH_GRACE_NS after its last tracepoint left). So a sample waits only
+        while some other CPU in use has shown nothing later and the window has not passed; with one CPU, or every
+        other CPU busier, never."""
+        floor = start - self.reorder_ns
+        cut = 1 << 62
+        for ring in self._rings:
+            if not ring.attached and (not ring.detached_at or start - ring.detached_at > DETACH_GRACE_NS):
+                continue
+            last = ring.last_found
+            edge = last if last > floor else floor
+            if edge < cut:
+                cut = edge
+        return cut
+
+    def _native_plans(self) -> tuple[dict[int, int], list[Any], bool]:
+        """dyntel._prefilter's plans for the open tracepoints: by event id, drop all (no rule wants the type), keep
+        all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf_data)."""
+        if self._plans is None:
+            plan_ids: dict[int, int] = {}
+            plans: list[Any] = []
+            for tp in self._open.values():
+                for ident in tp.ids:
+                    plan_ids[ident] = len(plans)
+                plans.append(self._native_plan(tp))
+            # Whether the scan can drop anything: when every plan keeps every sample it is a second pass for nothing.
+            useful = any(plan is None or plan[1] for plan in plans)
+            self._plans = (plan_ids, plans, useful)
+        return self._plans
+
+    def _native_plan(self, tp: Tracepoint) -> Any:
+        if tp.ids and self._parsers.get(tp.ids[0]) == self._filtered:
+            return None
+        keep_all = (tp.sample_type, ())
+        fmt = tp.fmt
+        if self._field_filter is None or fmt is None or fmt.kind != "tracefs" or tp.sample_type & ~_WALKABLE:
+            return keep_all
+        alternatives = self._field_filter(tp.system, tp.name)
+        if not alternatives:
+            return keep_all
+        compiled = []
+        for alternative in alternatives:
+            tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
+            if not tests:
+                return keep_all  # an alternative with nothing checkable might hold for any sample
+            compiled.append(tests)
+        return tp.sample_type, tuple(compiled)
+
+    def _scan_native(self, i: int, ring: pe.Ring, tail: int, end: int) -> tuple[int, int, int] | None:
+        """The whole samples of ring `i` from `tail` up to `end` (one stretch that does not wrap), through the
+        native pre-filter: those kept go to self._pending. Returns (samples, time of the last one or -1, where it
+        stopped), or None where the scan declines (a record other than a sample, an unknown event id) or could drop
+        nothing: the Python loop reads those."""
+        plan_ids, plans, useful = self._native_plans()
+        if not useful:
+            return None
+        start = ring.base + (tail & (ring.size - 1))
+        scanned = self._native.scan(buffer=ring.mm, start=start, end=start + end - tail, id_offset=8,
+                                    time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True)
+        if scanned is None or scanned["counts"]:  # LOST and other records: the Python loop counts them
+            return None
+        add = self._pending.append
+        u64 = _U64
+        mm = ring.mm
+        which = i << 32
+        last = scanned["max_dropped_time"] if scanned["samples"] else -1
+        for w in memoryview(scanned["words"]).cast("Q"):
+            p = w >> 16
+            t = u64(mm, p + _TIME_AT)[0]
+            add(t << 48 | which + p)
+            if t > last:
+                last = t
+        dropped = scanned["dropped_type"] + scanned["dropped_value"]
+        if dropped:
+            skipped = self.stats.skipped
+            skipped["filtered"] = skipped.get("filtered", 0) + dropped
+        return scanned["samples"], last, tail + scanned["end"] - start
+
     def _drain(self, budget: int = 1 << 62) -> tuple[bool, int]:
         """Find the new records of every ring, up to about `budget` bytes of each (the lock is held).
 
@@ -644,6 +942,9 @@ class PerfLiveSource:
         """
         add = self._pending.append
         scan = _SCAN
+        scan_id = _SCAN_ID
+        counts = self._prompt_counts
+        prompt_from = self._prompt_from
         samples = 0
         more = False
         hold = 1 << 127
@@ -670,19 +971,51 @@ class PerfLiveSource:
             stop = min(head, tail + budget)
             which = i << 32
             last = ring.last_found
-            while tail < stop:
-                pos = base + (tail & mask)
-                if pos + 32 <= limit:
-                    rtype, size, t = scan(mm, pos)
-                    if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
-                        add(t << 48 | which + pos)
+            before = samples
+            if i < prompt_from:
+                native = self._native is not None
+                while tail < stop:
+                    if native:
+                        # In C up to the ring's end or `stop`, whichever comes first; a record cut by either, and
+                        # whatever the scan declines (a LOST record), in Python below.
+                        got = self._scan_native(i, ring, tail, min(stop, tail + ring.size - (tail & mask)))
+                        if got is None:
+                            native = False
+                        else:
+                            n, t, tail = got
+                            samples += n
+                            if t >= 0:
+                                last = t
+                            if tail >= stop:
+                                break
+                    pos = base + (tail & mask)
+                    if pos + 32 <= limit:
+                        rtype, size, t = scan(mm, pos)
+                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
+                            add(t << 48 | which + pos)
+                            last = t
+                            samples += 1
+                            tail += size
+                            continue
+                    tail, t = self._other_record(i, ring, tail, head)
+                    if t >= 0:
                         last = t
-                        samples += 1
-                        tail += size
-                        continue
-                tail, t = self._other_record(i, ring, tail, head)
-                if t >= 0:
-                    last = t
+            else:  # a prompt ring: the same, counting samples by event id for _balance (a few thousand a second)
+                while tail < stop:
+                    pos = base + (tail & mask)
+                    if pos + 32 <= limit:
+                        rtype, size, ident, t = scan_id(mm, pos)
+                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
+                            add(t << 48 | which + pos)
+                            counts[ident] = counts.get(ident, 0) + 1
+                            last = t
+                            samples += 1
+                            tail += size
+                            continue
+                    tail, t = self._other_record(i, ring, tail, head)
+                    if t >= 0:
+                        last = t
+            ring.found += samples - before
             ring.read = tail
             ring.last_found = last
             self.stats.bytes += tail - start
@@ -702,8 +1035,9 @@ class PerfLiveSource:
         size: int
         rtype, size = _HEAD(ring.mm, pos)
         if size < 8 or size > head - tail:
-            self._problem(0, tail, self.cpus[i], f"record of type {rtype} and size {size} does not fit the ring's "
-                                                 f"data; the rest of this batch ({head - tail} bytes) is skipped")
+            self._problem(0, tail, self.cpus[i % len(self.cpus)],
+                          f"record of type {rtype} and size {size} does not fit the ring's data; the rest of this "
+                          f"batch ({head - tail} bytes) is skipped")
             return head, -1
         self.stats.records += 1
         at = pos
@@ -797,11 +1131,11 @@ class PerfLiveSource:
         except Exception:
             ident = 0
         if isinstance(e, SampleError):
-            self._problem(ident, at + e.offset, self.cpus[i], e.message)
+            self._problem(ident, at + e.offset, self.cpus[i % len(self.cpus)], e.message)
         elif isinstance(e, DecodeError):
-            self._problem(ident, at, self.cpus[i], e.message)
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], e.message)
         else:
-            self._problem(ident, at, self.cpus[i], f"{type(e).__name__}: {e}")
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], f"{type(e).__name__}: {e}")
 
     def _lost(self, buf: Any, pos: int, end: int) -> None:
         stats = self.stats
@@ -869,6 +1203,17 @@ class _Parsers(dict[int, SampleParser]):
 
     def _unknown(self, buf: Any, pos: int, end: int) -> None:
         self._stats.skip("SAMPLE of a closed tracepoint")
+
+
+def _load_prefilter() -> Any:
+    """dyntel._prefilter where it is built and applies (little-endian: its reads are the host's), else None."""
+    if _BIG_ENDIAN or os.environ.get("DYNTEL_NO_PREFILTER"):
+        return None
+    try:
+        from dyntel import _prefilter  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _prefilter
 
 
 def _record(ring: pe.Ring, pos: int, size: int) -> tuple[Any, int]:
