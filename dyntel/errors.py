@@ -31,3 +31,15 @@ class DecodeError(DyntelError):
 
 class UnsupportedFormat(DyntelError):
     """A file that no reader recognizes."""
+
+
+# The fuzz harnesses (fuzz/) set this: a decoder's catch-all for a defect (an IndexError or struct.error on bad
+# bytes, counted as one bad record so that a live source keeps running) then re-raises it, so that the fuzzer
+# reports the defect instead of counting it.
+RAISE_DEFECTS = False
+
+
+def defect(e: BaseException) -> None:
+    """Called by a catch-all with the exception it caught: re-raises it under RAISE_DEFECTS, else nothing."""
+    if RAISE_DEFECTS:
+        raise e

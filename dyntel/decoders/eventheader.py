@@ -27,7 +27,7 @@ from typing import overload
 from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder, PayloadError, compile_payload
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
 from dyntel.sources import Want
 
@@ -213,6 +213,7 @@ class EventHeaderDecoder:
         except PayloadError as e:
             raise DecodeError(f"{tp.provider}:{t.event_name}: {e.message}", e.pos - offset) from None
         except (struct.error, IndexError, ValueError, OverflowError) as e:  # a defect, but still one bad event
+            defect(e)
             raise DecodeError(f"{tp.provider}:{t.event_name}: {e}", pos - offset) from None
         return Event(
             provider=tp.provider,

@@ -192,7 +192,12 @@ def feature_sections(buf: bytes, hdr: FileHeader, file_size: int) -> tuple[dict[
     u64x2 = abi.U64X2[hdr.big_endian]
     for bit in hdr.feature_bits():
         if pos + 16 > file_size:
-            errors.append(HeaderError(f"feature section table ends early (at feature {bit})", pos))
+            if pos > file_size:
+                # The data section's size puts the table past the end: the fault is in the header (byte 40).
+                errors.append(HeaderError(f"feature section table at byte {pos} (after the data section) is past "
+                                          f"the end of the file ({file_size} bytes)", 40))
+            else:
+                errors.append(HeaderError(f"feature section table ends early (at feature {bit})", pos))
             break
         off, size = u64x2.unpack_from(buf, pos)
         if off + size > file_size:
