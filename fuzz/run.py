@@ -138,8 +138,9 @@ def run_target(target: str, seconds: float, work: Path, env: dict[str, str], fre
             if kind is not None:
                 artifacts = [m[1] for line in lines if (m := _ARTIFACT.search(line))]
                 summary = _summary(lines, kind)
-                if summary not in seen:
-                    seen.add(summary)
+                key = re.sub(r"\d+", "N", summary)  # the same defect at another offset is not a new one
+                if key not in seen:
+                    seen.add(key)
                     result.findings.append((kind, summary, artifacts[-1] if artifacts else "?"))
                 continue
             break
