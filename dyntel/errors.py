@@ -8,12 +8,15 @@ class DyntelError(Exception):
 
 
 class DecodeError(DyntelError):
-    """Bytes that do not hold what their format says. `offset` is the byte offset in the recording."""
+    """Bytes that do not hold what their format says. `offset` is the byte offset in the recording; `reason`, where
+    the decoder gives one, a short fixed label of what is wrong (counted by reason in the metrics)."""
 
-    def __init__(self, message: str, offset: int | None = None, path: str | None = None) -> None:
+    def __init__(self, message: str, offset: int | None = None, path: str | None = None, *,
+                 reason: str | None = None) -> None:
         self.message = message
         self.offset = offset
         self.path = path
+        self.reason = reason
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -26,7 +29,8 @@ class DecodeError(DyntelError):
 
     def at(self, offset: int, path: str | None = None) -> DecodeError:
         """The same error placed at a recording offset (decoders know offsets within an event only)."""
-        return DecodeError(self.message, offset if self.offset is None else offset + self.offset, path or self.path)
+        return DecodeError(self.message, offset if self.offset is None else offset + self.offset, path or self.path,
+                           reason=self.reason)
 
 
 class UnsupportedFormat(DyntelError):

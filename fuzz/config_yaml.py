@@ -26,7 +26,7 @@ def run(data: bytes) -> None:
     show(settings)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

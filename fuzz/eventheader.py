@@ -68,7 +68,7 @@ def run(data: bytes) -> None:
         decode_one(name, bytes([event[0] ^ 0x02]) + event[1:])  # the other byte order
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

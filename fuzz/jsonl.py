@@ -16,7 +16,7 @@ def run(data: bytes) -> None:
     read_recording("dyntel.sources.jsonl", data)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

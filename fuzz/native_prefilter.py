@@ -54,7 +54,7 @@ def run(data: bytes) -> None:
                     plan_ids={0: 0, 1: 0, 100: 0, 101: 1} if id_off else {}, plans=plans, sort=bool(flags & 1))
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

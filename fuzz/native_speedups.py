@@ -69,7 +69,7 @@ def run(data: bytes) -> None:
         os.close(fd)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

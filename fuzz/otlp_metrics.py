@@ -69,7 +69,7 @@ def seeds() -> Iterator[bytes]:
     yield request.SerializeToString()
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

@@ -157,7 +157,7 @@ def run(data: bytes) -> None:
     _prefilter(data)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

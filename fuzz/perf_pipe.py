@@ -67,7 +67,7 @@ def run(data: bytes) -> None:
                       f"{whole[1].stats.bad} bad")
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

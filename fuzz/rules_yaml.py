@@ -51,7 +51,7 @@ def run(data: bytes) -> None:
             str(rule.name)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

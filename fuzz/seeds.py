@@ -253,9 +253,9 @@ def etl() -> Seeds:
 def tracelogging() -> Seeds:
     """The arguments of each `decode_etw_event` call made while reading the corpus's ETL files, encoded as the
     tracelogging target reads them."""
-    from fuzz import tracelogging as target
     from dyntel.decoders import tracelogging as tl
     from dyntel.sources import etl as etl_source
+    from fuzz import tracelogging as target
 
     seen: list[bytes] = []
     real = etl_source.decode_etw_event

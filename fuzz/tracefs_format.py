@@ -39,7 +39,7 @@ def run(data: bytes) -> None:
                     raise Finding(f"{len(fast)} values for {len(fmt.schema.fields)} fields in the schema")
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

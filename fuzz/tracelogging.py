@@ -66,7 +66,7 @@ def run(data: bytes) -> None:
     _forward(event)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     run(data)
 
 

@@ -12,8 +12,8 @@ from support import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from fuzz.common import strict_defects  # noqa: E402
-from fuzz.seeds import SEEDS  # noqa: E402
+from fuzz.common import strict_defects
+from fuzz.seeds import SEEDS
 
 DATA = ROOT / "tests" / "data" / "fuzz"
 FOUND = sorted(p for p in DATA.glob("*/*") if p.is_file())

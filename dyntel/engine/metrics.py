@@ -68,6 +68,11 @@ def _source_families(st: SourceStats) -> Iterator[Metric]:
             dropped.add_metric([reason], n)
     dropped.add_metric(["malformed"], st.bad)
     yield dropped
+    malformed = _counter("events_malformed", "malformed records by reason (also those shown as plain tracefs "
+                         "fields because they were not EventHeader)", labels=["reason"])
+    for reason, n in sorted(getattr(st, "bad_by_reason", {}).items()):
+        malformed.add_metric([reason], n)
+    yield malformed
     lost = getattr(st, "lost", None)
     if isinstance(lost, int):
         yield _counter("events_lost", "samples the kernel dropped for a full ring buffer", lost)

@@ -186,12 +186,12 @@ class PerfDataSource:
         """Count a sample that could not become an Event, at the sample's offset in the file. Called on the error
         path only, so both record loops share it without a call per sample."""
         if isinstance(e, SampleError):
-            self._problem(offset + e.offset, e.message)
+            self.stats.problem(offset + e.offset, e.message, "sample")
         elif isinstance(e, DecodeError):
-            self._problem(offset, f"SAMPLE not decoded: {e.message}")
+            self.stats.problem(offset, f"SAMPLE not decoded: {e.message}", e.reason or "malformed")
         else:
             defect(e)
-            self._problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
+            self.stats.problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}", "defect")
 
     def _problem(self, offset: int, message: str) -> None:
         expansion = self._expansion
@@ -906,7 +906,8 @@ class PerfDataSource:
             from dyntel.decoders.eventheader import EventHeaderDecoder
 
             self._eventheader = EventHeaderDecoder()
-        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip)
+        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip,
+                                   self.stats.not_eventheader)
 
 
 # Sample layouts whose raw data the C scan can find (fixed fields, the call chain, RAW).
