@@ -82,7 +82,8 @@ def sanitizer_env(native_dir: Path) -> dict[str, str]:
         "LD_PRELOAD": str(native_dir / "asan_with_fuzzer.so"),
         "PYTHONMALLOC": "malloc",
         # Python frees little at exit and keeps caches: leaks are not findings here.
-        "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:handle_abort=1:symbolize=1",
+        # Short allocation stacks: with every Python object malloc'd, unwinding 30 frames a malloc halves the speed.
+        "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:handle_abort=1:symbolize=1:malloc_context_size=4",
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     }
 

@@ -164,7 +164,9 @@ def parse_attrs_section(buf: bytes, hdr: FileHeader, file_size: int) -> list[Att
         raise HeaderError(f"attr entry size {entry} is not plausible", 16)
     start, size = hdr.attrs_offset, hdr.attrs_size
     if start + size > file_size:
-        raise HeaderError(f"attrs section ({size} bytes at {start}) runs past the end of the file", start)
+        # Placed at the header's attrs field (byte 24) when the section starts past the end: no byte of it exists.
+        raise HeaderError(f"attrs section ({size} bytes at {start}) runs past the end of the file ({file_size} "
+                          "bytes)", start if start < file_size else 24)
     be = hdr.big_endian
     attr_bytes = entry - 16
     attrs: list[Attr] = []
