@@ -8,7 +8,8 @@ under WORK/corpus/TARGET (kept between runs unless --fresh). With --sanitizers t
 AddressSanitizer + UndefinedBehaviorSanitizer builds of fuzz/build-native.sh and python runs with the merged
 ASan/libFuzzer runtime preloaded (and PYTHONMALLOC=malloc, so that ASan sees every Python allocation too).
 
-A finding is a crash, a sanitizer report, an exception other than the documented errors, a hang (-timeout) or a
+A finding is a crash, a sanitizer report, an exception other than the documented errors, a hang (-timeout: 20 s, 60 s
+with sanitizers) or a
 runaway allocation (-rss_limit_mb). The input is kept under WORK/findings/TARGET/; reproduce it with
 `python -m fuzz.TARGET --run FILE`. After a finding the target is restarted on its corpus until its time is up.
 
@@ -88,7 +89,8 @@ def sanitizer_env(native_dir: Path) -> dict[str, str]:
     }
 
 
-def run_target(target: str, seconds: float, work: Path, env: dict[str, str], fresh: bool, log: Path) -> Result:
+def run_target(target: str, seconds: float, work: Path, env: dict[str, str], fresh: bool, log: Path,
+               timeout: int = 20) -> Result:
     result = Result(target)
     seeds = work / "seeds" / target
     shutil.rmtree(seeds, ignore_errors=True)
@@ -109,7 +111,7 @@ def run_target(target: str, seconds: float, work: Path, env: dict[str, str], fre
     seen: set[str] = set()
     with log.open("a") as out:
         while (left := seconds - (time.monotonic() - start)) > 1 and result.runs < 20:
-            cmd = [sys.executable, "-m", f"fuzz.{target}", f"-max_total_time={max(1, int(left))}", "-timeout=20",
+            cmd = [sys.executable, "-m", f"fuzz.{target}", f"-max_total_time={max(1, int(left))}", f"-timeout={timeout}",
                    "-rss_limit_mb=4096", f"-artifact_prefix={findings}/", "-print_final_stats=1",
                    str(corpus), str(seeds)]
             out.write(f"\n$ {' '.join(cmd)}\n")
@@ -188,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'target':<18} {'seconds':>7} {'execs':>9} {'exec/s':>7} {'cov':>6} {'ft':>7} {'corpus':>6}  findings")
     results = []
     for target in targets:
-        r = run_target(target, seconds, work, env, args.fresh or args.smoke, log)
+        # Under ASan with every allocation malloc'd and every Python edge counted, a 100 KB perf.data takes ~20 s
+        # where plain Python takes 0.2 s: the hang limit grows with it.
+        r = run_target(target, seconds, work, env, args.fresh or args.smoke, log, 60 if args.sanitizers else 20)
         results.append(r)
         if r.inactive:
             print(f"{target:<18} inactive: its decoder is not in this checkout")

@@ -31,15 +31,20 @@ from dyntel.sources.user_events import UserEventsData
 EXTENSION_METADATA = 1
 
 
+# perf pads a sample's raw data with up to 7 zero bytes to 8-byte alignment, and nothing in the sample says where
+# the event ended: an event short by fewer bytes than that padding reads as complete, with zeros, to dyntel and to
+# the reference decoder alike. So every shortfall below is of 8 bytes or more.
+
+
 def truncated(rng: random.Random, level: int) -> bytes:
-    """A Tick cut inside its fixed-size fields (the metadata promises 12 bytes of numbers; fewer follow)."""
-    return header(level) + metadata_extension() + payload(rng.randrange(1 << 30))[: rng.randrange(12)]
+    """A Tick cut inside its fixed-size fields: the metadata promises 12 bytes of numbers; at most 4 follow."""
+    return header(level) + metadata_extension() + payload(rng.randrange(1 << 30))[: rng.randrange(5)]
 
 
 def extension_overrun(rng: random.Random, level: int) -> bytes:
-    """The metadata block says it is longer than the event."""
+    """The metadata block says it is 8 or more bytes longer than the event."""
     meta = METADATA[: rng.randrange(len(METADATA) + 1)]
-    return header(level) + struct.pack("<HH", len(meta) + 1 + rng.randrange(2000), EXTENSION_METADATA) + meta
+    return header(level) + struct.pack("<HH", len(meta) + 8 + rng.randrange(2000), EXTENSION_METADATA) + meta
 
 
 def bad_flags(rng: random.Random, level: int) -> bytes:
