@@ -1,8 +1,11 @@
-"""The OTLP protobuf inside metrics events (an ExportMetricsServiceRequest carried in an event's payload), decoded
-into metric points. The decoder is being written on another branch (i13-producer); until it is in this checkout,
-this target has nothing to call and passes every input (the runner reports it as inactive).
+"""The OTLP protobuf inside metrics events: the `buffer` of an `otlp_metrics` tracepoint event (an
+ExportMetricsServiceRequest), decoded into one event per metric data point for rules and the forwarder.
 
-Documented outcome once active: the decoded metrics, or a DecodeError with an offset; nothing else.
+The decoder (`dyntel.decoders.otlp_metrics.points`) is written on another branch (i13-producer). This target
+activates when that module is importable and passes every input (the runner reports it inactive) until then.
+
+Input: the buffer. Documented outcomes: the points, each an Event whose fields can be read and shown as JSON, or
+BadMetrics with a byte offset inside the buffer; nothing else.
 
     python -m fuzz.otlp_metrics [libFuzzer flags] [corpus dirs]     fuzz
     python -m fuzz.otlp_metrics --run FILE...                          run inputs once
@@ -11,26 +14,26 @@ Documented outcome once active: the decoded metrics, or a DecodeError with an of
 from __future__ import annotations
 
 import importlib
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from fuzz.common import Finding, entry
 
-# Where the decoder may land, and the function that takes the protobuf bytes
-CANDIDATES = (("dyntel.decoders.otlp_metrics", "decode_metrics"), ("dyntel.otel.metrics_decode", "decode_metrics"),
-              ("dyntel.decoders.metrics", "decode"))
-MODULES = [m for m, _ in CANDIDATES]
+MODULE = "dyntel.decoders.otlp_metrics"
+MODULES = [MODULE, "dyntel.event_json"]
 
 
-def decoder() -> Callable[[bytes], Any] | None:
-    for module, name in CANDIDATES:
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if callable(found):
-            return found  # type: ignore[no-any-return]
-    return None
+def decoder() -> tuple[Callable[[Any], list[Any]], type[Exception]] | None:
+    """(points, BadMetrics) of the decoder module, or None when it is not in this checkout."""
+    try:
+        module = importlib.import_module(MODULE)
+    except ImportError:
+        return None
+    points, bad = getattr(module, "points", None), getattr(module, "BadMetrics", None)
+    if not callable(points) or not isinstance(bad, type):
+        return None
+    return points, bad
 
 
 def active() -> bool:
@@ -38,16 +41,26 @@ def active() -> bool:
 
 
 def run(data: bytes) -> None:
-    from dyntel.errors import DecodeError
+    from dyntel.event_json import format_event
 
-    decode = decoder()
-    if decode is None:
+    found = decoder()
+    if found is None:
         return
+    points, bad_metrics = found
+    # The tracepoint event as the source yields it: what `points` reads of it
+    event = types.SimpleNamespace(fields={"protocol": 0, "version": "v0.1.0", "buffer": data}, source="user_events",
+                                  time=1_700_000_000_000_000_000, time_is_wall=True, cpu=0, pid=1, tid=1,
+                                  provider="user_events", name="otlp_metrics")
     try:
-        decode(data)
-    except DecodeError as e:
-        if e.offset is None:
-            raise Finding(f"DecodeError without a byte offset: {e}") from e
+        decoded = points(event)
+    except bad_metrics as e:
+        offset = getattr(e, "offset", None)
+        if not isinstance(offset, int) or not 0 <= offset <= len(data):
+            raise Finding(f"BadMetrics at offset {offset!r}, outside the {len(data)}-byte buffer: {e}") from e
+        return
+    for point in decoded:
+        point.fields  # noqa: B018 - building the mapping must not fail
+        format_event(point)
 
 
 def seeds() -> Iterator[bytes]:

@@ -111,8 +111,8 @@ def run_target(target: str, seconds: float, work: Path, env: dict[str, str], fre
     seen: set[str] = set()
     with log.open("a") as out:
         while (left := seconds - (time.monotonic() - start)) > 1 and result.runs < 20:
-            cmd = [sys.executable, "-m", f"fuzz.{target}", f"-max_total_time={max(1, int(left))}", f"-timeout={timeout}",
-                   "-rss_limit_mb=4096", f"-artifact_prefix={findings}/", "-print_final_stats=1",
+            cmd = [sys.executable, "-m", f"fuzz.{target}", f"-max_total_time={max(1, int(left))}",
+                   f"-timeout={timeout}", "-rss_limit_mb=4096", f"-artifact_prefix={findings}/", "-print_final_stats=1",
                    str(corpus), str(seeds)]
             out.write(f"\n$ {' '.join(cmd)}\n")
             out.flush()

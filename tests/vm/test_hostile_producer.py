@@ -53,7 +53,7 @@ rules:
 class Hostile(Producer):
     """tests/vm/hostile_producer.py in a process of its own (the Producer protocol, another script)."""
 
-    def __init__(self, name: str) -> None:  # noqa: D107 - as Producer, with the hostile script
+    def __init__(self, name: str) -> None:
         self.name = name
         self.proc = subprocess.Popen([sys.executable, str(HERE / "hostile_producer.py"), name],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
