@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT
+from support import ROOT, corpus_file
 
 sys.path.insert(0, str(ROOT))
 
@@ -46,4 +46,6 @@ def test_harness_accepts_its_seeds(target: str) -> None:
     for data in SEEDS[target]():
         run(data)
         n += 1
-    assert n or target == "otlp_metrics", f"no seeds for {target} (is the reference corpus there?)"
+    if not n and target != "otlp_metrics":
+        corpus_file("README.md")  # the corpus missing: a failure under CI, a skip elsewhere
+        raise AssertionError(f"no seeds for {target}")
