@@ -213,17 +213,19 @@ def eventheader() -> Seeds:
 
 
 def tracefs_format() -> Seeds:
-    """`format text NUL raw sample bytes`: corpus format files, each with a raw buffer of its size."""
+    """`format text SEPARATOR raw sample bytes`: corpus format files, each with a raw buffer."""
+    from fuzz.tracefs_format import SEPARATOR
+
     data = _corpus("formats/formats0.zip")
     tpd = _test_module("test_perf_data")
-    yield tpd.SYS_ENTER_FORMAT.encode() + b"\0" + tpd.sys_enter_raw(False, 1, tpd.ARGS)  # type: ignore[attr-defined]
+    yield tpd.SYS_ENTER_FORMAT.encode() + SEPARATOR + tpd.sys_enter_raw(False, 1, tpd.ARGS)  # type: ignore[attr-defined]
     if data is None:
         return
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = sorted(z.namelist())
         for name in names[:: max(1, len(names) // 120)]:
             text = z.read(name)
-            yield text + b"\0" + bytes(range(64))
+            yield text + SEPARATOR + bytes(range(64))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """tracefs format files (from tracefs on a live host, or the tracing data inside a perf.data) and the raw entries
-decoded by them. Input: `format text NUL raw entry bytes`.
+decoded by them. Input: `format text SEPARATOR raw entry bytes` (the format text may hold NUL bytes, as the tracing
+data inside a perf.data may).
 
 Documented outcomes: a TracepointFormat, or DecodeError naming the line (strict and lenient parsing both); then
 decoding any raw entry never raises, and the compiled decoder (generated code) gives exactly what the field-by-field
@@ -14,13 +15,14 @@ from __future__ import annotations
 from fuzz.common import Finding, entry
 
 MODULES = ["dyntel.decoders.tracefs_format"]
+SEPARATOR = b"\n\0raw\0\n"
 
 
 def run(data: bytes) -> None:
     from dyntel.decoders.tracefs_format import decode_slowly, parse_format
     from dyntel.errors import DecodeError
 
-    text, _, raw = data.partition(b"\0")
+    text, _, raw = data.partition(SEPARATOR)
     for strict in (True, False):
         for long_size in (8, 4):
             try:
