@@ -1,8 +1,8 @@
 """The OTLP protobuf inside metrics events: the `buffer` of an `otlp_metrics` tracepoint event (an
 ExportMetricsServiceRequest), decoded into one event per metric data point for rules and the forwarder.
 
-The decoder (`dyntel.decoders.otlp_metrics.points`) is written on another branch (i13-producer). This target
-activates when that module is importable and passes every input (the runner reports it inactive) until then.
+The decoder is `dyntel.decoders.otlp_metrics.points` (from i13-producer, now in main). The target looks it up by
+name and, where it is not importable, passes every input (the runner reports it inactive).
 
 Input: the buffer. Documented outcomes: the points, each an Event whose fields can be read and shown as JSON, or
 BadMetrics with a byte offset inside the buffer; nothing else.
