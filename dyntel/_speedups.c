@@ -260,8 +260,11 @@ static void put_time(Out *o, uint64_t t, int is_wall, int64_t offset, DateCache 
         put(o, frac, 9);
         return;
     }
-    int64_t wall = (int64_t)t + offset;
-    int64_t sec = wall / 1000000000, ns = wall % 1000000000;
+    /* In 128 bits, as Python's integers do it: a sample time past 2^63 or a clock offset that carries it past
+     * either end of int64 would otherwise overflow (undefined behaviour; found by fuzzing under UBSan). The
+     * seconds of a u64 plus an int64 fit a time_t with room to spare. */
+    __int128 wall = (__int128)t + offset;
+    int64_t sec = (int64_t)(wall / 1000000000), ns = (int64_t)(wall % 1000000000);
     if (ns < 0) { ns += 1000000000; sec -= 1; }
     if ((time_t)sec != dc->sec || dc->len == 0) {
         struct tm tm;

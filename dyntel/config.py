@@ -225,10 +225,17 @@ def _flatten(model: Any, prefix: str = "") -> dict[str, Any]:
 def load_config_file(path: str) -> tuple[dict[str, Any], dict[str, Position]]:
     """The file's values by key, and where each was written. Raises RuleErrors (file:line:column) when wrong."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise RuleErrors([RuleError(Position(path, 1, 1), f"cannot read the config file: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[: e.start]
+        line, column = before.count(b"\n") + 1, e.start - (before.rfind(b"\n") + 1) + 1
+        raise RuleErrors([RuleError(Position(path, line, column),
+                                    f"not UTF-8 text: {e.reason} at byte {e.start}")]) from None
     doc, errors = read_yaml(path, text)
     if doc is None:
         raise RuleErrors(errors)

@@ -8,12 +8,15 @@ class DyntelError(Exception):
 
 
 class DecodeError(DyntelError):
-    """Bytes that do not hold what their format says. `offset` is the byte offset in the recording."""
+    """Bytes that do not hold what their format says. `offset` is the byte offset in the recording; `reason`, where
+    the decoder gives one, a short fixed label of what is wrong (counted by reason in the metrics)."""
 
-    def __init__(self, message: str, offset: int | None = None, path: str | None = None) -> None:
+    def __init__(self, message: str, offset: int | None = None, path: str | None = None, *,
+                 reason: str | None = None) -> None:
         self.message = message
         self.offset = offset
         self.path = path
+        self.reason = reason
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -26,8 +29,21 @@ class DecodeError(DyntelError):
 
     def at(self, offset: int, path: str | None = None) -> DecodeError:
         """The same error placed at a recording offset (decoders know offsets within an event only)."""
-        return DecodeError(self.message, offset if self.offset is None else offset + self.offset, path or self.path)
+        return DecodeError(self.message, offset if self.offset is None else offset + self.offset, path or self.path,
+                           reason=self.reason)
 
 
 class UnsupportedFormat(DyntelError):
     """A file that no reader recognizes."""
+
+
+# The fuzz harnesses (fuzz/) set this: a decoder's catch-all for a defect (an IndexError or struct.error on bad
+# bytes, counted as one bad record so that a live source keeps running) then re-raises it, so that the fuzzer
+# reports the defect instead of counting it.
+RAISE_DEFECTS = False
+
+
+def defect(e: BaseException) -> None:
+    """Called by a catch-all with the exception it caught: re-raises it under RAISE_DEFECTS, else nothing."""
+    if RAISE_DEFECTS:
+        raise e

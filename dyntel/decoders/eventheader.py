@@ -28,7 +28,7 @@ from dyntel.decoders.eventheader_compile import CompiledPayload, PayloadDecoder,
 from dyntel.decoders.eventheader_meta import build_schema, parse_metadata
 from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_name
 from dyntel.decoders.eventheader_native import native_index, native_payload
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
 from dyntel.sources import Want
 
@@ -148,7 +148,7 @@ class EventHeaderDecoder:
                 self._names.clear()
             self._names[name] = parsed
         if type(parsed) is str:
-            raise NotEventHeader(parsed, 0)
+            raise NotEventHeader(parsed, 0, reason="name")
         assert isinstance(parsed, TracepointName)
         return parsed
 
@@ -183,14 +183,15 @@ class EventHeaderDecoder:
                                    activity, related)
         size = end - offset
         if size < HEADER_SIZE or size > 0x7FFFFFFF:
-            raise NotEventHeader(f"{size} bytes is not the size of an EventHeader event", 0)
+            raise NotEventHeader(f"{size} bytes is not the size of an EventHeader event", 0, reason="size")
         flags = data[offset]
         if flags & ~(FLAG_POINTER64 | FLAG_LITTLE_ENDIAN | FLAG_EXTENSION):
-            raise NotEventHeader(f"unknown eventheader flags 0x{flags:X}", 0)
+            raise NotEventHeader(f"unknown eventheader flags 0x{flags:X}", 0, reason="flags")
         big = not flags & FLAG_LITTLE_ENDIAN
         version, id_, tag, opcode, level = (_HEADER_BE if big else _HEADER_LE)(data, offset + 1)
         if level != tp.level:
-            raise NotEventHeader(f"eventheader level {level} is not the level in the tracepoint name ({tp.level})", 7)
+            raise NotEventHeader(f"eventheader level {level} is not the level in the tracepoint name ({tp.level})", 7,
+                                 reason="level")
         pos = offset + HEADER_SIZE
         meta = activity = related = None
         if flags & FLAG_EXTENSION:
@@ -198,33 +199,34 @@ class EventHeaderDecoder:
             kind = EXTENSION_CHAIN
             while kind & EXTENSION_CHAIN:
                 if end - pos < 4:
-                    raise NotEventHeader("extension block header runs past the end of the event", pos - offset)
+                    raise NotEventHeader("extension block header runs past the end of the event", pos - offset,
+                                         reason="extension")
                 ext_size, kind = read_extension(data, pos)
                 pos += 4
                 if end - pos < ext_size:
                     raise NotEventHeader(
-                        f"{ext_size}-byte extension block runs past the end of the event", pos - offset
-                    )
+                        f"{ext_size}-byte extension block runs past the end of the event", pos - offset,
+                        reason="extension")
                 ext_kind = kind & ~EXTENSION_CHAIN
                 if ext_kind == EXTENSION_METADATA:
                     if meta is not None:
-                        raise NotEventHeader("second metadata extension", pos - 4 - offset)
+                        raise NotEventHeader("second metadata extension", pos - 4 - offset, reason="extension")
                     meta = data[pos : pos + ext_size]
                 elif ext_kind == EXTENSION_ACTIVITY_ID:
                     if activity is not None or (ext_size != 16 and ext_size != 32):
                         raise NotEventHeader(
                             "second activity id extension" if activity is not None
                             else f"activity id extension of {ext_size} bytes (16 or 32 expected)",
-                            pos - 4 - offset,
+                            pos - 4 - offset, reason="extension",
                         )
                     activity = data[pos : pos + 16]
                     if ext_size == 32:
                         related = data[pos + 16 : pos + 32]
                 elif ext_kind == 0:
-                    raise NotEventHeader("extension block of kind 0", pos - 4 - offset)
+                    raise NotEventHeader("extension block of kind 0", pos - 4 - offset, reason="extension")
                 pos += ext_size
         if meta is None:
-            raise NotEventHeader("no metadata extension", 0)
+            raise NotEventHeader("no metadata extension", 0, reason="no metadata")
         t = self.types.get(meta, big)
         return self._event(tracepoint_name, tp, t, data, pos, end, offset, want, version, id_, tag, opcode, activity,
                            related)
@@ -235,7 +237,7 @@ class EventHeaderDecoder:
         """The event once its header and extension blocks are read: its payload decoded by its type."""
         level = tp.level
         if t.not_eventheader is not None:
-            raise NotEventHeader(t.not_eventheader, 0)
+            raise NotEventHeader(t.not_eventheader, 0, reason="metadata")
         if want is not None:
             key = (tracepoint_name, t, want)
             wanted = self._wanted.get(key)
@@ -248,9 +250,11 @@ class EventHeaderDecoder:
         try:
             values = t.decode(data, pos, end)
         except PayloadError as e:
-            raise DecodeError(f"{tp.provider}:{t.event_name}: {e.message}", e.pos - offset) from None
+            raise DecodeError(f"{tp.provider}:{t.event_name}: {e.message}", e.pos - offset,
+                              reason="payload") from None
         except (struct.error, IndexError, ValueError, OverflowError) as e:  # a defect, but still one bad event
-            raise DecodeError(f"{tp.provider}:{t.event_name}: {e}", pos - offset) from None
+            defect(e)
+            raise DecodeError(f"{tp.provider}:{t.event_name}: {e}", pos - offset, reason="defect") from None
         return Event(
             provider=tp.provider,
             name=t.event_name,

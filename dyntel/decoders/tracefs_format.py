@@ -829,7 +829,8 @@ def _compile_decoder(fields: Sequence[FormatField], big_endian: bool, label: str
     # Helpers become default arguments: local lookups are cheaper than global ones, per event.
     params = "".join(f", {name}={name}" for name in env)
     src = f"def _decode(raw{params}):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(src, f"<tracefs decoder {label}>", "exec"), env)
+    # !a: the label comes from the format file and may hold NUL (which compile() refuses in a file name).
+    exec(compile(src, f"<tracefs decoder {label!a}>", "exec"), env)
     decoder: RawDecoder = env["_decode"]
     decoder.__doc__ = src  # the generated source, for whoever debugs a decoder
     return decoder

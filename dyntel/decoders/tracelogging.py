@@ -31,7 +31,7 @@ from dyntel.decoders.etw_header import (
 from dyntel.decoders.eventheader_compile import PayloadError
 from dyntel.decoders.tracelogging_compile import CompiledEvent, compile_event
 from dyntel.decoders.tracelogging_meta import MetadataError, parse_event_meta, parse_traits
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_ETW, ArrayKind, Encoding, Event, FieldInfo, Format, Schema
 
 __all__ = ["EtwType", "TypeCache", "decode_etw_event", "guid_rfc", "user_data_schema"]
@@ -164,6 +164,7 @@ def decode_etw_event(header: EtwEventHeader, extended: Sequence[tuple[int, bytes
         except PayloadError as e:
             raise DecodeError(f"{t.provider}:{t.name}: {e.message}", e.pos) from None
         except (struct.error, IndexError, ValueError, OverflowError, UnicodeError) as e:
+            defect(e)
             raise DecodeError(f"{t.provider}:{t.name}: {e}", 0) from None
         event.schema = t.compiled.schema
         event.values = values

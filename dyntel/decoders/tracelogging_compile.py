@@ -118,6 +118,10 @@ def sid_text(b: bytes) -> str:
 
 
 def _utf16(b: bytes) -> str:
+    if len(b) & 1:
+        # A counted string's byte count may be odd (the writer's count is in bytes): the whole code units, then
+        # U+FFFD for the half one, rather than a UnicodeDecodeError that loses the event (found by fuzzing).
+        return b[:-1].decode("utf-16-le", "surrogatepass") + "\ufffd"
     return b.decode("utf-16-le", "surrogatepass")
 
 

@@ -8,6 +8,8 @@ in a replay, no spool without OTLP) simply yields no family.
 Families (all prefixed `dyntel_`):
 - events_read_total (records read by the source), events_decoded_total (events handed on),
   events_dropped_total{reason} (records not turned into events: filtered, malformed, unknown record kinds, ...),
+  events_malformed_total{reason} (malformed records by a short fixed reason: "payload", "not EventHeader: flags",
+  ...; also the user_events samples shown as plain fields because they were not EventHeader),
   events_lost_total (samples the kernel dropped for a full ring);
 - engine_events_total, rule_candidates_total{rule}, rule_matches_total{rule}, rule_firings_total{rule},
   rule_suppressed_total{rule,reason=cooldown|limit}, rule_errors_total{rule}, rules_loaded;
@@ -68,6 +70,11 @@ def _source_families(st: SourceStats) -> Iterator[Metric]:
             dropped.add_metric([reason], n)
     dropped.add_metric(["malformed"], st.bad)
     yield dropped
+    malformed = _counter("events_malformed", "malformed records by reason (also those shown as plain tracefs "
+                         "fields because they were not EventHeader)", labels=["reason"])
+    for reason, n in sorted(getattr(st, "bad_by_reason", {}).items()):
+        malformed.add_metric([reason], n)
+    yield malformed
     lost = getattr(st, "lost", None)
     if isinstance(lost, int):
         yield _counter("events_lost", "samples the kernel dropped for a full ring buffer", lost)

@@ -42,7 +42,13 @@ def field_bytes(tag: bytes, payload: bytes) -> bytes:
 
 
 def text_bytes(value: str) -> bytes:
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
+    """Valid UTF-8 for any str: bytes kept as surrogate escapes become U+FFFD where they are not UTF-8, and so do
+    lone UTF-16 surrogates (a producer's UTF-16 string with half a pair), which no UTF-8 encoder takes."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace").encode()
 
 
 # AnyValue (common.proto): string 1, bool 2, int 3, double 4, array 5, kvlist 6, bytes 7.

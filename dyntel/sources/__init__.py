@@ -45,14 +45,24 @@ class SourceStats:
     skipped: dict[str, int] = field(default_factory=dict)  # records not turned into events, by reason
     bad: int = 0  # records that were malformed
     problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS bad records
+    # Malformed records by reason (a short fixed label): those counted in `bad`, and the user_events samples that
+    # turned out not to be EventHeader after all (shown as their tracepoint's plain fields, as the reference does).
+    bad_by_reason: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
-    def problem(self, offset: int, message: str) -> None:
+    def problem(self, offset: int, message: str, reason: str = "malformed") -> None:
         self.bad += 1
+        self.bad_by_reason[reason] = self.bad_by_reason.get(reason, 0) + 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
             self.problems.append(Problem(offset, message))
+
+    def not_eventheader(self, reason: str) -> None:
+        """A user_events sample with an EventHeader name whose bytes are not EventHeader (yielded as plain
+        fields)."""
+        key = f"not EventHeader: {reason}"
+        self.bad_by_reason[key] = self.bad_by_reason.get(key, 0) + 1
 
 
 class Source(Protocol):

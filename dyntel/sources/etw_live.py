@@ -59,7 +59,7 @@ from dyntel.decoders.tracelogging import decode_etw_event
 from dyntel.encoders.tracelogging import provider_id
 from dyntel.engine.enabler import ALL_KEYWORDS as GRANT_ALL_KEYWORDS
 from dyntel.engine.enabler import EnableBook, EnableError, EnableResult, Grant
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import Event
 from dyntel.queues import QUEUE_FULL, QueueCounts, QueueRegistry
 from dyntel.sources import SourceStats, Want
@@ -227,6 +227,7 @@ class RecordPump:
             stats.problem(stats.records, f"event {stats.records} of the session: {e.message}")
             return
         except Exception as e:
+            defect(e)
             stats.problem(stats.records, f"event {stats.records} of the session: {type(e).__name__}: {e}")
             return
         want = self.want

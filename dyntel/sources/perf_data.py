@@ -36,7 +36,7 @@ import sys
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, BinaryIO
 
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import (
     EMPTY_SCHEMA,
     SOURCE_FILE,
@@ -186,11 +186,12 @@ class PerfDataSource:
         """Count a sample that could not become an Event, at the sample's offset in the file. Called on the error
         path only, so both record loops share it without a call per sample."""
         if isinstance(e, SampleError):
-            self._problem(offset + e.offset, e.message)
+            self.stats.problem(offset + e.offset, e.message, "sample")
         elif isinstance(e, DecodeError):
-            self._problem(offset, f"SAMPLE not decoded: {e.message}")
+            self.stats.problem(offset, f"SAMPLE not decoded: {e.message}", e.reason or "malformed")
         else:
-            self._problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}")
+            defect(e)
+            self.stats.problem(offset, f"SAMPLE could not be decoded: {type(e).__name__}: {e}", "defect")
 
     def _problem(self, offset: int, message: str) -> None:
         expansion = self._expansion
@@ -626,6 +627,7 @@ class PerfDataSource:
                 self._warn_once(f"format of {ev.system}: {e.message}", offset)
                 continue
             except Exception as e:  # a bad format loses its event's fields, not the file
+                defect(e)
                 self._warn_once(f"format of {ev.system} could not be read: {type(e).__name__}: {e}", offset)
                 continue
             common = self._common_type_of(fmt)
@@ -755,7 +757,9 @@ class PerfDataSource:
                      base: int) -> dict[str, Any] | None:
         """The C module's verdict on every sample, or None where it does not apply (no module, pipe mode,
         big-endian, no sample ids) or declines (anything irregular, which the record loop then reports)."""
-        if read is not None or base or self.big_endian:
+        if read is not None or base or self.big_endian or not self.attrs:
+            # No attrs yet: pipe mode held whole (its attrs are records in the stream, read by the record loop)
+            # or a file without any; the record loop reports what there is.
             return None
         try:
             from dyntel import _prefilter  # type: ignore[attr-defined]
@@ -838,6 +842,7 @@ class PerfDataSource:
                         problem(p, f"SAMPLE not decoded: {err.message}")
                         failed += 1
                     except Exception as err:  # a decoder failing on bad bytes must not end the file
+                        defect(err)
                         problem(p, f"SAMPLE could not be decoded: {type(err).__name__}: {err}")
                         failed += 1
                     else:
@@ -901,7 +906,8 @@ class PerfDataSource:
             from dyntel.decoders.eventheader import EventHeaderDecoder
 
             self._eventheader = EventHeaderDecoder()
-        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip)
+        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip,
+                                   self.stats.not_eventheader)
 
 
 # Sample layouts whose raw data the C scan can find (fixed fields, the call chain, RAW).

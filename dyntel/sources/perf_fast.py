@@ -9,8 +9,9 @@ bytes are), the clock offset.
 It covers the common case only and declines (returns None, having written nothing) for anything else, so that the
 Python decoder, which counts and reports problems, handles the file: no native module, pipe mode, big-endian files,
 attrs whose sample layouts the C code cannot tell apart, samples of an attr without a tracepoint format, a metadata
-problem, and (found by the C code itself) any malformed record, unknown sample id, field that does not fit its
-sample, or EventHeader sample that is not EventHeader after all or whose payload does not match its metadata.
+problem, field offsets or a clock offset beyond the C code's integer types, and (found by the C code itself) any
+malformed record, unknown sample id, field that does not fit its sample, or EventHeader sample that is not
+EventHeader after all or whose payload does not match its metadata.
 
 EventHeader samples (dyntel/_eventheader.c, compiled into the same extension) are checked and written by the C code;
 their event types come from `eventheader_native.program`, asked once per distinct metadata, with the field tags shown
@@ -36,13 +37,15 @@ _SUPPORTED = (abi.SAMPLE_IP | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_ADDR
 # The C code's field kinds (0 hex bytes, 1 hex, 2 unsigned, 3 signed, 4 string) by tracefs FieldShow name
 _KIND = {"BLOB": 0, "HEX": 1, "UNSIGNED": 2, "SIGNED": 3, "STRING": 4}
 _ARRAY = {"data_loc": 2, "rel_loc": 3}
+_U32 = 0xFFFFFFFF
+_I64 = 1 << 63
 
 
 def _plan(source: PerfDataSource, fmt: Any, provider: str, name: str) -> tuple[bytes, tuple[Any, ...]] | None:
     fields = []
     for f in fmt.user_fields:
         kind = _KIND.get(f.show.name)
-        if kind is None or f.element_size not in (1, 2, 4, 8):
+        if kind is None or f.element_size not in (1, 2, 4, 8) or not 0 <= f.offset <= _U32 or not 0 <= f.size <= _U32:
             return None
         array = _ARRAY[f.dynamic] if f.dynamic else 1 if f.array == ArrayKind.FIXED else 0
         member = ("," + json_string(f.name) + ":").encode("utf-8", "surrogateescape")
@@ -108,6 +111,8 @@ def write_samples(source: PerfDataSource, fd: int, *, first_sep: bytes = b"", se
             plan_ids[ident] = len(plans)
         plans.append(plan)
     clock = source.features.clock
+    if clock is not None and not -_I64 <= clock.offset_ns < _I64:
+        return None  # a clock (wall time past 2262, say) whose offset the C code cannot hold: Python's integers can
     start, end = source.data_range
     written: int | None = _speedups.write_tracefs_samples(
         buffer=source.buffer, start=start, end=end, sample_type=sample_type, plan_ids=plan_ids, plans=plans,

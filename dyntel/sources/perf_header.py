@@ -164,7 +164,9 @@ def parse_attrs_section(buf: bytes, hdr: FileHeader, file_size: int) -> list[Att
         raise HeaderError(f"attr entry size {entry} is not plausible", 16)
     start, size = hdr.attrs_offset, hdr.attrs_size
     if start + size > file_size:
-        raise HeaderError(f"attrs section ({size} bytes at {start}) runs past the end of the file", start)
+        # Placed at the header's attrs field (byte 24) when the section starts past the end: no byte of it exists.
+        raise HeaderError(f"attrs section ({size} bytes at {start}) runs past the end of the file ({file_size} "
+                          "bytes)", start if start < file_size else 24)
     be = hdr.big_endian
     attr_bytes = entry - 16
     attrs: list[Attr] = []
@@ -192,7 +194,12 @@ def feature_sections(buf: bytes, hdr: FileHeader, file_size: int) -> tuple[dict[
     u64x2 = abi.U64X2[hdr.big_endian]
     for bit in hdr.feature_bits():
         if pos + 16 > file_size:
-            errors.append(HeaderError(f"feature section table ends early (at feature {bit})", pos))
+            if pos > file_size:
+                # The data section's size puts the table past the end: the fault is in the header (byte 40).
+                errors.append(HeaderError(f"feature section table at byte {pos} (after the data section) is past "
+                                          f"the end of the file ({file_size} bytes)", 40))
+            else:
+                errors.append(HeaderError(f"feature section table ends early (at feature {bit})", pos))
             break
         off, size = u64x2.unpack_from(buf, pos)
         if off + size > file_size:

@@ -98,7 +98,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dyntel.errors import DecodeError
+from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
 from dyntel.sources import FieldFilter, SourceStats, Want
 from dyntel.sources import perf_abi as abi
@@ -744,11 +744,12 @@ class PerfLiveSource:
             from dyntel.decoders.eventheader import EventHeaderDecoder
 
             self._eventheader = EventHeaderDecoder()
-        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip)
+        return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip,
+                                   self.stats.not_eventheader)
 
-    def _problem(self, ident: int, position: int, cpu: int, reason: str) -> None:
+    def _problem(self, ident: int, position: int, cpu: int, reason: str, kind: str = "malformed") -> None:
         tp = self._names.get(ident, f"event id {ident}")
-        self.stats.problem(position, f"CPU {cpu} ring: {tp}: {reason}")
+        self.stats.problem(position, f"CPU {cpu} ring: {tp}: {reason}", kind)
         n = self._problems[tp] = self._problems.get(tp, 0) + 1
         if n <= LOGGED_PROBLEMS or n % 1000 == 0:
             log.warning("%s: bad event (%d so far): %s", tp, n, reason)
@@ -1131,11 +1132,12 @@ class PerfLiveSource:
         except Exception:
             ident = 0
         if isinstance(e, SampleError):
-            self._problem(ident, at + e.offset, self.cpus[i % len(self.cpus)], e.message)
+            self._problem(ident, at + e.offset, self.cpus[i % len(self.cpus)], e.message, "sample")
         elif isinstance(e, DecodeError):
-            self._problem(ident, at, self.cpus[i % len(self.cpus)], e.message)
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], e.message, e.reason or "malformed")
         else:
-            self._problem(ident, at, self.cpus[i % len(self.cpus)], f"{type(e).__name__}: {e}")
+            defect(e)
+            self._problem(ident, at, self.cpus[i % len(self.cpus)], f"{type(e).__name__}: {e}", "defect")
 
     def _lost(self, buf: Any, pos: int, end: int) -> None:
         stats = self.stats

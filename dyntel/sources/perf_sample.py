@@ -368,12 +368,13 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
 
 
 def eventheader_builder(fmt: Any, tracefs: Recipe, decoder: Any, want: Callable[[str, str, int | None], bool] | None,
-                        skip: Callable[[str], None]) -> Callable[..., Event | None]:
+                        skip: Callable[[str], None],
+                        not_eventheader: Callable[[str], None] | None = None) -> Callable[..., Event | None]:
     """The sample-to-Event step of a user_events tracepoint written with EventHeader, shared by the recording and
     the live reader: decode by the header; samples that are not EventHeader after all show as the tracepoint's
     tracefs fields, under its own name, as in the reference. A payload that contradicts its own metadata raises
     DecodeError, which the caller counts as a problem. `want` drops events no rule can match (counted "filtered")
-    before their payload is decoded."""
+    before their payload is decoded. `not_eventheader` is told the reason of each sample shown as plain fields."""
     from dyntel.decoders.eventheader import NotEventHeader
     from dyntel.event import SOURCE_USER_EVENTS
 
@@ -392,8 +393,9 @@ def eventheader_builder(fmt: Any, tracefs: Recipe, decoder: Any, want: Callable[
             try:
                 event: Event | None = (eh_decode(tp_name, raw, eh_offset) if want is None
                                        else eh_decode(tp_name, raw, eh_offset, want=want))
-            except NotEventHeader:
-                pass
+            except NotEventHeader as e:
+                if not_eventheader is not None:
+                    not_eventheader(e.reason or "other")
             else:
                 if event is None:
                     skip("filtered")
