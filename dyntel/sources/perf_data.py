@@ -795,16 +795,8 @@ class PerfDataSource:
         if fmt is None or fmt.kind != "tracefs":
             return keep_all
         provider, name = self.event_name(attr)
-        alternatives = self.field_filter(provider, name)
-        if not alternatives:
-            return keep_all
-        compiled = []
-        for alternative in alternatives:
-            tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
-            if not tests:
-                return keep_all  # an alternative with nothing checkable might hold for any sample
-            compiled.append(tests)
-        return attr.sample_type, tuple(compiled)
+        compiled = raw_alternatives(fmt, self.field_filter(provider, name))
+        return keep_all if compiled is None else (attr.sample_type, compiled)
 
     def _scanned_loop(self, buf: Any, scanned: dict[str, Any],
                       closers: list[Callable[[], None]]) -> Generator[Event, None, None]:
@@ -916,6 +908,21 @@ _WALKABLE = (abi.SAMPLE_IP | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_ADDR 
              | abi.SAMPLE_IDENTIFIER)
 _OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "in": 6, "not in": 7}
 _WIDE_MIN, _WIDE_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def raw_alternatives(fmt: Any, alternatives: Any) -> tuple[tuple[Any, ...], ...] | None:
+    """The native pre-filter's tests on raw bytes for a tracepoint's field-test alternatives (any one may let a
+    sample through), or None when a sample cannot be dropped: no alternatives, or one with nothing checkable, which
+    might hold for any sample. Shared by the recording and the live paths."""
+    if not alternatives:
+        return None
+    compiled = []
+    for alternative in alternatives:
+        tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
+        if not tests:
+            return None
+        compiled.append(tests)
+    return tuple(compiled)
 
 
 def _raw_test(fmt: Any, field: str, op: str, values: tuple[int, ...]) -> tuple[int, int, bool, int,

@@ -103,7 +103,7 @@ from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event,
 from dyntel.sources import FieldFilter, SourceStats, Want
 from dyntel.sources import perf_abi as abi
 from dyntel.sources import perf_event as pe
-from dyntel.sources.perf_data import _WALKABLE, _raw_test
+from dyntel.sources.perf_data import _WALKABLE, raw_alternatives
 from dyntel.sources.perf_header import Attr
 from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.selection import Pattern, parse_pattern
@@ -887,16 +887,8 @@ class PerfLiveSource:
         fmt = tp.fmt
         if self._field_filter is None or fmt is None or fmt.kind != "tracefs" or tp.sample_type & ~_WALKABLE:
             return keep_all
-        alternatives = self._field_filter(tp.system, tp.name)
-        if not alternatives:
-            return keep_all
-        compiled = []
-        for alternative in alternatives:
-            tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
-            if not tests:
-                return keep_all  # an alternative with nothing checkable might hold for any sample
-            compiled.append(tests)
-        return tp.sample_type, tuple(compiled)
+        compiled = raw_alternatives(fmt, self._field_filter(tp.system, tp.name))
+        return keep_all if compiled is None else (tp.sample_type, compiled)
 
     def _scan_native(self, i: int, ring: pe.Ring, tail: int, end: int) -> tuple[int, int, int] | None:
         """The whole samples of ring `i` from `tail` up to `end` (one stretch that does not wrap), through the
