@@ -32,6 +32,10 @@ DIFFERENCES = {
                       "characters, perf-decode passes them through as they are",
     "escape-case": "not counted (equal once parsed): Rust escapes control characters as \\u001F, perf-decode and "
                    "dyntel as \\u001f",
+    "relloc-offset": "a tracefs `__rel_loc` array (otlp_metrics' buffer): Rust takes its offset from the start of the "
+                     "record, as for `__data_loc`, and shows the record's first bytes (as signed numbers); the kernel "
+                     "counts it from the end of the field, as perf-decode and dyntel do (perf script prints the raw "
+                     "word: offset 0, 238 bytes, and what dyntel reads there is the OTLP the SDK wrote)",
     "dataloc-string": 'a tracefs `__data_loc char[]` string (sched_process_fork\'s parent_comm, sched_process_exec\'s '
                       'filename): Rust prints "" (tracepoint_decode 0.5.0 takes a string field\'s element size as '
                       '1 << 31 cut to a u8, 0; the length mask underflows and empties the slice in a release build), '
@@ -84,8 +88,22 @@ codecs.register_error("dyntel-latin1-fallback",
 _IPV6_HEX = re.compile(r"^[0-9A-Fa-f]{2}( [0-9A-Fa-f]{2}){15}$")
 
 
+def _relloc_from_record_start(ours: Any, theirs: Any) -> bool:
+    """Both byte arrays of one length, and the Rust one the record's bytes from its start: what dyntel read (from
+    the end of the field, the kernel's rule) begins a few bytes into it, where the record's common fields end."""
+    if not (isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs) >= 32):
+        return False
+    if not all(isinstance(x, int) for x in ours + theirs):
+        return False
+    mine, its = bytes(x & 0xFF for x in ours), bytes(x & 0xFF for x in theirs)
+    return any(its[skip:] == mine[: len(mine) - skip] for skip in range(8, 64, 4)) and mine != its
+
+
 def _pair(ours: Any, theirs: Any, tracefs_top: bool, seen: Counter[str]) -> Any:
     """`ours` with the differences that need both sides to see (DIFFERENCES' pair rules) made theirs."""
+    if tracefs_top and _relloc_from_record_start(ours, theirs):
+        seen["relloc-offset"] += 1
+        return theirs
     if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
         pairs = all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in ours + theirs)
         if pairs:

@@ -14,8 +14,9 @@ CORPUS_RECORDINGS = ("linuxtracepoints/perf.data", "linuxtracepoints/EventHeader
 
 
 def committed_recordings() -> list[Path]:
-    """The committed recordings: tests/data/*.perf.data and the demo."""
-    return [*sorted(DATA.glob("*.perf.data")), DEMO]
+    """The committed recordings: tests/data/**/*.perf.data (the OpenTelemetry Rust exporters' in otel-rust/) and
+    the demo."""
+    return [*sorted(DATA.glob("**/*.perf.data")), DEMO]
 
 
 def recording_ids() -> list[str]:
