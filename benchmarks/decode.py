@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EH_RECORDING = ROOT / "tests" / "data" / "eh-writer.perf.data"
+# The OpenTelemetry Rust user_events exporters' logs, spans and metrics, recorded in the VM (docs/otel.md).
+OTEL_RECORDING = ROOT / "tests" / "data" / "otel-rust" / "otel-rust.perf.data"
 CORPUS_RECORDING = (Path(os.environ.get("DYNTEL_CORPUS", ROOT.parent / "shared" / "corpus")) / "linuxtracepoints"
                     / "perf.data")
 
@@ -88,7 +90,7 @@ def eventheader_bench(args: argparse.Namespace, tmp: Path, rust: Path | None) ->
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from eventheader_recording import eventheader_only
 
-    for src in args.eh_recording or [EH_RECORDING, CORPUS_RECORDING]:
+    for src in args.eh_recording or [EH_RECORDING, OTEL_RECORDING, CORPUS_RECORDING]:
         if not src.exists():
             print(f"\nEventHeader: {src} is not there; skipped")
             continue
@@ -122,8 +124,8 @@ def main() -> int:
                                                      "peer cache)")
     ap.add_argument("--perf-decode", type=Path, help="perf-decode (C++, built from microsoft/LinuxTracepoints)")
     ap.add_argument("--eh-recording", type=Path, action="append",
-                    help="file-mode recording whose EventHeader samples to use; repeatable (default: the writer's VM "
-                         "recording and the corpus perf.data)")
+                    help="file-mode recording whose EventHeader samples to use; repeatable (default: the writer's and "
+                         "the OpenTelemetry Rust exporters' VM recordings, and the corpus perf.data)")
     ap.add_argument("--eh-events", type=int, default=200_000, help="EventHeader samples to decode")
     ap.add_argument("--only", choices=["tracefs", "eventheader"], help="run one of the two parts")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
