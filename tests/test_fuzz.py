@@ -51,12 +51,12 @@ def test_every_truncated_prefix(rel: str) -> None:
     assert full_events > 0 and full_bad == 0
     start = time.monotonic()
     silent_cuts = 0
-    with deadline(600):
-        for cut in range(len(data)):
+    for cut in range(len(data)):
+        with deadline(60):  # a hang guard for each prefix, not a time limit on the whole loop (load varies)
             events, bad = decode_all(data[:cut], rel)
-            assert events <= full_events, "a prefix yielded more events than the whole file"
-            if bad == 0:
-                silent_cuts += 1
+        assert events <= full_events, "a prefix yielded more events than the whole file"
+        if bad == 0:
+            silent_cuts += 1
     # A cut that lands exactly between two records may look like a shorter, valid file; a cut anywhere else must
     # be reported. So the silent cuts are at most one per record boundary.
     assert silent_cuts <= full_events + 1, f"{silent_cuts} truncations went unreported"
