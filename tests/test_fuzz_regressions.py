@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, corpus_file
+from support import CORPUS, ROOT, corpus_file
 
 sys.path.insert(0, str(ROOT))
 
@@ -40,7 +40,9 @@ def test_found_input_is_handled(path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", sorted(SEEDS))
-def test_harness_accepts_its_seeds(target: str) -> None:
+def test_harness_accepts_its_seeds(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The seeds read the corpus where the tests found it (support.py also follows a local clone to its origin's).
+    monkeypatch.setenv("DYNTEL_CORPUS", str(CORPUS))
     run = _target(target).run  # type: ignore[attr-defined]
     n = 0
     for data in SEEDS[target]():
