@@ -109,6 +109,8 @@ def test_alerts_and_forwarded_events_reach_the_collector_in_the_guest(producers:
     seqs = [got.attributes["dyntel.alert.seq"] for got in alerts]
     assert seqs == sorted(set(seqs))
     time_of = {r.record.time_unix_nano: seq for seq, r in enumerate(forwarded)}
+    unmatched = [got.record.time_unix_nano for got in alerts if got.record.time_unix_nano not in time_of]
+    assert not unmatched, f"alert times {unmatched} are no forwarded event's time {sorted(time_of)}"
     by_event = sorted(alerts, key=lambda got: time_of[got.record.time_unix_nano])  # the event's time, as forwarded
     for seq, got in enumerate(by_event):
         r = got.record
