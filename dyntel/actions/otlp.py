@@ -100,7 +100,14 @@ def alert_record(firing: Firing, severity: str, body: Any, extra: Mapping[str, A
         attributes[str(key)] = _plain(value)
     attributes = {k: v for k, v in attributes.items() if v is not None}
     now = time.time_ns()
-    when = firing.time if event is None or event.time_is_wall else now
+    # The event's own time when it has a wall-clock one: the firing's time is the engine's clock, which is later
+    # than the event's for an event that came in behind a later one from another CPU (docs/rules.md, out of order).
+    if event is None:
+        when = firing.time
+    elif event.time_is_wall and event.time is not None:
+        when = event.time
+    else:
+        when = now
     text = as_text(body) if body is not None else default_body(firing)
     if redact_patterns:
         attributes = redact(attributes, redact_patterns)
