@@ -21,13 +21,21 @@ include="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix="$("$py" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')"
 flags=(-shared -fPIC -g -O1 -fno-omit-frame-pointer -std=c11 -Wall -Wextra -Wno-missing-field-initializers
        -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -I "$include")
-for name in _speedups _prefilter; do
-  src="dyntel/$name.c"
-  target="$out/$name$suffix"
-  if [ ! -f "$target" ] || [ "$src" -nt "$target" ] || [ dyntel/_perf_record.h -nt "$target" ] || [ "$0" -nt "$target" ]; then
-    "$cc" "${flags[@]}" "$src" -o "$target"
+# As setup.py builds them: _speedups has the EventHeader writer (dyntel/_eventheader.c) compiled in, without its
+# own module init; _eventheader is also a module of its own (replay and live).
+build() {
+  local name="$1"; shift
+  local target="$out/$name$suffix" newer=0 src
+  for src in "$@" dyntel/_perf_record.h dyntel/_eventheader.h "$0"; do
+    [ "$src" -nt "$target" ] && newer=1
+  done
+  if [ ! -f "$target" ] || [ "$newer" = 1 ]; then
+    "$cc" "${flags[@]}" "$@" -o "$target"
   fi
-done
+}
+build _speedups dyntel/_speedups.c dyntel/_eventheader.c -DDYNTEL_EVENTHEADER_NO_MODULE=1
+build _prefilter dyntel/_prefilter.c
+build _eventheader dyntel/_eventheader.c
 runtime="$out/asan_with_fuzzer.so"
 if [ ! -f "$runtime" ]; then
   tmp="$(mktemp -d)"
