@@ -65,6 +65,14 @@ def _number(point: Any, value: Any) -> None:
         point.as_double = value
 
 
+def _count_sum_min_max(point: Any, f: dict[str, Any]) -> None:
+    """What both histogram kinds' points carry: a count, and a sum, min and max when the event has them."""
+    point.count = int(f.get("count") or 0)
+    for optional in ("sum", "min", "max"):
+        if f.get(optional) is not None:
+            setattr(point, optional, float(f[optional]))
+
+
 def _times(point: Any, f: Mapping[str, Any]) -> None:
     point.start_time_unix_nano = int(f.get("start_time") or 0)
     point.time_unix_nano = int(f.get("time") or 0)
@@ -97,20 +105,14 @@ def metric_record(event: Event) -> tuple[bytes, bytes, bytes]:
     elif kind == "histogram":
         metric.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
         h = metric.histogram.data_points.add()
-        h.count = int(f.get("count") or 0)
-        for optional in ("sum", "min", "max"):
-            if f.get(optional) is not None:
-                setattr(h, optional, float(f[optional]))
+        _count_sum_min_max(h, f)
         h.bucket_counts.extend(int(x) for x in f.get("bucket_counts") or ())
         h.explicit_bounds.extend(float(x) for x in f.get("explicit_bounds") or ())
         _times(h, f)
     elif kind == "exponential_histogram":
         metric.exponential_histogram.aggregation_temporality = temporality  # type: ignore[assignment]
         e = metric.exponential_histogram.data_points.add()
-        e.count = int(f.get("count") or 0)
-        for optional in ("sum", "min", "max"):
-            if f.get(optional) is not None:
-                setattr(e, optional, float(f[optional]))
+        _count_sum_min_max(e, f)
         e.scale = int(f.get("scale") or 0)
         e.zero_count = int(f.get("zero_count") or 0)
         e.positive.offset = int(f.get("positive_offset") or 0)
