@@ -40,7 +40,7 @@ def load(arg: str | None) -> tuple[str, bytes]:
 
 
 def run_dyntel(data: bytes) -> int:
-    from dyntel.sources.etl import EtlSource
+    from dyntel.sources.etw.etl import EtlSource
 
     n = 0
     for _ in EtlSource("bench.etl", io.BytesIO(data)).events():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from dyntel.sources import perf_abi as abi
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf import abi
+from dyntel.sources.perf.data import PerfDataSource
 
 _FINISHED_ROUND = struct.pack("<IHH", abi.RECORD_FINISHED_ROUND, 0, 8)
 

@@ -245,7 +245,7 @@ class _Observer:
     """The probe's first ptrace / process_vm_readv call after each getppid: when a capture starts to touch it."""
 
     def __init__(self, pid: int) -> None:
-        from dyntel.sources.perf_live import PerfLiveSource
+        from dyntel.sources.perf.live import PerfLiveSource
 
         self.src = PerfLiveSource(flush_interval=0.05)
         for name in ("sys_enter_ptrace", "sys_enter_process_vm_readv"):

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from dyntel.sources.perf_live import PerfLiveSource, default_ring_pages
-from dyntel.sources.tracefs import online_cpus
+from dyntel.sources.perf.live import PerfLiveSource, default_ring_pages
+from dyntel.sources.perf.tracefs import online_cpus
 
 SYS_GETPPID = 110  # x86-64
 

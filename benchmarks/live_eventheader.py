@@ -43,7 +43,7 @@ NAME = "DyntelBench_L4K1"
 
 PRODUCER = r"""
 import struct, sys, time
-from dyntel.sources.user_events import UserEventsData
+from dyntel.sources.perf.user_events import UserEventsData
 
 name, rate, duration = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 meta = (b"LogRecord\0" + b"seq\0\x05" + b"severity\0\x82\x02" + b"body\0\x07" + b"http.method\0\x07"
@@ -112,7 +112,7 @@ def build_producer(tmp: Path) -> str:
 
 def _producer(rate: float, duration: float) -> subprocess.Popen[str]:
     if _producer_binary:
-        from dyntel.sources.user_events import eventheader_command
+        from dyntel.sources.perf.user_events import eventheader_command
 
         argv = [_producer_binary[0], NAME, eventheader_command(NAME), str(rate), str(duration)]
     else:
@@ -131,7 +131,7 @@ def _finish(proc: subprocess.Popen[str], step: Step) -> None:
 
 
 def dyntel_step(rate: float, duration: float) -> Step:
-    from dyntel.sources.perf_live import PerfLiveSource
+    from dyntel.sources.perf.live import PerfLiveSource
 
     step = Step("dyntel", rate)
     proc = _producer(rate, duration)

@@ -8,7 +8,7 @@
  * about (an unknown sample layout, a malformed record, a field that runs past its sample) makes it decline
  * before writing a byte, and the Python decoder, which counts and reports such things, does the file instead.
  *
- * The caller (dyntel.sources.perf_fast) prepares a "plan" per sample id from the parsed tracefs formats:
+ * The caller (dyntel.sources.perf.fast) prepares a "plan" per sample id from the parsed tracefs formats:
  *   plan = (prefix: bytes, fields: tuple of (member: bytes, kind, offset, size, elem_size, array))
  * kind:  0 unknown (hex bytes), 1 hex, 2 unsigned, 3 signed, 4 string (Latin-1 bytes up to NUL)
  * array: 0 scalar, 1 fixed array, 2 __data_loc, 3 __rel_loc

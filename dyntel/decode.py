@@ -1,6 +1,6 @@
 """The `decode` verb: recordings to the reference decoder's JSON.
 
-perf.data recordings of tracefs samples go through the native writer (`sources.perf_fast`) when it applies; it
+perf.data recordings of tracefs samples go through the native writer (`sources.perf.fast`) when it applies; it
 declines before writing anything otherwise, and every event then goes through `format_event`.
 """
 
@@ -15,7 +15,7 @@ from dyntel.errors import DyntelError
 from dyntel.event import Event
 from dyntel.event_json import format_event, json_string
 from dyntel.sources import Source
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf.data import PerfDataSource
 from dyntel.sources.recordings import open_recording
 
 JSONL = "jsonl"
@@ -81,7 +81,7 @@ def _write_events(source: Source, out: TextIO, options: DecodeOptions, first_sep
 
 
 def _write_native(source: PerfDataSource, out: TextIO, first_sep: str, sep: str, suffix: str) -> bool:
-    from dyntel.sources.perf_fast import write_samples
+    from dyntel.sources.perf.fast import write_samples
 
     out.flush()
     try:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dyntel.decoders.otlp_metrics import METRIC_PROVIDER, METRICS_EVENT
 from dyntel.decoders.otlp_metrics import expand as expand_metrics
 from dyntel.engine.engine import Engine
-from dyntel.engine.firing import Firing
+from dyntel.firing import Firing
 from dyntel.rules.model import CompiledRule, RuleSet
 
 if TYPE_CHECKING:
-    from dyntel.engine.scheduler import ActionRuntime
+    from dyntel.runtime.scheduler import ActionRuntime
 
 SWITCH_INTERVAL = 0.001
 
@@ -37,7 +37,7 @@ class RunOptions:
     dry_run: bool = False
     duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
     callchain: bool = False
-    # sources.latency and sources.max_wait (seconds; None: the mode's default): see dyntel.sources.perf_live.
+    # sources.latency and sources.max_wait (seconds; None: the mode's default): see dyntel.sources.perf.live.
     latency: str = "low"
     max_wait: float | None = None
     reload: bool = True
@@ -116,11 +116,11 @@ class RunResult:
 def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Firing], None],
              options: RunOptions) -> RunResult:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings and the summary."""
-    from dyntel.engine.pool import PooledScheduler
-    from dyntel.engine.recorder import FlightRecorder
+    from dyntel.actions.recorder import FlightRecorder
     from dyntel.engine.reload import RuleReloader
-    from dyntel.engine.scheduler import ActionRuntime
     from dyntel.replay import make_filters, make_want
+    from dyntel.runtime.pool import PooledScheduler
+    from dyntel.runtime.scheduler import ActionRuntime
 
     runtime = options.runtime or ActionRuntime(dry_run=options.dry_run, log=options.log or sys.stderr)
     queues = runtime.context.queues  # every queue of the run registers here (dyntel.queues)
@@ -256,7 +256,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
         sys.setswitchinterval(old_switch)
         if observe is not None:
             observe.close()
-    from dyntel.engine.summary import exit_summary
+    from dyntel.service.summary import exit_summary
 
     summary = exit_summary(f"dyntel run: {fired} firing(s)", source_stats=source.stats, engine=engine.stats,
                            queues=queues, delivery=delivery)
@@ -288,14 +288,14 @@ class _Live:
 
 def _open_perf(rules: RuleSet, options: RunOptions, log: Callable[[str], None], queues: Any = None) -> _Live:
     """Linux: tracepoints and user_events through perf ring buffers."""
-    from dyntel.engine.enabler import PerfEnabler
-    from dyntel.sources.perf_live import PerfLiveSource
-    from dyntel.sources.tracefs import find_tracefs
+    from dyntel.sources.enabler import PerfEnabler
+    from dyntel.sources.perf.live import PerfLiveSource
+    from dyntel.sources.perf.tracefs import find_tracefs
 
     tracefs = find_tracefs()
     registration = None
     if options.register:
-        from dyntel.sources.user_events import Registration
+        from dyntel.sources.perf.user_events import Registration
 
         registration = Registration(options.register)
         # A pre-registered name is a user_events tracepoint like any other: listen to it by its exact name.
@@ -342,9 +342,9 @@ def etw_providers_for(rules: Iterable[CompiledRule], extra: Iterable[str] = ()) 
 
 
 def _open_etw(rules: RuleSet, options: RunOptions, log: Callable[[str], None], queues: Any = None) -> _Live:
-    """Windows: a real-time ETW session of dyntel's own (dyntel.sources.etw_live). `--events` names extra
+    """Windows: a real-time ETW session of dyntel's own (dyntel.sources.etw.live). `--events` names extra
     providers; `--callchain` asks ETW for stacks. Not exercised on a Windows host yet (docs/etw.md)."""
-    from dyntel.sources.etw_live import EtwEnabler, EtwLiveSource, provider
+    from dyntel.sources.etw.live import EtwEnabler, EtwLiveSource, provider
 
     forwarded = [sel.provider for sel in options.forwarder.config.select if sel.provider] \
         if options.forwarder is not None else []
@@ -391,8 +391,8 @@ def _observe(options: RunOptions, source: Any, engine: Engine, runtime: ActionRu
     because on_idle beats."""
     if not options.metrics_listen and not options.metrics_otlp:
         return None
-    from dyntel.engine.http_server import Health
-    from dyntel.engine.metrics import Observed, registry_for
+    from dyntel.service.http_server import Health
+    from dyntel.service.metrics import Observed, registry_for
 
     observed = Observed(source_stats=source.stats, engine=engine, runtime=runtime, reloader=reloader,
                         queue_depth=scheduler.pending, queue_dropped=lambda: scheduler.dropped, queues=queues,
@@ -407,9 +407,9 @@ class _Observing:
     """The metrics endpoint and the OTLP metrics pusher of one run, whichever were asked for."""
 
     def __init__(self, registry: Any, health: Any, engine: Engine, options: RunOptions, queues: Any) -> None:
-        from dyntel.engine.http_server import ObserveServer
-        from dyntel.engine.metrics_otlp import OtlpMetricsPusher
         from dyntel.engine.status import rule_statuses
+        from dyntel.service.http_server import ObserveServer
+        from dyntel.service.metrics_otlp import OtlpMetricsPusher
 
         self.health = health
         self.server: ObserveServer | None = None

@@ -3,7 +3,7 @@
 A component that holds items on their way (the action pool, the forwarder, an alert exporter and its spool, the
 flight recorder, the live ETW queue, the perf rings) keeps a `QueueCounts` and registers it, where it is made, with
 the run's `QueueRegistry`: the registry is passed down to it (`dyntel run` and `dyntel replay` make one per run),
-never imported from a higher layer. The metrics (`dyntel_queue_*`, dyntel.engine.metrics), the exit summary that
+never imported from a higher layer. The metrics (`dyntel_queue_*`, dyntel.service.metrics), the exit summary that
 `run` and `replay` print, and `/status` (`dyntel status`) all read the registry, so a drop counted anywhere shows
 in all three.
 

@@ -31,16 +31,16 @@ from dyntel.decoders.otlp_metrics import METRICS_EVENT
 from dyntel.decoders.otlp_metrics import expand as expand_metrics
 from dyntel.engine.engine import Engine, default_index
 from dyntel.engine.explain import ExplainRecord
-from dyntel.engine.firing import Firing
 from dyntel.engine.stats import EngineStats
 from dyntel.event import Event
+from dyntel.firing import Firing
 from dyntel.progress import ClearingStream, Progress
 from dyntel.rules.model import CompiledRule, RuleSet
 from dyntel.sources import FieldFilter, FieldTest, Source, SourceStats, Want
 from dyntel.sources.recordings import open_recording
 
 if TYPE_CHECKING:
-    from dyntel.engine.scheduler import ActionRuntime
+    from dyntel.runtime.scheduler import ActionRuntime
 
 DEFAULT_HOLD = 4096
 MAX_PENDING = 1 << 20  # events a perf.data replay holds back at most while it waits for a round to close
@@ -319,7 +319,7 @@ def replay(rules: RuleSet, path: str, on_firing: Callable[[Firing, Source], None
     """Run `rules` over the recording at `path`; each firing goes to `on_firing` as it happens, each explain record
     (with `options.explain`) to `on_explain`. Raises DyntelError when the recording cannot be opened."""
     from dyntel.decoders.eventheader import set_native
-    from dyntel.engine.scheduler import ActionRuntime, Scheduler
+    from dyntel.runtime.scheduler import ActionRuntime, Scheduler
 
     options = options or ReplayOptions()
     set_native(options.native)  # EventHeader payloads in C (dyntel._eventheader) unless --no-native

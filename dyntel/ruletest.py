@@ -36,9 +36,9 @@ from typing import Any
 
 import yaml
 
-from dyntel.engine.firing import Firing
 from dyntel.errors import DyntelError
 from dyntel.event import Event
+from dyntel.firing import Firing
 from dyntel.rules.durations import parse_duration
 
 CASE_FILE = "case.yaml"
@@ -404,10 +404,10 @@ def _rule_error_lines(e: BaseException) -> list[str]:
 def run_case(case: Case) -> CaseResult:
     from dyntel.decoders.otlp_metrics import expand as expand_metrics
     from dyntel.engine.engine import Engine
-    from dyntel.engine.scheduler import Scheduler
     from dyntel.replay import DEFAULT_HOLD, open_for_replay, time_ordered
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
+    from dyntel.runtime.scheduler import Scheduler
 
     result = CaseResult(case.name, case.path, PASS)
     try:

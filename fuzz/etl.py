@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from fuzz.common import entry, read_recording
 
-MODULES = ["dyntel.sources.etl", "dyntel.event_json"]
+MODULES = ["dyntel.sources.etw.etl", "dyntel.event_json"]
 
 
 def run(data: bytes) -> None:
-    read_recording("dyntel.sources.etl", data)
+    read_recording("dyntel.sources.etw.etl", data)
 
 
 def TestOneInput(data: bytes) -> None:

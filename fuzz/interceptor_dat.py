@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from fuzz.common import entry, read_recording
 
-MODULES = ["dyntel.sources.interceptor_dat", "dyntel.event_json"]
+MODULES = ["dyntel.sources.files.interceptor_dat", "dyntel.event_json"]
 
 
 def run(data: bytes) -> None:
-    read_recording("dyntel.sources.interceptor_dat", data)
+    read_recording("dyntel.sources.files.interceptor_dat", data)
 
 
 def TestOneInput(data: bytes) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from fuzz.common import entry, read_recording
 
-MODULES = ["dyntel.sources.jsonl", "dyntel.event_json"]
+MODULES = ["dyntel.sources.files.jsonl", "dyntel.event_json"]
 
 
 def run(data: bytes) -> None:
-    read_recording("dyntel.sources.jsonl", data)
+    read_recording("dyntel.sources.files.jsonl", data)
 
 
 def TestOneInput(data: bytes) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 
 from fuzz.common import Finding, check_problems, entry
 
-MODULES = ["dyntel.sources.recordings", "dyntel.sources.perf_data", "dyntel.sources.perf_fast",
-           "dyntel.sources.interceptor_dat", "dyntel.sources.etl", "dyntel.sources.jsonl", "dyntel.event_json"]
+MODULES = ["dyntel.sources.recordings", "dyntel.sources.perf.data", "dyntel.sources.perf.fast",
+           "dyntel.sources.files.interceptor_dat", "dyntel.sources.etw.etl", "dyntel.sources.files.jsonl",
+           "dyntel.event_json"]
 NAME = "fuzz.data"
 
 
@@ -64,8 +65,8 @@ def decode(data: bytes, **settings: Any) -> tuple[list[str], Any] | None:
 
 def _fast(data: bytes, lines: list[str]) -> None:
     from dyntel.event_json import format_event  # noqa: F401 - the Python path's output is `lines`
-    from dyntel.sources import perf_fast
-    from dyntel.sources.perf_data import PerfDataSource
+    from dyntel.sources.perf import fast as perf_fast
+    from dyntel.sources.perf.data import PerfDataSource
 
     source = _open(data)
     if not isinstance(source, PerfDataSource):
@@ -117,7 +118,7 @@ def _passes(event: Any, tests: tuple[tuple[str, str, tuple[int, ...]], ...] | No
 
 def _prefilter(data: bytes) -> None:
     from dyntel.event_json import format_event
-    from dyntel.sources.perf_data import PerfDataSource
+    from dyntel.sources.perf.data import PerfDataSource
 
     slow = decode(data, want=_keep, native_filter=False)
     fast = decode(data, want=_keep, native_filter=True)

@@ -14,7 +14,7 @@ import io
 from fuzz.common import Finding, check_problems, entry
 from fuzz.perf_file import decode
 
-MODULES = ["dyntel.sources.perf_data", "dyntel.event_json"]
+MODULES = ["dyntel.sources.perf.data", "dyntel.event_json"]
 
 
 class Trickle(io.RawIOBase):
@@ -39,7 +39,7 @@ class Trickle(io.RawIOBase):
 def stream_decode(data: bytes) -> tuple[list[str], int]:
     from dyntel.errors import DecodeError
     from dyntel.event_json import format_event
-    from dyntel.sources.perf_data import PerfDataSource
+    from dyntel.sources.perf.data import PerfDataSource
 
     source = PerfDataSource("stdin", Trickle(data))  # type: ignore[arg-type]
     lines = []
@@ -54,7 +54,7 @@ def stream_decode(data: bytes) -> tuple[list[str], int]:
 
 
 def run(data: bytes) -> None:
-    from dyntel.sources.perf_data import PerfDataSource
+    from dyntel.sources.perf.data import PerfDataSource
 
     streamed, bad = stream_decode(data)
     whole = decode(data)

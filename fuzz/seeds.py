@@ -256,7 +256,7 @@ def tracelogging() -> Seeds:
     """The arguments of each `decode_etw_event` call made while reading the corpus's ETL files, encoded as the
     tracelogging target reads them."""
     from dyntel.decoders import tracelogging as tl
-    from dyntel.sources import etl as etl_source
+    from dyntel.sources.etw import etl as etl_source
     from fuzz import tracelogging as target
 
     seen: list[bytes] = []

@@ -17,7 +17,7 @@ from typing import Any
 from dyntel.decoders.otlp_metrics import expand
 from dyntel.otel import OtelLog, OtelSpan, to_otel
 from dyntel.otel.records import STATUS_ERROR, STATUS_OK, STATUS_UNSET
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf.data import PerfDataSource
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "otel-rust"

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from support import ROOT, CaptureTarget
 
-from dyntel.engine.action_limits import ActionGate, TypeLimits, parse_limit
-from dyntel.engine.action_log import ActionLog
-from dyntel.engine.artifacts import ArtifactStore
-from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.engine.pool import PooledScheduler
-from dyntel.engine.scheduler import ActionRuntime, run_actions
+from dyntel.actions.artifacts import ArtifactStore
 from dyntel.event import Event
+from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.action_log import ActionLog
+from dyntel.runtime.limits import ActionGate, TypeLimits, parse_limit
+from dyntel.runtime.pool import PooledScheduler
+from dyntel.runtime.scheduler import ActionRuntime, run_actions
 
 
 def dyntel(*argv: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dyntel.engine.enabler import EnableBook, EnableResult, Grant, PerfEnabler, keyword_covered
-from dyntel.sources.perf_live import PerfLiveSource
-from dyntel.sources.tracefs import find_tracefs
+from dyntel.sources.enabler import EnableBook, EnableResult, Grant, PerfEnabler, keyword_covered
+from dyntel.sources.perf.live import PerfLiveSource
+from dyntel.sources.perf.tracefs import find_tracefs
 
 S = 1_000_000_000
 NAMES = ["Prov_L1K1", "Prov_L2K1", "Prov_L2K2", "Prov_L5K1", "Prov_L5K2", "Prov_L5K0", "Prov_L5K4Gteam",

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from dyntel.engine.firing import ActionOutcome, Firing
-from dyntel.engine.scheduler import ActionRuntime, run_actions
 from dyntel.event import Event
+from dyntel.firing import ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.scheduler import ActionRuntime, run_actions
 
 PY = sys.executable
 
@@ -125,7 +125,7 @@ def test_signal_says_eperm_for_another_users_process() -> None:
     if os.geteuid() == 0:
         # Root may signal anything: drop to nobody in a child and have it signal a process of root's.
         code = ("import os, sys, json; "
-                "from dyntel.engine.firing import Firing; from dyntel.event import Event; "
+                "from dyntel.firing import Firing; from dyntel.event import Event; "
                 "from dyntel.actions.signal import run; from dyntel.actions import ActionContext; "
                 "from dyntel.rules.model import ActionSpec; os.setgid(65534); os.setuid(65534); "
                 "o = run(ActionSpec('signal', {'signal': 'USR1', 'pid': int(sys.argv[1])}), "

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from dyntel.engine.artifacts import StoreSettings
+from dyntel.actions.artifacts import StoreSettings
+from dyntel.actions.recorder import KEEP_MARGIN_NS, FlightRecorder, estimate
 from dyntel.engine.engine import Engine
-from dyntel.engine.firing import Firing
-from dyntel.engine.recorder import KEEP_MARGIN_NS, FlightRecorder, estimate
-from dyntel.engine.scheduler import ActionRuntime, run_actions
 from dyntel.event import Event
 from dyntel.event_json import format_event
+from dyntel.firing import Firing
 from dyntel.rules.loader import load_rules
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.scheduler import ActionRuntime, run_actions
 from dyntel.sources.recordings import open_recording
 
 S = 1_000_000_000

@@ -32,8 +32,9 @@ from dyntel.decode import DecodeOptions, decode_files
 from dyntel.decoders import eventheader
 from dyntel.decoders.eventheader import EventHeaderDecoder, TypeCache
 from dyntel.errors import DecodeError
-from dyntel.sources import perf_abi as abi
-from dyntel.sources import perf_data, perf_fast
+from dyntel.sources.perf import abi
+from dyntel.sources.perf import data as perf_data
+from dyntel.sources.perf import fast as perf_fast
 
 native_module("dyntel._speedups")
 native_module("dyntel._eventheader")

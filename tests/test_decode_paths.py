@@ -45,8 +45,8 @@ def test_standard_input_gives_the_same_events(rid: str) -> None:
 def test_the_native_path_is_taken_where_it_applies() -> None:
     """Otherwise the comparison above would compare the Python path with itself."""
     native_module("dyntel._speedups")
-    from dyntel.sources import perf_data
-    from dyntel.sources.perf_fast import write_samples
+    from dyntel.sources.perf import data as perf_data
+    from dyntel.sources.perf.fast import write_samples
 
     for name in ("escape.perf.data", "zstd.perf.data"):
         path = DATA / name

@@ -11,10 +11,10 @@ import pytest
 from test_engine_support import T0, S, engine, ev, keys, rule
 
 from dyntel.actions import find_action
-from dyntel.engine.firing import Firing
-from dyntel.engine.placeholders import expand
-from dyntel.engine.scheduler import Scheduler, run_actions
+from dyntel.actions.placeholders import expand
+from dyntel.firing import Firing
 from dyntel.rules.model import ActionSpec, CountWindow
+from dyntel.runtime.scheduler import Scheduler, run_actions
 
 
 def firing(**fields):
@@ -112,7 +112,7 @@ def fake_actions(monkeypatch):
     made.TYPE = "made"
 
     def made_run(spec, firing, context):
-        from dyntel.engine.firing import OK, ActionOutcome
+        from dyntel.firing import OK, ActionOutcome
         return ActionOutcome("made", OK, {"path": f"/dumps/{spec.options['name']}"})
 
     made.run = made_run

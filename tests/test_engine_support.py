@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from dyntel.engine.engine import Engine, default_index
-from dyntel.engine.scheduler import ActionScheduler
 from dyntel.event import Encoding, Event, FieldInfo, Schema
 from dyntel.rules.model import (
     ActionSpec,
@@ -22,6 +21,7 @@ from dyntel.rules.model import (
     RuleSet,
     Window,
 )
+from dyntel.runtime.scheduler import ActionScheduler
 
 S = 1_000_000_000
 MS = 1_000_000

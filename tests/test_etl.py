@@ -21,8 +21,8 @@ from dyntel.decoders.etw_header import EtwEventHeader, guid_text
 from dyntel.decoders.tracelogging import decode_etw_event
 from dyntel.event import Event
 from dyntel.event_json import format_event, format_uuid
-from dyntel.sources.etl import EtlSource
-from dyntel.sources.etl_logfile import ticks_to_unix_ns
+from dyntel.sources.etw.etl import EtlSource
+from dyntel.sources.etw.etl_logfile import ticks_to_unix_ns
 from dyntel.sources.recordings import open_recording_bytes
 
 FILES = {
@@ -234,7 +234,7 @@ def test_decode_etw_event_live_shape() -> None:
 
 def test_jsonl_round_trip_through_decode() -> None:
     """`dyntel decode --format jsonl` lines for ETW events read back as events with the same fields."""
-    from dyntel.sources.jsonl import JsonlSource
+    from dyntel.sources.files.jsonl import JsonlSource
 
     _, events = read("primitive-types.etl.zip")
     text = "\n".join(format_event(e) for e in events).encode()

@@ -11,7 +11,7 @@ from support import deadline
 from test_etl import FILES, etl_bytes
 
 from dyntel.errors import DecodeError
-from dyntel.sources.etl import EtlSource
+from dyntel.sources.etw.etl import EtlSource
 from dyntel.sources.recordings import open_recording_bytes
 
 # The 4.9 MB PerfView collection is fuzzed through its first buffers: the walk is the same, and the whole file

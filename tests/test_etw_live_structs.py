@@ -35,14 +35,14 @@ from dyntel.decoders.etw_header import (
 )
 from dyntel.decoders.tracelogging import TypeCache, decode_etw_event
 from dyntel.encoders.tracelogging import ARRAY_VARIABLE, Field, InType, OutType, encode_event, provider_id
-from dyntel.engine.enabler import EnableError
 from dyntel.event import Event
 from dyntel.sources import SourceStats
-from dyntel.sources import etw_structs as s
-from dyntel.sources.etl import EtlSource
-from dyntel.sources.etl_buffers import walk_buffers
-from dyntel.sources.etl_records import HEADER_TYPES
-from dyntel.sources.etw_live import (
+from dyntel.sources.enabler import EnableError
+from dyntel.sources.etw import structs as s
+from dyntel.sources.etw.etl import EtlSource
+from dyntel.sources.etw.etl_buffers import walk_buffers
+from dyntel.sources.etw.etl_records import HEADER_TYPES
+from dyntel.sources.etw.live import (
     ALL_KEYWORDS,
     EVENT_RECORD_CALLBACK,
     EtwClock,
@@ -55,7 +55,7 @@ from dyntel.sources.etw_live import (
     provider,
     record_parts,
 )
-from dyntel.sources.tracefs import LiveSetupError
+from dyntel.sources.perf.tracefs import LiveSetupError
 
 ETL_NAME = "etw/SelfDescribingSingleEvent.etl"
 ETL = CORPUS / ETL_NAME
@@ -433,7 +433,7 @@ def test_off_windows_open_says_so_and_nothing_loads_advapi32() -> None:
         list(src.events())
     src.close()
     # Importing the CLI does not import the live ETW module: it stays isolated until something on Windows asks.
-    code = "import sys, dyntel.cli; print('dyntel.sources.etw_live' in sys.modules)"
+    code = "import sys, dyntel.cli; print('dyntel.sources.etw.live' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

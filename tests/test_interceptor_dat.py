@@ -13,7 +13,7 @@ from support import corpus_file, load_reference_json
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.event_json import format_event
-from dyntel.sources import interceptor_dat
+from dyntel.sources.files import interceptor_dat
 from dyntel.sources.recordings import open_recording
 
 DAT = "linuxtracepoints/EventHeaderInterceptorLE64.dat"

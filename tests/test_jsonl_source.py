@@ -13,7 +13,8 @@ from support import ROOT, corpus_file
 
 from dyntel.event import Event, Format
 from dyntel.event_json import format_event
-from dyntel.sources import Want, jsonl
+from dyntel.sources import Want
+from dyntel.sources.files import jsonl
 from dyntel.sources.recordings import open_recording, open_recording_bytes
 
 DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"

@@ -20,9 +20,9 @@ from test_live_perf import SYS_GETPPID, child, getppids, reply, say
 from test_live_ring import SYS_ENTER, FakeRing, sample, source_with, sys_enter_raw
 
 from dyntel.event import Event
-from dyntel.sources import perf_live
-from dyntel.sources.perf_live import PROMPT_MAX_RATE, PerfLiveSource
-from dyntel.sources.tracefs import LiveSetupError
+from dyntel.sources.perf import live as perf_live
+from dyntel.sources.perf.live import PROMPT_MAX_RATE, PerfLiveSource
+from dyntel.sources.perf.tracefs import LiveSetupError
 
 
 def _refuse(message: str) -> None:

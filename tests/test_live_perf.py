@@ -25,9 +25,9 @@ import pytest
 from support import deadline
 
 from dyntel.event import Event
-from dyntel.sources import perf_abi as abi
-from dyntel.sources.perf_live import PerfLiveSource
-from dyntel.sources.tracefs import LiveSetupError, find_tracefs
+from dyntel.sources.perf import abi
+from dyntel.sources.perf.live import PerfLiveSource
+from dyntel.sources.perf.tracefs import LiveSetupError, find_tracefs
 
 pytestmark = pytest.mark.kernel
 

@@ -17,9 +17,9 @@ import pytest
 
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS
 from dyntel.sources import Want
-from dyntel.sources import perf_abi as abi
-from dyntel.sources import perf_event as pe
-from dyntel.sources.perf_live import SAMPLE_TYPE, PerfLiveSource, Tracepoint
+from dyntel.sources.perf import abi
+from dyntel.sources.perf import event as pe
+from dyntel.sources.perf.live import SAMPLE_TYPE, PerfLiveSource, Tracepoint
 
 PAGE = mmap.PAGESIZE
 SYS_ENTER_ID = 443

@@ -11,9 +11,9 @@ import errno
 
 import pytest
 
-from dyntel.sources import perf_event as pe
-from dyntel.sources import tracefs as tfs
-from dyntel.sources.perf_live import default_ring_pages
+from dyntel.sources.perf import event as pe
+from dyntel.sources.perf import tracefs as tfs
+from dyntel.sources.perf.live import default_ring_pages
 from dyntel.sources.selection import parse_pattern, resolve
 
 AVAILABLE = [("sched", "sched_switch"), ("sched", "sched_wakeup"), ("raw_syscalls", "sys_enter"),

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
-from dyntel.sources import tracefs as tfs
+from dyntel.sources.perf import tracefs as tfs
 
 pytestmark = pytest.mark.kernel
 
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 FIND = """
-from dyntel.sources.tracefs import LiveSetupError, find_tracefs
+from dyntel.sources.perf.tracefs import LiveSetupError, find_tracefs
 import sys
 try:
     t = find_tracefs(mount=sys.argv[1] == "mount")
@@ -34,8 +34,9 @@ except LiveSetupError as e:
 
 PERF_OPEN = """
 import sys
-from dyntel.sources import perf_event as pe, tracefs
-from dyntel.sources.perf_live import SAMPLE_TYPE
+from dyntel.sources.perf import event as pe
+from dyntel.sources.perf import tracefs
+from dyntel.sources.perf.live import SAMPLE_TYPE
 attr = pe.make_attr(pe.TYPE_TRACEPOINT, int(sys.argv[1]), SAMPLE_TYPE, flags=pe.ATTR_DISABLED, clockid=1)
 try:
     pe.perf_event_open(attr, -1, 0)

@@ -26,8 +26,8 @@ def test_the_reloaders_info_lines_are_shown_at_the_default_level(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`log.info("rules reloaded")` reaches stderr once the CLI configured logging (it went nowhere before)."""
     from dyntel.engine.engine import Engine
-    from dyntel.engine.scheduler import Scheduler
     from dyntel.rules.loader import load_rules
+    from dyntel.runtime.scheduler import Scheduler
 
     rules = tmp_path / "r.yaml"
     rules.write_text("version: 1\nrules:\n  - name: a\n    match: {provider: P}\n    actions: [{log: {}}]\n")

@@ -13,12 +13,12 @@ import pytest
 from support import ROOT
 
 from dyntel.engine.engine import Engine
-from dyntel.engine.http_server import Health, ObserveServer
-from dyntel.engine.metrics import Observed, exposition, registry_for, values
-from dyntel.engine.scheduler import ActionRuntime, Scheduler
 from dyntel.engine.status import rule_statuses
 from dyntel.replay import ReplayOptions, replay
 from dyntel.rules.loader import load_rules
+from dyntel.runtime.scheduler import ActionRuntime, Scheduler
+from dyntel.service.http_server import Health, ObserveServer
+from dyntel.service.metrics import Observed, exposition, registry_for, values
 
 DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"
 
@@ -184,7 +184,7 @@ def test_own_metrics_as_otlp_reach_a_collector(replayed: tuple[Observed, object]
 
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from dyntel.engine.metrics_otlp import OtlpMetricsPusher
+    from dyntel.service.metrics_otlp import OtlpMetricsPusher
 
     got: list[ExportMetricsServiceRequest] = []
 

@@ -130,7 +130,7 @@ def test_the_forwarder_encodes_every_recorded_record(decoded: Decoded) -> None:
     from otel_expect import RECORDING
 
     from dyntel.decoders.otlp_metrics import expand
-    from dyntel.sources.perf_data import PerfDataSource
+    from dyntel.sources.perf.data import PerfDataSource
 
     with open(RECORDING, "rb") as f:
         source = PerfDataSource("otel-rust.perf.data", f)

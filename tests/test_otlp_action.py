@@ -16,8 +16,8 @@ from otlp_receiver import Receiver
 
 from dyntel.actions import ActionContext
 from dyntel.actions import otlp as otlp_action
-from dyntel.engine.firing import OK, ActionOutcome, Firing
 from dyntel.event import Encoding, Event, FieldInfo, Schema
+from dyntel.firing import OK, ActionOutcome, Firing
 from dyntel.otel import exporter as exporter_module
 from dyntel.otel.exporter import SEQ_ATTRIBUTE, AlertExporter, ExporterSettings
 from dyntel.otel.otlp_proto import LogRecord
@@ -257,8 +257,8 @@ def test_close_flushes_what_waits(collector: Collector, tmp_path: Path) -> None:
 
 def test_alert_attributes_and_body_are_redacted() -> None:
     from dyntel.actions.otlp import alert_record
-    from dyntel.engine.firing import Firing
     from dyntel.event import Event
+    from dyntel.firing import Firing
     from dyntel.security import DEFAULT_PATTERNS
 
     firing = Firing("r", 0, {}, Event("Svc", "Login", pid=7))

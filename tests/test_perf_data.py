@@ -23,11 +23,11 @@ from support import corpus_file, deadline, load_reference_json, native_module
 
 from dyntel.event import Event
 from dyntel.event_json import format_event
-from dyntel.sources import perf_abi as abi
-from dyntel.sources import perf_data
-from dyntel.sources.perf_header import Attr, parse_attr
-from dyntel.sources.perf_sample import compile_full_parser
-from dyntel.sources.perf_tracing_data import parse_tracing_data
+from dyntel.sources.perf import abi
+from dyntel.sources.perf import data as perf_data
+from dyntel.sources.perf.header import Attr, parse_attr
+from dyntel.sources.perf.sample import compile_full_parser
+from dyntel.sources.perf.tracing_data import parse_tracing_data
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building perf.data byte by byte
@@ -737,8 +737,7 @@ def test_recorded_pipe_mode_from_a_pipe(tmp_path: Path) -> None:
 
 
 def _fast_output(path: Path, tmp_path: Path, **seps: bytes) -> bytes | None:
-    from dyntel.sources import perf_fast
-
+    from dyntel.sources.perf import fast as perf_fast
     native_module("dyntel._speedups")
     out = tmp_path / "fast.out"
     with path.open("rb") as f, out.open("wb") as sink:

@@ -31,9 +31,9 @@ from test_perf_data import (
     tracing_blob,
 )
 
-from dyntel.sources import perf_abi as abi
-from dyntel.sources import perf_data
-from dyntel.sources.perf_zstd import RECORD_COMPRESSED2
+from dyntel.sources.perf import abi
+from dyntel.sources.perf import data as perf_data
+from dyntel.sources.perf.zstd import RECORD_COMPRESSED2
 
 ZSTD_FILES = ["zstd.perf.data", "zstd-pipe.perf.data"]
 _SCRIPT_LINE = re.compile(r"^\s*(-?\d+)/(-?\d+)\s+\[(\d+)\]\s+(\S+):\s*$")

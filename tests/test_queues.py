@@ -19,16 +19,10 @@ import pytest
 from otlp_receiver import free_port
 from support import ROOT
 
+from dyntel.actions.recorder import BYTE_CAP, FlightRecorder
 from dyntel.batch_queue import NOT_SENT_AT_SHUTDOWN, BatchQueue
-from dyntel.engine.action_limits import TypeLimits
-from dyntel.engine.action_log import ActionLog
-from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.engine.metrics import Observed, registry_for, values
-from dyntel.engine.pool import PooledScheduler
-from dyntel.engine.recorder import BYTE_CAP, FlightRecorder
-from dyntel.engine.scheduler import ActionRuntime
-from dyntel.engine.summary import exit_summary
 from dyntel.event import Event
+from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.otel import exporter as exporter_module
 from dyntel.otel.exporter import AlertExporter, ExporterSettings, delivery_lines
 from dyntel.otel.forward import FAILED_ALL_TRIES, ForwardConfig, Forwarder
@@ -36,6 +30,12 @@ from dyntel.otel.otlp_proto import LogRecord
 from dyntel.otel.otlp_transport import make_transport
 from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueRegistry
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.action_log import ActionLog
+from dyntel.runtime.limits import TypeLimits
+from dyntel.runtime.pool import PooledScheduler
+from dyntel.runtime.scheduler import ActionRuntime
+from dyntel.service.metrics import Observed, registry_for, values
+from dyntel.service.summary import exit_summary
 
 DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"
 
@@ -271,7 +271,7 @@ def test_the_flight_recorder_counts_what_its_byte_cap_pushes_out() -> None:
 def test_the_live_etw_queue_counts_what_a_full_queue_drops() -> None:
     from test_etw_live_structs import encoded_record
 
-    from dyntel.sources.etw_live import EtwLiveSource
+    from dyntel.sources.etw.live import EtwLiveSource
 
     queues = QueueRegistry()
     source = EtwLiveSource([], session="test", queue_size=2, queues=queues)
@@ -337,7 +337,7 @@ def test_the_queue_counts_are_in_the_otlp_self_metrics_too() -> None:
     opentelemetry-proto's classes."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from dyntel.engine.metrics_otlp import metrics_request
+    from dyntel.service.metrics_otlp import metrics_request
 
     queues = QueueRegistry()
     counts = queues.add("forward http://x:4318", kind="forward", unit="events", capacity=10)
@@ -354,7 +354,7 @@ def test_the_queue_counts_are_in_the_otlp_self_metrics_too() -> None:
 
 def test_the_run_summary_names_rule_errors_and_kernel_losses() -> None:
     from dyntel.engine.stats import EngineStats, RuleStats
-    from dyntel.sources.perf_live import LiveStats
+    from dyntel.sources.perf.live import LiveStats
 
     engine = EngineStats(events=10, rules={"ok": RuleStats(candidates=5),
                                            "bad": RuleStats(candidates=5, errors=3,

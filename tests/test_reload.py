@@ -218,7 +218,7 @@ def request(sec: float, status: int, pid: int = 42) -> Event:
 
 def make_engine(ruleset: RuleSet) -> Any:
     from dyntel.engine.engine import Engine
-    from dyntel.engine.scheduler import Scheduler
+    from dyntel.runtime.scheduler import Scheduler
 
     return Engine(ruleset, Scheduler(dry_run=True))
 

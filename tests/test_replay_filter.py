@@ -19,7 +19,7 @@ from dyntel.event_json import format_event
 from dyntel.replay import _by_rounds, make_filters, rule_field_tests
 from dyntel.rules.model import CompiledRule, Match
 from dyntel.sources import FieldTest
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf.data import PerfDataSource
 from dyntel.sources.recordings import open_recording, open_recording_bytes
 
 DEMO = ROOT / "dyntel" / "data" / "demo.perf.data"

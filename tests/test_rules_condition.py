@@ -414,8 +414,7 @@ def test_a_typical_condition_is_fast() -> None:
 def _corpus_event(name: str) -> Event:
     from support import corpus_file
 
-    from dyntel.sources import perf_data
-
+    from dyntel.sources.perf import data as perf_data
     path = corpus_file("linuxtracepoints/perf.data")
     with path.open("rb") as f:
         src = perf_data.open_source(str(path), f, "file")

@@ -1,4 +1,4 @@
-"""dyntel.sources.user_events where no kernel support is needed: the ABI's numbers and layouts, command strings,
+"""dyntel.sources.perf.user_events where no kernel support is needed: the ABI's numbers and layouts, command strings,
 and the errors a machine without user_events gives. The kernel behaviour is tested in the VM (tests/vm)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dyntel.sources import user_events as ue
+from dyntel.sources.perf import user_events as ue
 
 
 def test_abi_numbers_and_layouts() -> None:

@@ -5,7 +5,7 @@ An action module exposes
     TYPE = "dump"                     # the type name rules write
     def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
 
-`spec.options` arrive with their placeholders already expanded (dyntel.engine.placeholders). `run` returns an
+`spec.options` arrive with their placeholders already expanded (dyntel.actions.placeholders). `run` returns an
 `ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read as
 `{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TextIO, cast
 
-from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
-from dyntel.engine.firing import ActionOutcome, Firing
+from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
+from dyntel.firing import ActionOutcome, Firing
 from dyntel.queues import QueueRegistry
 from dyntel.rules.model import ActionSpec
 from dyntel.security import DEFAULT_PATTERNS as DEFAULT_REDACT

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from dyntel.actions import ActionContext
-from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
+from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.durations import parse_size
 from dyntel.rules.model import ActionSpec
 

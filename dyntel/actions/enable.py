@@ -4,7 +4,7 @@ Options: `provider` (required: an EventHeader provider, or a tracefs system such
 or a name: critical 1 ... verbose 5; default every level), `keyword` (a mask; default 0, every keyword), `for` (a
 duration; default 1m), `event` (for a tracefs system: one event name or glob; default all of its events).
 
-The work is the engine's (`context.services["enabler"]`, dyntel.engine.enabler): the action asks for the grant
+The work is the engine's (`context.services["enabler"]`, dyntel.sources.enabler): the action asks for the grant
 and reports what it covers. Overlapping enables of one provider merge; each tracepoint goes off when the last enable
 covering it ends. Without the service (`dyntel replay`, `dyntel test`) the action is skipped.
 """
@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 from dyntel.actions import ActionContext
-from dyntel.engine.enabler import ALL_KEYWORDS, ALL_LEVELS, EnableError, ProviderEnabler
-from dyntel.engine.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
 from dyntel.engine.windows import format_time
+from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
 from dyntel.rules.schema import LEVEL_NAMES
+from dyntel.sources.enabler import ALL_KEYWORDS, ALL_LEVELS, EnableError, ProviderEnabler
 
 TYPE = "enable"
 DEFAULT_FOR_NS = 60 * 1_000_000_000

@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from dyntel.actions import ActionContext
-from dyntel.engine.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
-from dyntel.engine.placeholders import as_text
+from dyntel.actions.placeholders import as_text
 from dyntel.event_json import format_event
+from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
 
 TYPE = "exec"

@@ -9,9 +9,9 @@ the start of the line: info, warning (the default), error). The line reads
 from __future__ import annotations
 
 from dyntel.actions import ActionContext
-from dyntel.engine.firing import OK, ActionOutcome, Firing
-from dyntel.engine.placeholders import as_text
+from dyntel.actions.placeholders import as_text
 from dyntel.engine.windows import format_group, format_time
+from dyntel.firing import OK, ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
 
 TYPE = "log"

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dyntel.actions import ActionContext
-from dyntel.engine.firing import OK, ActionOutcome, Firing
-from dyntel.engine.placeholders import as_text
+from dyntel.actions.placeholders import as_text
 from dyntel.event import Event
+from dyntel.firing import OK, ActionOutcome, Firing
 from dyntel.otel import otlp_proto
 from dyntel.otel.common_schema import to_otel
 from dyntel.otel.exporter import SEQ_ATTRIBUTE, exporter_for, with_settings

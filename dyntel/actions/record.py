@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from dyntel.actions import ActionContext
-from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.engine.recorder import SECOND, FlightRecorder, record_spans
+from dyntel.actions.recorder import SECOND, FlightRecorder, record_spans
 from dyntel.event import Event
 from dyntel.event_json import format_event, json_string
+from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.durations import parse_size
 from dyntel.rules.model import ActionSpec
 

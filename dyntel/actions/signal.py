@@ -17,7 +17,7 @@ from typing import Any
 
 from dyntel.actions import ActionContext
 from dyntel.actions.dump import target_pid
-from dyntel.engine.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
+from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.model import ActionSpec
 
 TYPE = "signal"

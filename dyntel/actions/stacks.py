@@ -14,7 +14,7 @@ import time
 from dyntel.actions import ActionContext
 from dyntel.actions.dump import target_pid
 from dyntel.capture.symbolize import PERF_CONTEXT_MIN
-from dyntel.engine.firing import OK, SKIPPED, ActionOutcome, Firing
+from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
 from dyntel.rules.durations import parse_size
 from dyntel.rules.model import ActionSpec
 

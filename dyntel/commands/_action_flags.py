@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR
+from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR
 
 if TYPE_CHECKING:
     from dyntel.config import Settings
-    from dyntel.engine.scheduler import ActionRuntime
+    from dyntel.runtime.scheduler import ActionRuntime
 
 
 def add_action_flags(parser: argparse.ArgumentParser, *, live: bool) -> None:
@@ -75,7 +75,7 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
         "rules": a.get("rules") or None,
     }
     if a.get("action_limit"):
-        from dyntel.engine.action_limits import parse_limit
+        from dyntel.runtime.limits import parse_limit
 
         limits = {}
         for text in a["action_limit"]:
@@ -110,10 +110,10 @@ def forwarder_from_settings(settings: Settings, log: Callable[[str], None], queu
 
 def runtime_from_settings(settings: Settings, *, dry_run: bool, log: TextIO | None, live: bool,
                           queues: Any = None) -> ActionRuntime:
-    from dyntel.engine.action_limits import ActionGate, parse_limit
-    from dyntel.engine.action_log import ActionLog
-    from dyntel.engine.artifacts import StoreSettings
-    from dyntel.engine.scheduler import ActionRuntime
+    from dyntel.actions.artifacts import StoreSettings
+    from dyntel.runtime.action_log import ActionLog
+    from dyntel.runtime.limits import ActionGate, parse_limit
+    from dyntel.runtime.scheduler import ActionRuntime
     from dyntel.security import DEFAULT_PATTERNS
 
     art_dir = Path(settings["artifacts.dir"])

@@ -87,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from dyntel.actions import deliver_queued
-    from dyntel.engine.action_limits import TypeLimits
-    from dyntel.engine.action_log import ActionLog, outcome_record
-    from dyntel.engine.firing import OK, Firing
-    from dyntel.engine.scheduler import ActionRuntime, run_actions
     from dyntel.event import Event
+    from dyntel.firing import OK, Firing
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.model import ActionSpec
+    from dyntel.runtime.action_log import ActionLog, outcome_record
+    from dyntel.runtime.limits import TypeLimits
+    from dyntel.runtime.scheduler import ActionRuntime, run_actions
 
     try:
         options, as_json, log_path = parse_options(list(args.options))
@@ -147,8 +147,8 @@ def _artifact_settings() -> Any:
     rule or a person asked ($DYNTEL_ARTIFACTS in the image, the config file's artifacts section, the defaults)."""
     from pathlib import Path
 
+    from dyntel.actions.artifacts import StoreSettings
     from dyntel.config import resolve
-    from dyntel.engine.artifacts import StoreSettings
 
     settings = resolve()
     return StoreSettings(Path(settings["artifacts.dir"]), max_total=settings["artifacts.quota"],
@@ -161,10 +161,10 @@ def _enable_by_hand(firing: Any, spec: Any, runtime: Any) -> dict[str, int]:
     import signal
     import threading
 
-    from dyntel.engine.enabler import PerfEnabler
-    from dyntel.engine.scheduler import run_actions
-    from dyntel.sources.perf_live import PerfLiveSource
-    from dyntel.sources.tracefs import find_tracefs
+    from dyntel.runtime.scheduler import run_actions
+    from dyntel.sources.enabler import PerfEnabler
+    from dyntel.sources.perf.live import PerfLiveSource
+    from dyntel.sources.perf.tracefs import find_tracefs
 
     tracefs = find_tracefs()
     source = PerfLiveSource([], tracefs=tracefs)
@@ -197,6 +197,6 @@ def _enable_by_hand(firing: Any, spec: Any, runtime: Any) -> dict[str, int]:
 
 
 def _default_timeout(action_type: str) -> float:
-    from dyntel.engine.action_limits import DEFAULT, DEFAULT_LIMITS
+    from dyntel.runtime.limits import DEFAULT, DEFAULT_LIMITS
 
     return DEFAULT_LIMITS.get(action_type, DEFAULT).timeout_s

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         err.write("".join(f"  {line}\n" for line in delivery))
     if args.metrics:
-        from dyntel.engine.metrics import Observed, exposition, registry_for
+        from dyntel.service.metrics import Observed, exposition, registry_for
 
         observed = Observed(source_stats=result.source_stats, engine_stats=result.engine,
                             runtime=made[0] if made else None, queues=queues,

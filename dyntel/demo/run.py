@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from dyntel.engine.firing import Firing
 from dyntel.engine.windows import format_group
+from dyntel.firing import Firing
 
 PACKAGE = Path(__file__).resolve().parent.parent
 RECORDING = PACKAGE / "data" / "demo.perf.data"
@@ -77,11 +77,11 @@ def _firing_text(firing: Firing, style: Style) -> str:
 
 def run_demo(out: TextIO, *, artifacts: str | None = None, color: bool | None = None) -> DemoResult:
     from dyntel.actions import deliver_queued
+    from dyntel.actions.artifacts import StoreSettings
     from dyntel.demo.receiver import DemoReceiver
-    from dyntel.engine.artifacts import StoreSettings
-    from dyntel.engine.scheduler import ActionRuntime
     from dyntel.replay import ReplayOptions, replay
     from dyntel.rules.loader import load_rules
+    from dyntel.runtime.scheduler import ActionRuntime
 
     style = Style(out.isatty() if color is None else color)
     started = time.monotonic()

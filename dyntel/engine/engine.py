@@ -24,10 +24,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dyntel.actions.recorder import FlightRecorder, keep_for
 from dyntel.engine.explain import CONDITION, COOLDOWN, ERROR, FIRED, LIMIT, WINDOW, ExplainRecord
-from dyntel.engine.firing import Firing
-from dyntel.engine.recorder import FlightRecorder, keep_for
-from dyntel.engine.scheduler import ActionScheduler
 from dyntel.engine.stats import EngineStats, RuleStats
 from dyntel.engine.windows import (
     DEFAULT_MAX_GROUPS,
@@ -42,7 +40,9 @@ from dyntel.engine.windows import (
     new_window_state,
 )
 from dyntel.event import Event
+from dyntel.firing import Firing
 from dyntel.rules.model import CompiledRule, Limit, RuleSet
+from dyntel.runtime.scheduler import ActionScheduler
 
 
 class CandidateIndex(Protocol):

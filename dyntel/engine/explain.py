@@ -73,8 +73,8 @@ def explain_rule(rules: RuleSet, events: Iterable[Event], rule_name: str, *, end
     `end_ns`: the end of the recording, so absence timers that ran out by then are explained too.
     """
     from dyntel.engine.engine import Engine
-    from dyntel.engine.scheduler import Scheduler
     from dyntel.engine.windows import DEFAULT_MAX_GROUPS
+    from dyntel.runtime.scheduler import Scheduler
 
     engine = Engine(rules, Scheduler(dry_run=True), explain=rule_name,
                     max_groups=max_groups if max_groups is not None else DEFAULT_MAX_GROUPS)

@@ -38,7 +38,7 @@ from dyntel.producer.fields import (
 )
 from dyntel.producer.provider import Event, EventSet, EventTooLarge, Provider, tracepoint_name
 from dyntel.producer.sink import CaptureSink, NoopSink, UserEventsSink, capture_pair
-from dyntel.sources.user_events import UserEventsUnavailable
+from dyntel.sources.perf.user_events import UserEventsUnavailable
 
 __all__ = [
     "BINARY", "BOOL8", "BOOL32", "CSTR8", "CSTR16", "CSTR32", "ERRNO", "F32", "F64", "GUID", "HEX32", "HEX64", "I8",

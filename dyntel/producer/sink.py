@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dyntel.sources.user_events import Tracepoint, UserEventsData, UserEventsUnavailable
+from dyntel.sources.perf.user_events import Tracepoint, UserEventsData, UserEventsUnavailable
 
 __all__ = ["CaptureSink", "NoopSink", "Registered", "Sink", "UserEventsSink", "capture_pair", "open_sink"]
 

@@ -29,7 +29,7 @@ AGGS = ("avg", "min", "max", "sum", "p50", "p90", "p99")
 OPS = (">", ">=", "<", "<=", "==", "!=")
 WINDOW_KINDS = ("window", "threshold", "absence", "sequence")
 ACTION_TYPES = ("dump", "stacks", "enable", "otlp", "record", "exec", "signal", "log")
-# The first name of a {placeholder} in an action's text (what dyntel.engine.placeholders expands).
+# The first name of a {placeholder} in an action's text (what dyntel.actions.placeholders expands).
 _NESTED_ROOTS = frozenset({"fields", "group", "actions"})
 PLACEHOLDER_ROOTS = frozenset(EVENT_NAMES) | {"rule"} | _NESTED_ROOTS
 
@@ -541,7 +541,7 @@ def _strings(value: Any, path: YamlPath) -> Iterable[tuple[str, YamlPath]]:
             yield from _strings(v, (*path, k))
 
 
-# As dyntel.engine.placeholders finds them: `{{` and `}}` are braces, and braces around text that does not start with
+# As dyntel.actions.placeholders finds them: `{{` and `}}` are braces, and braces around text that does not start with
 # a letter (`{"a": 1}`) are not a placeholder.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][^{}]*)\}")
 

@@ -14,10 +14,10 @@ from dyntel.errors import UnsupportedFormat
 from dyntel.sources import Source
 
 READERS = (
-    "dyntel.sources.perf_data",
-    "dyntel.sources.interceptor_dat",
-    "dyntel.sources.etl",
-    "dyntel.sources.jsonl",  # last: the others' sniffs are stricter than "starts with {"
+    "dyntel.sources.perf.data",
+    "dyntel.sources.files.interceptor_dat",
+    "dyntel.sources.etw.etl",
+    "dyntel.sources.files.jsonl",  # last: the others' sniffs are stricter than "starts with {"
 )
 
 SNIFF_BYTES = 64

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from producer import METADATA, header, metadata_extension, payload, ping
 
 from dyntel.decoders.eventheader_name import parse_tracepoint_name
-from dyntel.sources.user_events import UserEventsData
+from dyntel.sources.perf.user_events import UserEventsData
 
 EXTENSION_METADATA = 1
 

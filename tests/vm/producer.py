@@ -1,6 +1,6 @@
 """An EventHeader user_events producer for the VM tests, run as its own process (`python producer.py NAME`).
 
-It registers NAME through dyntel.sources.user_events and answers commands on stdin, one a line, each with one line
+It registers NAME through dyntel.sources.perf.user_events and answers commands on stdin, one a line, each with one line
 on stdout, so that a test can ask what the enable bit is at any moment and have events written when it wants:
 
     state          -> "enabled 0|1"
@@ -18,7 +18,7 @@ import struct
 import sys
 
 from dyntel.decoders.eventheader_name import parse_tracepoint_name
-from dyntel.sources.user_events import UserEventsData
+from dyntel.sources.perf.user_events import UserEventsData
 
 FLAGS = 0x01 | 0x02 | 0x04  # pointer64, little-endian, extension follows
 EXTENSION_METADATA = 1

@@ -42,7 +42,7 @@ PRODUCER = """\
 import errno, json, os, sys, time
 sys.path.insert(0, HERE)
 from producer import tick
-from dyntel.sources.user_events import UserEventsData
+from dyntel.sources.perf.user_events import UserEventsData
 prov, run_s = sys.argv[1], float(sys.argv[2])
 data = UserEventsData()
 l2 = data.register_eventheader(prov + "_L2K1")

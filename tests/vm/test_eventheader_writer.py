@@ -97,8 +97,7 @@ def decode(path: Path, *, stdin: bool = False) -> list[Any]:
     """What `dyntel decode --format jsonl --order file` prints (EventHeader samples go through the Python decoder,
     which is this), in this process: under emulation each interpreter start costs many seconds."""
     from dyntel.event_json import format_event
-    from dyntel.sources import perf_data
-
+    from dyntel.sources.perf import data as perf_data
     with path.open("rb") as f:
         if stdin:  # a real pipe: the streaming reader
             r, w = os.pipe()

@@ -1,4 +1,4 @@
-"""dyntel's live perf source (dyntel.sources.perf_live) on real user_events: it turns producers' enable bits on and
+"""dyntel's live perf source (dyntel.sources.perf.live) on real user_events: it turns producers' enable bits on and
 off, sees every event with its fields, picks up a producer that registers later, listens to pre-registered names,
 and counts malformed events without stopping. Run in the VM by tests/test_vm_harness.py."""
 
@@ -13,8 +13,8 @@ from producer import EVENT_ID, EVENT_NAME, EVENT_TAG, EVENT_VERSION, MALFORMED_K
 from vmhelpers import WAIT, Producer, tracepoint_exists, wait_for
 
 from dyntel.event import Event
-from dyntel.sources import user_events as ue
-from dyntel.sources.perf_live import PerfLiveSource
+from dyntel.sources.perf import user_events as ue
+from dyntel.sources.perf.live import PerfLiveSource
 
 N = 1000
 Producers = Callable[[str], Producer]

@@ -19,7 +19,7 @@ from pathlib import Path
 from vmhelpers import DyntelRun, PerfRecord, tracepoint_exists, wait_for
 
 from dyntel.otel import OtelLog, OtelSpan, to_otel
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf.data import PerfDataSource
 
 APP = textwrap.dedent("""\
     import json, sys, time

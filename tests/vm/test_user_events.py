@@ -14,7 +14,7 @@ import pytest
 from producer import EVENT_ID, EVENT_NAME, EVENT_TAG, EVENT_VERSION, MALFORMED_KINDS, expected_fields
 from vmhelpers import WAIT, PerfRecord, Producer, dyntel_decode, tracepoint_exists, wait_for
 
-from dyntel.sources import user_events as ue
+from dyntel.sources.perf import user_events as ue
 
 N = 1000
 Producers = Callable[[str], Producer]

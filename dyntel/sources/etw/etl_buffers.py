@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dyntel.sources import SourceStats
-from dyntel.sources.etl_xpress import XpressError, decompress
+from dyntel.sources.etw.etl_xpress import XpressError, decompress
 
 HEADER_SIZE = 72
 FLAG_PROC_INDEX = 0x20

@@ -1,4 +1,4 @@
-"""Where the time goes when reading perf.data: `python -m dyntel.sources.perf_bench FILE [--profile] [--repeat N]`.
+"""Where the time goes when reading perf.data: `python -m dyntel.sources.perf.bench FILE [--profile] [--repeat N]`.
 
 Times, on one recording and in one process, the stages of turning its samples into output:
 
@@ -6,7 +6,7 @@ Times, on one recording and in one process, the stages of turning its samples in
   parse     + each sample's fields and an Event, without decoding the tracepoint payload
   decode    + the payload decoded by its tracefs format: what `PerfDataSource.events()` yields
   json      + each Event written as the reference's JSON (dyntel.event_json), as `dyntel decode` does
-  native    the native writer (dyntel._speedups via dyntel.sources.perf_fast), when it covers the file
+  native    the native writer (dyntel._speedups via dyntel.sources.perf.fast), when it covers the file
 
 and prints samples per second for each (best of --repeat). --profile adds a cProfile of the `json` stage.
 """
@@ -21,8 +21,9 @@ import sys
 import time
 from typing import Any
 
-from dyntel.sources import perf_data, perf_sample
-from dyntel.sources.perf_header import Attr
+from dyntel.sources.perf import data as perf_data
+from dyntel.sources.perf import sample as perf_sample
+from dyntel.sources.perf.header import Attr
 
 
 class _RecordsOnly(perf_data.PerfDataSource):
@@ -63,8 +64,7 @@ def _stage(path: str, stage: str) -> float:
 
 
 def _native(path: str) -> tuple[float, int | None]:
-    from dyntel.sources import perf_fast
-
+    from dyntel.sources.perf import fast as perf_fast
     start = time.perf_counter()
     with open(path, "rb") as f, open(os.devnull, "wb") as null:
         src = perf_data.open_source(path, f)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-from dyntel.sources import perf_abi as abi
+from dyntel.sources.perf import abi
 
 # perf_event_open syscall numbers by machine (asm/unistd.h)
 _SYSCALL_NR: Final = {

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dyntel.event import Event, Schema
-from dyntel.sources import perf_abi as abi
-from dyntel.sources.perf_header import Attr
+from dyntel.sources.perf import abi
+from dyntel.sources.perf.header import Attr
 
 SampleParser = Callable[[Any, int, int], Any]  # (buffer, record start, record end) -> Event, None, or dict (full)
 EventBuilder = Callable[

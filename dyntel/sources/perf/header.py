@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from dyntel.sources import perf_abi as abi
+from dyntel.sources.perf import abi
 
 MAX_IDS = 1 << 20  # sample ids per attr worth believing
 

@@ -30,9 +30,9 @@ from dyntel.decoders.tracelogging import TypeCache, decode_etw_event, guid_rfc, 
 from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_ETW, Event
 from dyntel.sources import SourceStats
-from dyntel.sources.etl_buffers import HEADER_SIZE, Buffer, walk_buffers
-from dyntel.sources.etl_logfile import LogfileHeader, parse_logfile_header, ticks_to_unix_ns
-from dyntel.sources.etl_records import (
+from dyntel.sources.etw.etl_buffers import HEADER_SIZE, Buffer, walk_buffers
+from dyntel.sources.etw.etl_logfile import LogfileHeader, parse_logfile_header, ticks_to_unix_ns
+from dyntel.sources.etw.etl_records import (
     CLASSIC_HEADER,
     EVENT_HEADER,
     EXTENDED_ITEM,

@@ -16,7 +16,7 @@ when the size cannot be trusted.
 
 Call chains are kept as perf stores them: a tuple of u64 with the PERF_CONTEXT_* markers (kernel, user, ...) among
 the addresses, so that a reader can tell which addresses are kernel and which are user space
-(`dyntel.sources.perf_abi.CONTEXT_MAX` and above are markers).
+(`dyntel.sources.perf.abi.CONTEXT_MAX` and above are markers).
 
 Time: with HEADER_CLOCK_DATA (what `perf record -k CLOCK_...` writes) the clock's offset to the Unix epoch is
 known, and `Event.time` is nanoseconds since the epoch (`time_is_wall=True`). Otherwise it is perf's raw clock
@@ -50,8 +50,8 @@ from dyntel.event import (
     Schema,
 )
 from dyntel.sources import FieldFilter, SourceStats, Want
-from dyntel.sources import perf_abi as abi
-from dyntel.sources.perf_header import (
+from dyntel.sources.perf import abi
+from dyntel.sources.perf.header import (
     Attr,
     Features,
     FileHeader,
@@ -64,9 +64,9 @@ from dyntel.sources.perf_header import (
     parse_header_attr_record,
     parse_pipe_header,
 )
-from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
-from dyntel.sources.perf_tracing_data import TracingData, parse_tracing_data
-from dyntel.sources.perf_zstd import (
+from dyntel.sources.perf.sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
+from dyntel.sources.perf.tracing_data import TracingData, parse_tracing_data
+from dyntel.sources.perf.zstd import (
     COMPRESSED_TYPES,
     ExpandingReader,
     Expansion,
@@ -142,7 +142,7 @@ class PerfDataSource:
         self._base = 0  # file offset of buf[0] of the window being read (pipe mode reads in chunks)
         self._eventheader: Any = None
         # zstd recordings (perf record -z): the record loops read the expanded stream; problems found in it are
-        # located back in the file (dyntel.sources.perf_zstd). Offsets from _expanded_from on are expanded ones.
+        # located back in the file (dyntel.sources.perf.zstd). Offsets from _expanded_from on are expanded ones.
         self._expansion: Expansion | None = None
         self._expanded_from = 0
         # The pre-decode filter (see dyntel.sources.Want); set it before calling events(). Samples of a tracefs

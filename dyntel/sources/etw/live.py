@@ -57,14 +57,14 @@ from dyntel.decoders.etw_header import (
 )
 from dyntel.decoders.tracelogging import decode_etw_event
 from dyntel.encoders.tracelogging import provider_id
-from dyntel.engine.enabler import ALL_KEYWORDS as GRANT_ALL_KEYWORDS
-from dyntel.engine.enabler import EnableBook, EnableError, EnableResult, Grant
 from dyntel.errors import DecodeError, defect
 from dyntel.event import Event
 from dyntel.queues import QUEUE_FULL, QueueCounts, QueueRegistry
 from dyntel.sources import SourceStats, Want
-from dyntel.sources import etw_structs as s
-from dyntel.sources.tracefs import LiveSetupError
+from dyntel.sources.enabler import ALL_KEYWORDS as GRANT_ALL_KEYWORDS
+from dyntel.sources.enabler import EnableBook, EnableError, EnableResult, Grant
+from dyntel.sources.etw import structs as s
+from dyntel.sources.perf.tracefs import LiveSetupError
 
 log = logging.getLogger("dyntel.etw")
 
@@ -573,7 +573,7 @@ class EtwLiveSource:
 
 
 class EtwEnabler:
-    """The `enable` action's service on Windows (dyntel.engine.enabler.ProviderEnabler): a grant turns a provider
+    """The `enable` action's service on Windows (dyntel.sources.enabler.ProviderEnabler): a grant turns a provider
     on in the running session at the merged level and keywords of its live grants (EnableTraceEx2 through
     `set_provider`), and when the last grant of a provider ends it goes back to how rules or the command line had
     it, or off. EnableTraceEx2 may be called from any thread, so `enable` applies at once; `poll` (the engine

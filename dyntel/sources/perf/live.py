@@ -101,13 +101,12 @@ from typing import Any
 from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
 from dyntel.sources import FieldFilter, SourceStats, Want
-from dyntel.sources import perf_abi as abi
-from dyntel.sources import perf_event as pe
-from dyntel.sources.perf_data import _WALKABLE, raw_alternatives
-from dyntel.sources.perf_header import Attr
-from dyntel.sources.perf_sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
-from dyntel.sources.selection import Pattern, parse_pattern
-from dyntel.sources.tracefs import (
+from dyntel.sources.perf import abi
+from dyntel.sources.perf import event as pe
+from dyntel.sources.perf.data import _WALKABLE, raw_alternatives
+from dyntel.sources.perf.header import Attr
+from dyntel.sources.perf.sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
+from dyntel.sources.perf.tracefs import (
     LiveSetupError,
     Tracefs,
     explain_mmap_error,
@@ -116,6 +115,7 @@ from dyntel.sources.tracefs import (
     online_cpus,
     require_user_events,
 )
+from dyntel.sources.selection import Pattern, parse_pattern
 
 log = logging.getLogger("dyntel.live")
 
@@ -867,7 +867,7 @@ class PerfLiveSource:
 
     def _native_plans(self) -> tuple[dict[int, int], list[Any], bool]:
         """dyntel._prefilter's plans for the open tracepoints: by event id, drop all (no rule wants the type), keep
-        all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf_data)."""
+        all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf.data)."""
         if self._plans is None:
             plan_ids: dict[int, int] = {}
             plans: list[Any] = []

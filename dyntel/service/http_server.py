@@ -1,6 +1,6 @@
 """The sidecar's own HTTP endpoint (default 127.0.0.1:9464, `--metrics-listen`): for Prometheus and the kubelet.
 
-- `/metrics`: the Prometheus text exposition (dyntel.engine.metrics).
+- `/metrics`: the Prometheus text exposition (dyntel.service.metrics).
 - `/healthz`: 200 while the event loop is alive: it has checked in within `stall_after` seconds (the loop checks
   in on every batch of events and on every idle tick, about ten times a second); 503 with the reason otherwise,
   so a wedged loop gets the pod restarted.
@@ -71,7 +71,7 @@ class ObserveServer:
     def __init__(self, listen: str, registry: CollectorRegistry, health: Health,
                  status: Callable[[], list[dict[str, Any]]] | None = None,
                  queues: Callable[[], list[dict[str, Any]]] | None = None) -> None:
-        from dyntel.engine.metrics import exposition
+        from dyntel.service.metrics import exposition
 
         host, port = parse_listen(listen)
         outer = self

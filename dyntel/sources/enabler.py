@@ -35,7 +35,7 @@ from typing import Protocol
 
 from dyntel.decoders.eventheader_name import parse_tracepoint_name
 from dyntel.errors import DyntelError
-from dyntel.sources.tracefs import LiveSetupError, Tracefs
+from dyntel.sources.perf.tracefs import LiveSetupError, Tracefs
 
 USER_EVENTS = "user_events"
 ALL_LEVELS = 255

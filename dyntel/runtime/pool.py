@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from dyntel.engine.firing import SKIPPED, ActionOutcome, Firing
-from dyntel.engine.scheduler import ActionRuntime, run_actions
+from dyntel.firing import SKIPPED, ActionOutcome, Firing
 from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueCounts
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.scheduler import ActionRuntime, run_actions
 
 _STOP = None
 NOT_STARTED = "shutdown: not started before the action pool's close timeout"

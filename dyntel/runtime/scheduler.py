@@ -1,11 +1,11 @@
 """Running a firing's actions: in order, each with its placeholders expanded, each outcome recorded on the firing.
 
 `ActionRuntime` is what every scheduler runs actions with: the `ActionContext` actions see (log, artifact stores,
-services), the per-type limits (dyntel.engine.action_limits), the action log and the outcome counts. Two
+services), the per-type limits (dyntel.runtime.limits), the action log and the outcome counts. Two
 schedulers share it:
 - `Scheduler` runs a firing's actions before `submit` returns: what a replay and `dyntel test` want (outcomes are on
   the firing when the engine hands it back).
-- `PooledScheduler` (dyntel.engine.pool) runs them on a bounded pool of workers, off the event path: `dyntel run`.
+- `PooledScheduler` (dyntel.runtime.pool) runs them on a bounded pool of workers, off the event path: `dyntel run`.
 
 Per action:
 - dry run: nothing is executed; the action is recorded with status "dry-run" and its expanded options.
@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from dyntel.actions import ActionContext, LogWriter, find_action
-from dyntel.engine.action_limits import ActionGate, TypeLimits
-from dyntel.engine.action_log import ActionLog
-from dyntel.engine.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
-from dyntel.engine.firing import DRY_RUN, FAILED, SKIPPED, ActionOutcome, Firing
-from dyntel.engine.placeholders import expand
+from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
+from dyntel.actions.placeholders import expand
+from dyntel.firing import DRY_RUN, FAILED, SKIPPED, ActionOutcome, Firing
 from dyntel.queues import QueueRegistry
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
+from dyntel.runtime.action_log import ActionLog
+from dyntel.runtime.limits import ActionGate, TypeLimits
 
 
 class ActionScheduler(Protocol):

@@ -35,12 +35,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 if TYPE_CHECKING:
     from dyntel.engine.engine import Engine
     from dyntel.engine.reload import RuleReloader
-    from dyntel.engine.scheduler import ActionRuntime
     from dyntel.engine.stats import EngineStats
     from dyntel.queues import QueueRegistry
+    from dyntel.runtime.scheduler import ActionRuntime
     from dyntel.sources import SourceStats
-
-
 @dataclass(slots=True)
 class Observed:
     """What the metrics read; set the parts as the run creates them."""

@@ -22,7 +22,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from dyntel.sources import perf_abi as abi
+from dyntel.sources.perf import abi
 
 RECORD_COMPRESSED2 = 83  # perf 6.x: header, u64 data_size, zstd data, padding to 8 bytes
 

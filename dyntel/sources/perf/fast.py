@@ -26,8 +26,8 @@ from dyntel.decoders.eventheader_name import parse_tracepoint_name
 from dyntel.decoders.eventheader_native import program
 from dyntel.event import ArrayKind
 from dyntel.event_json import json_string
-from dyntel.sources import perf_abi as abi
-from dyntel.sources.perf_data import PerfDataSource
+from dyntel.sources.perf import abi
+from dyntel.sources.perf.data import PerfDataSource
 
 # sample_type bits the C code reads (it declines files with any other)
 _SUPPORTED = (abi.SAMPLE_IP | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_ADDR | abi.SAMPLE_CALLCHAIN

@@ -1,0 +1,1 @@
+"""Windows: ETW real-time sessions and ETL recordings."""

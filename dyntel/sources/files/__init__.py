@@ -1,0 +1,1 @@
+"""Recordings other tools write as files of their own kind: JSON lines, EventHeader interceptor .dat files."""
