@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -253,6 +254,10 @@ def measure(load: float, args: argparse.Namespace, tmp: Path, workload: Workload
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+    # Its exit summary: events the kernel dropped because dyntel fell behind (the ring was full).
+    lost = re.search(r"(\d+) sample\(s\) lost by the kernel", (tmp / f"dyntel-{int(load)}.err").read_text())
+    if lost and int(lost.group(1)):
+        result.note += f"  dyntel lost {lost.group(1)} events (full ring)"
     if actions_log.exists():
         for line in actions_log.read_text().splitlines():
             rec = json.loads(line)
