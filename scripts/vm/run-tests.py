@@ -99,7 +99,19 @@ def pump(stream: TextIO, sink: TextIO, marks: dict[str, float], started: float, 
             sys.stderr.write(line)
 
 
-def boot(cmd: list[str], results: Path, timeout: float, echo: bool) -> tuple[dict[str, float], bool, int]:
+def prioritize(pid: int, nice: int) -> None:
+    """Give qemu (a session of its own) the niceness `nice` for the whole session: with sched_autogroup on, each
+    session is scheduled as one group and a process's own nice counts only inside it (benchmarks/live.prioritize)."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as e:
+        log(f"cannot set qemu's niceness to {nice}: {e}")
+
+
+def boot(cmd: list[str], results: Path, timeout: float, echo: bool,
+         nice: int = 0) -> tuple[dict[str, float], bool, int]:
     """Run qemu once, its console into results/console.log. Returns the marks seen (boot: seconds to init),
     whether it timed out, and qemu's status."""
     marks: dict[str, float] = {}
@@ -109,6 +121,8 @@ def boot(cmd: list[str], results: Path, timeout: float, echo: bool) -> tuple[dic
         vm = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace", start_new_session=True)
         assert vm.stdout is not None
+        if nice:
+            prioritize(vm.pid, nice)
         reader = threading.Thread(target=pump, args=(vm.stdout, console, marks, started, echo), daemon=True)
         reader.start()
         try:
@@ -164,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="directory for the job, console log, output and status (default: a new one)")
     p.add_argument("--keep", action="store_true", help="keep the results directory")
     p.add_argument("--verbose", "-v", action="store_true", help="echo the guest console while it runs")
+    p.add_argument("--nice", type=int, default=0,
+                   help="qemu's niceness for its whole session (sched_autogroup), e.g. -10 for a benchmark on a shared "
+                        "machine; the guest's vCPUs are qemu's threads")
     p.add_argument("--run", action="store_true",
                    help="run the checkout's python with the arguments after -- instead of pytest (a benchmark)")
     p.add_argument("pytest_args", nargs="*", help="arguments for pytest inside (after --), or python's with --run")
@@ -213,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for attempt in (1, 2):
         log(f"booting {kernel} ({args.cpus} CPUs, TCG); results in {results}")
-        marks, timed_out, returncode = boot(cmd, results, args.timeout, args.verbose)
+        marks, timed_out, returncode = boot(cmd, results, args.timeout, args.verbose, args.nice)
         if "boot" in marks or timed_out or attempt == 2:
             break
         failed = results / "console-failed-boot.log"
