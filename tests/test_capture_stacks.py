@@ -184,7 +184,9 @@ def test_callchain_is_symbolized_into_the_report(target: CaptureTarget) -> None:
 def _libc_base(pid: int) -> int:
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
-            if line.rstrip().endswith("/libc.so.6") and line.split()[2] == "00000000":
+            # Not writable: the loader's mapping, not a copy of the file that libdw (the stacks unwinder, in this
+            # process) mapped to read the target's libc.
+            if line.rstrip().endswith("/libc.so.6") and line.split()[2] == "00000000" and line.split()[1][1] != "w":
                 return int(line.split("-")[0], 16)
     raise AssertionError(f"no libc.so.6 in {pid}'s maps")
 
@@ -262,11 +264,14 @@ def test_a_timeout_kills_the_helper_names_the_timeout_and_leaves_the_target_runn
         assert capture_stacks(target.pid).errors == []
 
 
-def test_missing_eu_stack_leaves_python_frames_or_says_what_to_install(target: CaptureTarget,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_libdw_and_eu_stack_leaves_python_frames_or_says_what_to_install(
+        target: CaptureTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYNTEL_LIBDW", "/nonexistent/libdw.so.1")
     monkeypatch.setenv("DYNTEL_EU_STACK", "/nonexistent/eu-stack")
     report = capture_stacks(target.pid)
-    assert len(report.errors) == 1 and "elfutils" in report.errors[0]
+    assert len(report.errors) == 2, report.errors
+    assert "libdw.so.1 could not be loaded" in report.errors[0] and "eu-stack" in report.errors[0]
+    assert "elfutils" in report.errors[1]
     assert all(t.native == [] for t in report.threads)
     assert {t.python[0].symbol for t in report.threads} >= {"reader_blocked", "main_loop"}
     proc = subprocess.Popen(["sleep", "60"])
@@ -277,3 +282,69 @@ def test_missing_eu_stack_leaves_python_frames_or_says_what_to_install(target: C
     finally:
         proc.kill()
         proc.wait()
+
+
+_EU_FRAME = re.compile(r"^#\d+\s+0x([0-9a-f]+)( - 1)?\s*(\S*)")
+
+
+def _eu_stack_frames(pid: int) -> dict[int, list[tuple[int, bool, str | None]]]:
+    """eu-stack's own unwind and names: {tid: [(pc, is a return address, symbol or None)]}."""
+    out = subprocess.run(["eu-stack", "-a", "-p", str(pid)], capture_output=True, text=True, timeout=20).stdout
+    threads: dict[int, list[tuple[int, bool, str | None]]] = {}
+    current: list[tuple[int, bool, str | None]] | None = None
+    for line in out.splitlines():
+        if line.startswith("TID "):
+            current = threads.setdefault(int(line[4:].rstrip(":")), [])
+        match = _EU_FRAME.match(line)
+        if match and current is not None:
+            current.append((int(match.group(1), 16), match.group(2) is not None, match.group(3) or None))
+    return threads
+
+
+def _same_name(theirs: str, ours: str | None) -> bool:
+    # eu-stack prints the versioned name (__libc_start_main@@GLIBC_2.34); for two aliases of one address
+    # (__clone3, clone3) each tool picks its own.
+    return ours is not None and theirs.split("@")[0].lstrip("_") == ours.lstrip("_")
+
+
+@pytest.mark.parametrize("which", ["python target", "bash"])
+def test_in_process_unwind_agrees_with_eu_stack_frame_for_frame(target: CaptureTarget, which: str) -> None:
+    """The peer: eu-stack's unwind of the same live process, before and after ours. A thread whose stack eu-stack
+    saw change between its two runs is not compared (the heartbeat thread wakes every ms)."""
+    proc = subprocess.Popen(["bash", "-c", "sleep 60; true"]) if which == "bash" else None
+    try:
+        pid = target.pid if proc is None else proc.pid
+        time.sleep(0.2)
+        with deadline(60):
+            before = _eu_stack_frames(pid)
+            report = capture_stacks(pid, python=False)
+            after = _eu_stack_frames(pid)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    assert report.errors == [] and report.pause_ms is not None
+    ours = {t.tid: t.native for t in report.threads}
+    compared = 0
+    for tid, frames in before.items():
+        if after.get(tid) != frames:
+            continue
+        compared += 1
+        mine = ours[tid]
+        assert [f.address for f in mine] == [pc for pc, _, _ in frames], tid
+        named = [(name, f.symbol) for (_, _, name), f in zip(frames, mine, strict=True) if name]
+        assert named and all(_same_name(theirs, mine) for theirs, mine in named), named
+    assert compared >= (1 if proc is not None else 3)
+
+
+def test_without_libdw_eu_stack_unwinds_and_the_report_says_so(target: CaptureTarget,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    in_process = capture_stacks(target.pid, python=False)
+    monkeypatch.setenv("DYNTEL_LIBDW", "/nonexistent/libdw.so.1")
+    fallback = capture_stacks(target.pid, python=False)
+    assert len(fallback.errors) == 1 and "libdw.so.1 could not be loaded" in fallback.errors[0]
+    assert "eu-stack" in fallback.errors[0] and fallback.pause_ms is None
+    reader = int(target.info["reader_tid"])  # type: ignore[call-overload]
+    mine = next(t for t in in_process.threads if t.tid == reader)
+    theirs = next(t for t in fallback.threads if t.tid == reader)
+    assert [f.symbol for f in mine.native] == [f.symbol for f in theirs.native]

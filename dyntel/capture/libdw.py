@@ -49,8 +49,7 @@ class _Lib:
     callbacks: _Callbacks  # libdw keeps a pointer to it for the Dwfl's whole life: it lives as long as the module
 
 
-_lib: _Lib | None = None
-_lib_error: str | None = None
+_libs: dict[str, _Lib | str] = {}  # by path: the bound library, or why it could not be loaded
 _lib_lock = threading.Lock()
 
 
@@ -82,17 +81,19 @@ def _bind(path: str) -> _Lib:
 
 
 def load() -> _Lib:
-    """The bound library (DYNTEL_LIBDW names another file); LibdwMissing says why not. Tried once a process."""
-    global _lib, _lib_error
+    """The bound library (DYNTEL_LIBDW names another file); LibdwMissing says why not. Tried once a path."""
+    path = os.environ.get("DYNTEL_LIBDW") or "libdw.so.1"
     with _lib_lock:
-        if _lib is None and _lib_error is None:
+        lib = _libs.get(path)
+        if lib is None:
             try:
-                _lib = _bind(os.environ.get("DYNTEL_LIBDW") or "libdw.so.1")
+                lib = _bind(path)
             except LibdwMissing as e:
-                _lib_error = str(e)
-        if _lib is None:
-            raise LibdwMissing(_lib_error or "libdw.so.1 could not be loaded")
-        return _lib
+                lib = str(e)
+            _libs[path] = lib
+    if isinstance(lib, str):
+        raise LibdwMissing(lib)
+    return lib
 
 
 def available() -> bool:

@@ -87,7 +87,8 @@ class Frozen:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.threads: list[ThreadState] = []
+        self.threads: list[ThreadState] = []  # with registers=True (the default)
+        self.tids: list[int] = []  # every stopped thread, the main thread first
         self._stopped_ns: int | None = None
         self._resumed_ns: int | None = None
         self._mem_fd: int | None = None
@@ -272,8 +273,11 @@ def _read_state(pid: int, tid: int) -> ThreadState:
 
 
 @contextmanager
-def frozen(pid: int, *, timeout: float = 2.0) -> Iterator[Frozen]:
+def frozen(pid: int, *, timeout: float = 2.0, registers: bool = True) -> Iterator[Frozen]:
     """Every thread of `pid` stopped for the duration of the block, registers read, then all resumed.
+
+    registers=False reads no registers (nor thread names): `tids` lists the stopped threads, for a caller that
+    reads what it needs itself from this same thread (the stacks unwinder), so the pause holds only that.
 
     Raises ProcessGone, NotPermitted (with the reason), or CaptureError if the threads do not stop within
     `timeout` seconds.
@@ -289,7 +293,8 @@ def frozen(pid: int, *, timeout: float = 2.0) -> Iterator[Frozen]:
             stopper.wait_all()
         if not stopper.seized:
             raise ProcessGone(f"process {pid} exited before it could be stopped")
-        for tid in sorted(stopper.seized, key=lambda t: (t != pid, t)):
+        state.tids = sorted(stopper.seized, key=lambda t: (t != pid, t))
+        for tid in state.tids if registers else ():
             try:
                 state.threads.append(_read_state(pid, tid))
             except OSError as e:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dyntel.capture import pyframes, unwind
+from dyntel.capture import libdw, pyframes, unwind
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.permissions import check, explain
 from dyntel.capture.procfs import MapEntry, read_maps, read_proc, thread_ids, thread_name
+from dyntel.capture.ptrace import frozen
 from dyntel.capture.symbolize import PERF_CONTEXT_MIN, Location, resolve
 from dyntel.capture.tool import ToolMissing, ToolTimeout, find_tool
 
@@ -148,7 +149,34 @@ def _python_half(pid: int, deadline: float, errors: list[str]) -> dict[int, pyfr
     return {}
 
 
-def _native_half(pid: int, deadline: float, errors: list[str]) -> dict[int, unwind.NativeThread]:
+def _native_in_process(pid: int, identity: str | None, deadline: float,
+                       errors: list[str]) -> tuple[dict[int, unwind.NativeThread], float]:
+    """(threads, pause in ms): every thread stopped at once by this thread, unwound by libdw, let go.
+
+    LibdwMissing when the library cannot be loaded (the caller falls back to eu-stack)."""
+    unwinder = libdw.unwinder()
+    maps_text = read_proc(pid, "maps")
+    if not maps_text:
+        read_maps(pid)  # raises the error that says whether it is gone or refused
+    try:
+        session = unwinder.prepare(pid, identity, maps_text)
+    except OSError as e:
+        raise CaptureError(f"native frames of process {pid}: {e}") from None
+    keep = False
+    try:
+        with frozen(pid, timeout=max(0.001, min(2.0, _remaining(deadline))), registers=False) as stopped:
+            said: list[str] = []
+            threads = unwinder.unwind(session, stopped.tids, said)
+        errors.extend(f"native frames: {line}" for line in said[:8])
+        if len(said) > 8:
+            errors.append(f"native frames: {len(said) - 8} more unwind messages")
+        keep = True
+    finally:
+        unwinder.release(session, keep=keep)
+    return threads, stopped.pause_ns / 1e6
+
+
+def _native_with_eu_stack(pid: int, deadline: float, errors: list[str]) -> dict[int, unwind.NativeThread]:
     try:
         eu_stack = find_tool("eu-stack", unwind.INSTALL_HINT)
     except ToolMissing as e:
@@ -166,6 +194,15 @@ def _native_half(pid: int, deadline: float, errors: list[str]) -> dict[int, unwi
     elif status != 0:
         errors.append(f"native frames: eu-stack exited with status {status} and no message")
     return threads
+
+
+def _native_half(pid: int, identity: str | None, deadline: float,
+                 errors: list[str]) -> tuple[dict[int, unwind.NativeThread], float | None]:
+    try:
+        return _native_in_process(pid, identity, deadline, errors)
+    except libdw.LibdwMissing as e:
+        errors.append(f"native frames: {e}; unwound with the eu-stack program instead (a process start)")
+    return _native_with_eu_stack(pid, deadline, errors), None
 
 
 def capture_stacks(pid: int, *, native: bool = True, python: bool | None = None,
@@ -204,19 +241,27 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
     errors: list[str] = []
     py_threads: dict[int, pyframes.PythonThread] = {}
     native_threads: dict[int, unwind.NativeThread] = {}
-    step = "Python frame dump"
+    pause_ms: float | None = None
+    # The native half first: in-process, so the capture starts on this worker with no process start (issue 18).
+    step = "native unwind"
     try:
+        if native:
+            native_threads, pause_ms = _native_half(pid, identity, deadline, errors)
+        step = "Python frame dump"
         if want_python:
             py_threads = _python_half(pid, deadline, errors)
-        step = "native unwind"
-        if native:
-            native_threads = _native_half(pid, deadline, errors)
     except ToolTimeout as e:
         _resume_if_left_stopped(pid, was_stopped)
         if not _alive(pid, identity):
             raise _gone(pid, step) from None
         raise CaptureError(f"stacks of process {pid}: {e}; raise the action's timeout, or capture with "
                            f"{'python=False' if step.startswith('Python') else 'native=False'}") from None
+    except CaptureError as e:
+        if isinstance(e, NotPermitted | ProcessGone) or _remaining(deadline) > 0:
+            raise
+        # The freeze waits at most the time the capture has left.
+        raise CaptureError(f"stacks of process {pid}: the {step} ran past the capture's timeout of "
+                           f"{timeout:.3g} s ({e}); raise the action's timeout") from None
     if errors:
         _resume_if_left_stopped(pid, was_stopped)
     if not _alive(pid, identity):
@@ -247,7 +292,7 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         threads.append(ThreadStack(tid, thread_name(pid, tid), pt.name if pt is not None else None, native_frames,
                                    python_frames, state))
     chain = symbolize(pid, callchain) if callchain is not None else None
-    return StackReport(pid, command, info.version, threads, chain, None,
+    return StackReport(pid, command, info.version, threads, chain, pause_ms,
                        (time.monotonic() - started) * 1000.0, errors)
 
 
