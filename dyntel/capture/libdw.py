@@ -23,7 +23,7 @@ from typing import Any
 
 from dyntel.capture.unwind import MAX_FRAMES, NativeThread
 
-__all__ = ["LibdwMissing", "Unwinder", "available", "load", "unwinder"]
+__all__ = ["LibdwMissing", "Session", "Unwinder", "available", "load", "unwinder"]
 
 DWARF_CB_OK = 0
 DWARF_CB_ABORT = 1
@@ -110,7 +110,7 @@ def _error(lib: _Lib) -> str:
 
 
 @dataclass(slots=True)
-class _Session:
+class Session:
     """One process's Dwfl and the maps text it was reported from."""
 
     lib: _Lib
@@ -139,19 +139,19 @@ class Unwinder:
 
     def __init__(self, kept: int = _KEPT) -> None:
         self._kept = kept
-        self._sessions: OrderedDict[int, _Session] = OrderedDict()
+        self._sessions: OrderedDict[int, Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _take(self, lib: _Lib, pid: int, identity: str | None) -> _Session:
+    def _take(self, lib: _Lib, pid: int, identity: str | None) -> Session:
         with self._lock:
             session = self._sessions.pop(pid, None)
         if session is not None and session.identity == identity:
             return session
         if session is not None:
             session.close()  # the pid now names another process
-        return _Session(lib, pid, identity, 0)  # _report begins its Dwfl
+        return Session(lib, pid, identity, 0)  # _report begins its Dwfl
 
-    def _give_back(self, session: _Session) -> None:
+    def _give_back(self, session: Session) -> None:
         with self._lock:
             old = self._sessions.pop(session.pid, None)
             self._sessions[session.pid] = session
@@ -161,7 +161,7 @@ class Unwinder:
         for s in evicted:
             s.close()
 
-    def prepare(self, pid: int, identity: str | None, maps: bytes) -> _Session:
+    def prepare(self, pid: int, identity: str | None, maps: bytes) -> Session:
         """The process's Dwfl with its modules reported from `maps` (this /proc/PID/maps text); call while the
         target still runs: opening the ELF files is the slow part and needs no stop."""
         lib = load()
@@ -175,7 +175,7 @@ class Unwinder:
             raise
         return session
 
-    def unwind(self, session: _Session, tids: list[int], errors: list[str]) -> dict[int, NativeThread]:
+    def unwind(self, session: Session, tids: list[int], errors: list[str]) -> dict[int, NativeThread]:
         """Every listed thread's pcs, innermost first. The threads must be ptrace-stopped by this very thread.
 
         A thread whose unwind stops on an error keeps the frames it had, and the error is added to `errors` in
@@ -211,7 +211,7 @@ class Unwinder:
                 threads[tid] = NativeThread(tid, walk.pcs, [not a for a in walk.activation])
         return threads
 
-    def release(self, session: _Session, *, keep: bool) -> None:
+    def release(self, session: Session, *, keep: bool) -> None:
         """Done with the session: kept for the next capture of the process, or closed (it exited, or failed)."""
         if keep and session.handle:
             self._give_back(session)
@@ -219,7 +219,7 @@ class Unwinder:
             session.close()
 
 
-def _report(session: _Session) -> None:
+def _report(session: Session) -> None:
     lib, pid = session.lib, session.pid
     dw = lib.cdll
     if not session.handle:

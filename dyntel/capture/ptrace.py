@@ -22,7 +22,7 @@ from dyntel.capture import permissions
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.procfs import read_proc, thread_ids, thread_name
 
-__all__ = ["USER_REGS", "Frozen", "ThreadState", "frozen"]
+__all__ = ["USER_REGS", "Frozen", "ThreadState", "frozen", "read_many"]
 
 # struct user_regs_struct of arch/x86/include/asm/user_64.h, in the kernel's order.
 USER_REGS: tuple[str, ...] = (
@@ -146,6 +146,39 @@ class Frozen:
         finally:
             del local
             view.release()
+
+
+def read_many(pid: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """Each (address, size) of `pid`'s memory, in as few process_vm_readv calls as the kernel allows (1024 ranges a
+    call); a range that cannot be read, and every one after it in the same call, comes back short or empty, so
+    read those again one by one if they matter. No ptrace stop is needed; ESRCH: ProcessGone."""
+    out: list[bytes] = []
+    for start in range(0, len(ranges), 1024):
+        chunk = ranges[start:start + 1024]
+        total = sum(size for _, size in chunk)
+        local = ctypes.create_string_buffer(total)
+        liov = (_IoVec * len(chunk))()
+        riov = (_IoVec * len(chunk))()
+        base = ctypes.addressof(local)
+        at = 0
+        for i, (address, size) in enumerate(chunk):
+            liov[i].iov_base, liov[i].iov_len = base + at, size
+            riov[i].iov_base, riov[i].iov_len = address, size
+            at += size
+        n = _process_vm_readv(pid, liov, len(chunk), riov, len(chunk), 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.ESRCH:
+                raise ProcessGone(f"process {pid} exited while its memory was being read")
+            if err == errno.EPERM:
+                raise NotPermitted(permissions.explain(pid, err))
+            n = 0
+        raw = local.raw
+        at = 0
+        for _, size in chunk:
+            out.append(raw[at:min(at + size, n)] if at < n else b"")
+            at += size
+    return out
 
 
 def _regs(raw: bytes) -> dict[str, int]:

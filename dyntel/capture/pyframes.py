@@ -33,6 +33,7 @@ _LEVELS = {0xA: "a", 0xB: "b", 0xC: "rc"}
 class PythonInfo:
     cpython: bool
     version: str | None  # "3.11.7" when Py_Version can be read, else "3.11" from a file name
+    runtime: int | None = None  # where _PyRuntime is in the process (dyntel.capture.cpython starts there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ def detect(pid: int, maps: Sequence[MapEntry]) -> PythonInfo:
             raw = _read_memory(pid, at, 4) if at is not None else b""
             if len(raw) == 4:
                 version = _format_hex_version(struct.unpack("<I", raw)[0])
-        return PythonInfo(True, version)
+        return PythonInfo(True, version, runtime_address(pid, maps, entry.path, symbols["_PyRuntime"]))
     return PythonInfo(False, None)
 
 

@@ -9,14 +9,16 @@ frames (dyntel.capture.symbolize) happens after both have let go of the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dyntel.capture import libdw, pyframes, unwind
+from dyntel.capture import cpython, libdw, pyframes, unwind
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.permissions import check, explain
 from dyntel.capture.procfs import MapEntry, read_maps, read_proc, thread_ids, thread_name
@@ -149,31 +151,82 @@ def _python_half(pid: int, deadline: float, errors: list[str]) -> dict[int, pyfr
     return {}
 
 
-def _native_in_process(pid: int, identity: str | None, deadline: float,
-                       errors: list[str]) -> tuple[dict[int, unwind.NativeThread], float]:
-    """(threads, pause in ms): every thread stopped at once by this thread, unwound by libdw, let go.
+@dataclass(slots=True)
+class _InProcess:
+    """What one freeze gave: native pcs (libdw), the Python frame chains as copied (cpython.walk), the pause."""
 
-    LibdwMissing when the library cannot be loaded (the caller falls back to eu-stack)."""
+    native: dict[int, unwind.NativeThread] | None = None
+    python: list[cpython.RawThread] | None = None
+    pause_ms: float | None = None
+
+
+def _prepare(unwinder: libdw.Unwinder, pid: int, identity: str | None, deadline: float) -> libdw.Session:
+    # A process in the middle of exec has no modules yet (its maps hold only the stack), and libdw says ENOEXEC:
+    # it has no stack to show either until the new program is loaded, which takes a few ms.
+    give_up = min(deadline, time.monotonic() + 0.2)
+    while True:
+        maps_text = read_proc(pid, "maps")
+        if not maps_text:
+            read_maps(pid)  # raises the error that says whether it is gone or refused
+        try:
+            return unwinder.prepare(pid, identity, maps_text)
+        except OSError as e:
+            if e.errno in (errno.ESRCH, errno.ENOENT):
+                raise _gone(pid, "native unwind") from None
+            if e.errno != errno.ENOEXEC or time.monotonic() > give_up:
+                raise CaptureError(f"native frames of process {pid}: {e}") from None
+        time.sleep(0.002)
+
+
+def _in_process(pid: int, identity: str | None, deadline: float, native: bool, layout: cpython.Layout | None,
+                runtime: int | None, errors: list[str]) -> _InProcess:
+    """Every thread stopped at once by this thread (no process or thread start), the Python frame chains copied
+    and the native stacks unwound by libdw, then let go. Native is skipped (left None) when libdw cannot be loaded,
+    with the reason in `errors`: the caller runs eu-stack then."""
+    done = _InProcess()
+    session = None
     unwinder = libdw.unwinder()
-    maps_text = read_proc(pid, "maps")
-    if not maps_text:
-        read_maps(pid)  # raises the error that says whether it is gone or refused
-    try:
-        session = unwinder.prepare(pid, identity, maps_text)
-    except OSError as e:
-        raise CaptureError(f"native frames of process {pid}: {e}") from None
+    if native:
+        try:
+            session = _prepare(unwinder, pid, identity, deadline)
+        except libdw.LibdwMissing as e:
+            errors.append(f"native frames: {e}; unwound with the eu-stack program instead (a process start)")
+    if session is None and layout is None:
+        return done
     keep = False
     try:
         with frozen(pid, timeout=max(0.001, min(2.0, _remaining(deadline))), registers=False) as stopped:
+            if layout is not None and runtime is not None:
+                try:
+                    done.python = cpython.walk(stopped.read, runtime, layout)
+                except (ValueError, struct.error) as e:
+                    errors.append(f"python frames: reading the interpreter's thread states: {e}; "
+                                  "read with py-spy instead")
             said: list[str] = []
-            threads = unwinder.unwind(session, stopped.tids, said)
+            if session is not None:
+                done.native = unwinder.unwind(session, stopped.tids, said)
+        done.pause_ms = stopped.pause_ns / 1e6
         errors.extend(f"native frames: {line}" for line in said[:8])
         if len(said) > 8:
             errors.append(f"native frames: {len(said) - 8} more unwind messages")
         keep = True
     finally:
-        unwinder.release(session, keep=keep)
-    return threads, stopped.pause_ns / 1e6
+        if session is not None:
+            unwinder.release(session, keep=keep)
+    return done
+
+
+def _python_in_process(pid: int, identity: str | None, runtime: int, layout: cpython.Layout,
+                       raw: list[cpython.RawThread]) -> dict[int, pyframes.PythonThread]:
+    """Name the copied chains (after the target runs again), in py-spy's terms: state gil/active/idle."""
+    reader = cpython.reader_for(pid)
+    out: dict[int, pyframes.PythonThread] = {}
+    for tid, (name, gil, frames) in cpython.name(reader, pid, identity, runtime, layout, raw).items():
+        fields = _stat(pid, tid)
+        state = "gil" if gil else "active" if fields and fields[0] == "R" else "idle"
+        out[tid] = pyframes.PythonThread(tid, name, state,
+                                         [pyframes.PythonFrame(f.function, f.file, f.line) for f in frames])
+    return out
 
 
 def _native_with_eu_stack(pid: int, deadline: float, errors: list[str]) -> dict[int, unwind.NativeThread]:
@@ -194,15 +247,6 @@ def _native_with_eu_stack(pid: int, deadline: float, errors: list[str]) -> dict[
     elif status != 0:
         errors.append(f"native frames: eu-stack exited with status {status} and no message")
     return threads
-
-
-def _native_half(pid: int, identity: str | None, deadline: float,
-                 errors: list[str]) -> tuple[dict[int, unwind.NativeThread], float | None]:
-    try:
-        return _native_in_process(pid, identity, deadline, errors)
-    except libdw.LibdwMissing as e:
-        errors.append(f"native frames: {e}; unwound with the eu-stack program instead (a process start)")
-    return _native_with_eu_stack(pid, deadline, errors), None
 
 
 def capture_stacks(pid: int, *, native: bool = True, python: bool | None = None,
@@ -241,14 +285,22 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
     errors: list[str] = []
     py_threads: dict[int, pyframes.PythonThread] = {}
     native_threads: dict[int, unwind.NativeThread] = {}
-    pause_ms: float | None = None
-    # The native half first: in-process, so the capture starts on this worker with no process start (issue 18).
-    step = "native unwind"
+    layout = cpython.layout_for(info.version) if want_python and info.runtime else None
+    # One freeze on this worker thread: no process or thread start before the target is stopped (issue 18).
+    # Only what cannot be done in-process starts a helper, afterwards: py-spy for a Python version
+    # dyntel.capture.cpython does not read, eu-stack when libdw cannot be loaded.
+    step = "in-process capture"
     try:
-        if native:
-            native_threads, pause_ms = _native_half(pid, identity, deadline, errors)
+        done = _in_process(pid, identity, deadline, native, layout, info.runtime, errors)
+        if done.python is not None and info.runtime is not None and layout is not None:
+            py_threads = _python_in_process(pid, identity, info.runtime, layout, done.python)
+        if done.native is not None:
+            native_threads = done.native
+        step = "native unwind"
+        if native and done.native is None:
+            native_threads = _native_with_eu_stack(pid, deadline, errors)
         step = "Python frame dump"
-        if want_python:
+        if want_python and done.python is None:
             py_threads = _python_half(pid, deadline, errors)
     except ToolTimeout as e:
         _resume_if_left_stopped(pid, was_stopped)
@@ -292,7 +344,7 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         threads.append(ThreadStack(tid, thread_name(pid, tid), pt.name if pt is not None else None, native_frames,
                                    python_frames, state))
     chain = symbolize(pid, callchain) if callchain is not None else None
-    return StackReport(pid, command, info.version, threads, chain, pause_ms,
+    return StackReport(pid, command, info.version, threads, chain, done.pause_ms,
                        (time.monotonic() - started) * 1000.0, errors)
 
 
