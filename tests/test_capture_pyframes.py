@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,6 +37,19 @@ def _ours(report: StackReport) -> dict[int, tuple[str | None, list[tuple[str, st
             for t in report.threads if t.python}
 
 
+def _settled(pid: int) -> int:
+    """The pid once its main thread waits in read(2) (syscall 0) on stdin: it printed its pid a moment earlier
+    and may still be returning from print, where the two readers would catch it on different lines."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().split()[0] == "0":
+                time.sleep(0.01)
+                return pid
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} never reached read(2)")
+
+
 def _agree(pid: int) -> dict[int, tuple[str | None, list[tuple[str, str, int]]]]:
     with deadline(60):
         report = capture_stacks(pid, native=False, python=True)
@@ -52,7 +66,7 @@ def shapes() -> Iterator[int]:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdin is not None
     try:
-        yield int(proc.stdout.readline())
+        yield _settled(int(proc.stdout.readline()))
     finally:
         proc.stdin.close()
         proc.kill()
@@ -61,7 +75,7 @@ def shapes() -> Iterator[int]:
 
 def test_the_capture_target_agrees_with_py_spy() -> None:
     with CaptureTarget() as target:
-        ours = _agree(target.pid)
+        ours = _agree(_settled(target.pid))
     names = {name for name, _ in ours.values()}
     assert names == {"MainThread", "sleeper", "reader", "waiter", "heartbeat"}
 
@@ -86,7 +100,7 @@ def test_a_busy_process_agrees_with_py_spy_on_threads_that_wait() -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     try:
-        pid = int(proc.stdout.readline())
+        pid = _settled(int(proc.stdout.readline()))
         with deadline(60):
             report = capture_stacks(pid, native=False, python=True)
             theirs = _py_spy(pid)
