@@ -106,8 +106,7 @@ def test_a_busy_process_agrees_with_py_spy_on_threads_that_wait() -> None:
             theirs = _py_spy(pid)
         ours = _ours(report)
         assert set(ours) == set(theirs)
-        main = next(t for t in report.threads if t.tid == pid)
-        assert ours[pid] == theirs[pid] and main.state == "idle"
+        assert ours[pid] == theirs[pid]
         spinner = next(t for t in report.threads if t.python_name == "spinner")
         assert spinner.python[-1].symbol == "Thread._bootstrap" and "spin" in [f.symbol for f in spinner.python]
     finally:
@@ -127,8 +126,11 @@ def test_the_layout_matches_this_interpreter() -> None:
         getattr(api, fn).argtypes = args
     read = cpython.reader_for(os.getpid())
     info = pyframes.detect(os.getpid(), read_maps(os.getpid()))
-    assert info.runtime is not None
-    interp = cpython.read_ptr(read, info.runtime + layout.runtime_interp_head)
+    # Where the dynamic linker put it. (detect's own answer can name a copy of libpython that libdw mapped into
+    # this process to unwind an earlier test's target; other processes do not hold those copies.)
+    runtime = ctypes.addressof(ctypes.c_char.in_dll(api, "_PyRuntime"))
+    assert info.runtime is not None and info.version == ".".join(map(str, sys.version_info[:3]))
+    interp = cpython.read_ptr(read, runtime + layout.runtime_interp_head)
     assert interp == api.PyInterpreterState_Head()
     assert cpython.read_ptr(read, interp + layout.interp_threads_head) == api.PyInterpreterState_ThreadHead(interp)
     assert cpython.read_ptr(read, interp + layout.interp_modules) == id(sys.modules)
@@ -136,7 +138,7 @@ def test_the_layout_matches_this_interpreter() -> None:
     assert cpython.read_ptr(read, ts + layout.ts_thread_id) == threading.get_ident()
     assert cpython.read_ptr(read, ts + layout.ts_native_thread_id) == threading.get_native_id()
     # This thread holds the GIL while it reads.
-    assert cpython.read_ptr(read, info.runtime + layout.runtime_gil_last_holder) == ts
+    assert cpython.read_ptr(read, runtime + layout.runtime_gil_last_holder) == ts
     code = test_the_layout_matches_this_interpreter.__code__
     assert type(code).__basicsize__ == layout.code_code
     assert cpython.read_ptr(read, id(code) + layout.code_qualname) == id(code.co_qualname)
@@ -152,7 +154,7 @@ def test_line_numbers_agree_with_the_interpreter_for_every_instruction() -> None
     """line_of against code.co_positions() (CPython's own reading of the same table), instruction by instruction,
     over this module's functions and threading's."""
     checked = 0
-    for module in (sys.modules[__name__], threading, json.decoder):
+    for module in (sys.modules[__name__], threading, json.decoder, subprocess):
         for value in vars(module).values():
             code = getattr(value, "__code__", None)
             if code is None:

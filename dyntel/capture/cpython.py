@@ -16,11 +16,12 @@ are `supported() == False`: the caller uses py-spy for them.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dyntel.capture.ptrace import Frozen, read_many
 
@@ -29,6 +30,7 @@ __all__ = ["Layout", "RawThread", "layout_for", "name", "reader_for", "walk"]
 Reader = Callable[[int, int], bytes]
 MAX_FRAMES = 1024  # deeper than CPython's default recursion limit; a cycle (torn memory) stops here
 MAX_THREADS = 4096
+_cache_lock = threading.Lock()  # the caches below are shared by the action pool's workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +155,15 @@ def walk(read: Reader, runtime: int, layout: Layout) -> list[RawThread]:
 # --- naming, after the target runs again ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CodeInfo:
     qualname: str
     filename: str
     firstlineno: int
     firsttraceable: int
     linetable: bytes
+    lines: dict[int, int | None] = field(default_factory=dict)  # line_of's answers, by instruction offset
+    ranges: tuple[list[int], list[int | None]] | None = None  # the location table read, once needed
 
 
 def read_str(read: Reader, address: int, layout: Layout) -> str | None:
@@ -200,8 +204,8 @@ def _read_int(read: Reader, address: int) -> int | None:
     return -value if size < 0 else value
 
 
-def code_info(read: Reader, code: int, layout: Layout) -> CodeInfo | None:
-    raw = read(code, layout.code_code)
+def code_info(read: Reader, code: int, layout: Layout, head: bytes | None = None) -> CodeInfo | None:
+    raw = head if head is not None and len(head) >= layout.code_code else read(code, layout.code_code)
     if len(raw) < layout.code_code:
         return None
     qualname = read_str(read, _u64(raw, layout.code_qualname), layout)
@@ -211,6 +215,44 @@ def code_info(read: Reader, code: int, layout: Layout) -> CodeInfo | None:
     return CodeInfo(qualname, filename, struct.unpack_from("<i", raw, layout.code_firstlineno)[0],
                     struct.unpack_from("<i", raw, layout.code_firsttraceable)[0],
                     _read_bytes(read, _u64(raw, layout.code_linetable)))
+
+
+# Code objects named in earlier captures, by (pid, start time, address). An address can be reused by another code
+# object once the first is freed, so an entry counts only while the object there still points to the same name,
+# file and line table strings and starts on the same line (read in one batch for all frames of a capture).
+_codes: OrderedDict[tuple[int, str | None, int], tuple[bytes, CodeInfo]] = OrderedDict()
+_CODES_KEPT = 8192
+
+
+def _signature(head: bytes, layout: Layout) -> bytes:
+    return (head[layout.code_firstlineno:layout.code_firstlineno + 4]
+            + head[layout.code_filename:layout.code_linetable + 8])
+
+
+def code_infos(read: Reader, pid: int, identity: str | None, addresses: list[int],
+               layout: Layout) -> dict[int, CodeInfo | None]:
+    heads = read_many(pid, [(code, layout.code_code) for code in addresses])
+    out: dict[int, CodeInfo | None] = {}
+    for code, head in zip(addresses, heads, strict=True):
+        if len(head) < layout.code_code:
+            head = read(code, layout.code_code)  # a batch stops at the first unreadable range
+        if len(head) < layout.code_code:
+            out[code] = None
+            continue
+        signature = _signature(head, layout)
+        key = (pid, identity, code)
+        with _cache_lock:
+            cached = _codes.get(key)
+        if cached is not None and cached[0] == signature:
+            out[code] = cached[1]
+            continue
+        info = out[code] = code_info(read, code, layout, head)
+        if info is not None:
+            with _cache_lock:
+                _codes[key] = (signature, info)
+                while len(_codes) > _CODES_KEPT:
+                    _codes.popitem(last=False)
+    return out
 
 
 def _varint(table: bytes, at: int) -> tuple[int, int]:
@@ -225,36 +267,43 @@ def _varint(table: bytes, at: int) -> tuple[int, int]:
     return value, at
 
 
-def line_of(info: CodeInfo, offset: int) -> int | None:
-    """The line of the instruction at byte `offset` of the code, from the 3.11 location table (PEP 626/657;
-    Objects/locations.md): entries of (code units, line delta), the line None where an entry has no location."""
-    if offset < 0:
-        return info.firstlineno
-    table = info.linetable
-    line = info.firstlineno
+def _ranges(table: bytes, firstlineno: int) -> tuple[list[int], list[int | None]]:
+    """The 3.11 location table (PEP 626/657; Objects/locations.md) as (end offsets, lines): entries of (code units,
+    line delta), the line None where an entry has no location."""
+    ends: list[int] = []
+    lines: list[int | None] = []
+    line = firstlineno
     address = 0
     at = 0
     try:
         while at < len(table):
             first = table[at]
             code = first >> 3 & 15
-            end = address + ((first & 7) + 1) * 2
-            delta = 0
+            address += ((first & 7) + 1) * 2
             if code in (13, 14):  # no columns / long form: a signed varint line delta first
                 raw, _ = _varint(table, at + 1)
-                delta = -(raw >> 1) if raw & 1 else raw >> 1
+                line += -(raw >> 1) if raw & 1 else raw >> 1
             elif code in (11, 12):  # one-line forms 1 and 2
-                delta = code - 10
-            line += delta
-            if offset < end:
-                return None if code == 15 else line
-            address = end
+                line += code - 10
+            ends.append(address)
+            lines.append(None if code == 15 else line)
             at += 1
             while at < len(table) and not table[at] & 128:
                 at += 1
     except IndexError:
-        return None
-    return None
+        pass  # a torn table: the entries read so far stand
+    return ends, lines
+
+
+def line_of(info: CodeInfo, offset: int) -> int | None:
+    """The line of the instruction at byte `offset` of the code."""
+    if offset < 0:
+        return info.firstlineno
+    if info.ranges is None:
+        info.ranges = _ranges(info.linetable, info.firstlineno)
+    ends, lines = info.ranges
+    i = bisect.bisect_right(ends, offset)
+    return lines[i] if i < len(lines) else None
 
 
 @dataclass(slots=True)
@@ -264,23 +313,22 @@ class NamedFrame:
     line: int | None
 
 
-def frames_of(read: Reader, thread: RawThread, layout: Layout,
-              codes: dict[int, CodeInfo | None]) -> list[NamedFrame]:
+def frames_of(thread: RawThread, layout: Layout, codes: dict[int, CodeInfo | None]) -> list[NamedFrame]:
     """The thread's frames named (innermost first); frames not yet started (CPython's "incomplete" frames, which
     its own tracebacks leave out too) are skipped."""
     out: list[NamedFrame] = []
     for code, tagged in thread.frames:
         owner, prev_instr = tagged >> 56, tagged & ((1 << 56) - 1)
-        if code not in codes:
-            codes[code] = code_info(read, code, layout)
-        info = codes[code]
+        info = codes.get(code)
         if info is None:
             out.append(NamedFrame("<unreadable code object>", None, None))
             continue
         units = (prev_instr - (code + layout.code_code)) // 2
         if owner != FRAME_OWNED_BY_GENERATOR and units < info.firsttraceable:
             continue
-        out.append(NamedFrame(info.qualname, info.filename, line_of(info, units * 2)))
+        if units not in info.lines:
+            info.lines[units] = line_of(info, units * 2)
+        out.append(NamedFrame(info.qualname, info.filename, info.lines[units]))
     return out
 
 
@@ -349,7 +397,6 @@ def read_ptr(read: Reader, address: int) -> int:
 
 
 _active_cache: OrderedDict[tuple[int, str | None], int] = OrderedDict()
-_cache_lock = threading.Lock()
 
 
 def _active_dict(read: Reader, pid: int, identity: str | None, runtime: int, layout: Layout) -> int | None:
@@ -392,6 +439,6 @@ def thread_names(read: Reader, pid: int, identity: str | None, runtime: int, lay
 def name(read: Reader, pid: int, identity: str | None, runtime: int, layout: Layout,
          threads: list[RawThread]) -> dict[int, tuple[str | None, bool, list[NamedFrame]]]:
     """{native thread id: (Python thread name, holds the GIL, frames innermost first)}."""
-    codes: dict[int, CodeInfo | None] = {}
+    codes = code_infos(read, pid, identity, list(dict.fromkeys(c for t in threads for c, _ in t.frames)), layout)
     names = thread_names(read, pid, identity, runtime, layout)
-    return {t.native_id: (names.get(t.ident), t.holds_gil, frames_of(read, t, layout, codes)) for t in threads}
+    return {t.native_id: (names.get(t.ident), t.holds_gil, frames_of(t, layout, codes)) for t in threads}

@@ -222,9 +222,9 @@ def _python_in_process(pid: int, identity: str | None, runtime: int, layout: cpy
     reader = cpython.reader_for(pid)
     out: dict[int, pyframes.PythonThread] = {}
     for tid, (name, gil, frames) in cpython.name(reader, pid, identity, runtime, layout, raw).items():
-        fields = _stat(pid, tid)
-        state = "gil" if gil else "active" if fields and fields[0] == "R" else "idle"
-        out[tid] = pyframes.PythonThread(tid, name, state,
+        # "" until the report is put together: active or idle from /proc then, as late as can be, since a thread
+        # let go by the freeze shows R for a moment on its way back into the call it was waiting in.
+        out[tid] = pyframes.PythonThread(tid, name, "gil" if gil else "",
                                          [pyframes.PythonFrame(f.function, f.file, f.line) for f in frames])
     return out
 
@@ -330,15 +330,24 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         raise CaptureError(f"no stacks of process {pid}: " + "; ".join(errors))
     if native_threads:
         maps = read_maps(pid)  # a library loaded since the first read is named too
+    # One lookup for every thread's pcs: the modules' paths and tables are found once, not once a thread.
+    every = list(native_threads.values())
+    located = resolve(pid, [pc for nt in every for pc in nt.pcs],
+                      return_addresses=[r for nt in every for r in nt.return_address], maps=maps) if every else []
+    named: dict[int, list[Frame]] = {}
+    at = 0
+    for nt in every:
+        named[nt.tid] = _native_frames(located[at:at + len(nt.pcs)])
+        at += len(nt.pcs)
     threads = []
     for tid in tids:
-        nt = native_threads.get(tid)
         pt = py_threads.get(tid)
         state_fields = _stat(pid, tid)
+        if pt is not None and not pt.state:
+            pt.state = "active" if state_fields and state_fields[0] == "R" else "idle"
         state = pt.state if pt is not None else (_STATES.get(state_fields[0], state_fields[0])
                                                  if state_fields else None)
-        native_frames = (_native_frames(resolve(pid, nt.pcs, return_addresses=nt.return_address, maps=maps))
-                         if nt is not None else [])
+        native_frames = named.get(tid, [])
         python_frames = ([Frame("python", None, None, f.function, None, f.file, f.line) for f in pt.frames]
                          if pt is not None else [])
         threads.append(ThreadStack(tid, thread_name(pid, tid), pt.name if pt is not None else None, native_frames,

@@ -315,6 +315,7 @@ def resolve(pid: int, addresses: Sequence[int], *, return_addresses: Sequence[bo
     entries = maps if maps is not None else read_maps(pid)
     starts = [e.start for e in entries]
     vdso: dict[int, SymbolTable | None] = {}
+    tables: dict[int, SymbolTable | None] = {}  # by mapping: module_path stats a file, once a call is enough
     found = []
     for i, address in enumerate(addresses):
         lookup_at = address - 1 if return_addresses is not None and return_addresses[i] and address else address
@@ -337,7 +338,9 @@ def resolve(pid: int, addresses: Sequence[int], *, return_addresses: Sequence[bo
             found.append(Location(address, entry.path, None, None))
             continue
         else:
-            table = load_table(module_path(pid, entry))
+            if entry.start not in tables:
+                tables[entry.start] = load_table(module_path(pid, entry))
+            table = tables[entry.start]
             vaddr = table.vaddr_of(lookup_at - entry.start + entry.offset) if table is not None else None
         hit = table.lookup(vaddr) if table is not None and vaddr is not None else None
         if hit is None:
