@@ -1,5 +1,8 @@
 """The Python side of a CPython process: is it one, which version, and every thread's Python frames (py-spy).
 
+The stacks capture reads CPython 3.11's frames itself (dyntel.capture.cpython) and runs py-spy only for other
+versions, after its own freeze.
+
 py-spy runs in its default blocking mode: it stops the process for the few ms it takes to copy the frame chains
 (measured on the capture target: heartbeat max gap 5.0 ms, against 2.8 ms with --nonblocking), and in exchange
 no thread's chain is read half-way through a call or return. Its --native merged mode is not used: it stopped

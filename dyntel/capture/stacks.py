@@ -1,9 +1,14 @@
 """Every thread's stack of a live process, native and (for CPython) Python, for the `stacks` action.
 
-The target keeps running: py-spy stops the whole process for the few ms it takes to copy the Python frame chains,
-then eu-stack stops one thread at a time for its own unwind (see pyframes.py and unwind.py for the measurements
-behind both choices). The two halves are therefore taken a few ms apart, not at one instant. Naming the native
-frames (dyntel.capture.symbolize) happens after both have let go of the process.
+The capture starts no thread and no process (issue 18): the calling thread stops every thread of the target at
+once (dyntel.capture.ptrace.frozen: PTRACE_SEIZE + INTERRUPT, no signal), copies the Python frame chains
+(dyntel.capture.cpython, CPython 3.11) and unwinds the native stacks through libdw in this process
+(dyntel.capture.libdw), then lets it go: both halves are of one instant, and the pause is measured. Naming (native
+symbols from dyntel.capture.symbolize, Python code objects and thread names) happens after the target runs again.
+
+Helpers are the fallback, started after the in-process part: py-spy for a CPython version cpython.py does not read
+(it stops the process again for a few ms; see pyframes.py), eu-stack when libdw cannot be loaded (one thread at a
+time; see unwind.py). The report's errors say when eu-stack stood in.
 """
 
 from __future__ import annotations
