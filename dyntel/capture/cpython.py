@@ -350,7 +350,7 @@ def _keys_items(read: Reader, keys: int, values: int) -> list[tuple[int, int]]:
         return []
     log2_index_bytes, kind = khead[9], khead[10]
     nentries = _u64(khead, 24)
-    if nentries > 1 << 20:
+    if nentries > 1 << 16:  # not a dict of this process (torn or stale memory)
         return []
     size = 24 if kind == 0 else 16  # PyDictKeyEntry (hash, key, value) or PyDictUnicodeEntry (key, value)
     entries = read(keys + 32 + (1 << log2_index_bytes), nentries * size)
