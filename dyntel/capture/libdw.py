@@ -197,7 +197,11 @@ class Unwinder:
         for tid in tids:
             walk.pcs, walk.activation = [], []
             if not session.handle:
-                _report(session)  # a fresh Dwfl after a poisoned one (below)
+                try:
+                    _report(session)  # a fresh Dwfl after a poisoned one (below)
+                except OSError as e:
+                    errors.append(f"tid {tid} and after: {e}")
+                    break
             result = dw.dwfl_getthread_frames(session.handle, tid, callback, None)
             if result == -1:
                 message = _error(session.lib)
@@ -232,7 +236,7 @@ def _report(session: Session) -> None:
     if dw.dwfl_report_end(session.handle, None, None) != 0 or err < 0:
         raise OSError(f"reporting the modules of process {pid}: {_error(lib)}")
     if err > 0:
-        raise OSError(err, f"reading /proc/{pid}/maps: {os.strerror(err)}")
+        raise OSError(err, f"reading /proc/{pid}/maps and /proc/{pid}/auxv: {os.strerror(err)}")
     if not session.attached:
         err = dw.dwfl_linux_proc_attach(session.handle, pid, True)
         if err != 0:

@@ -178,6 +178,9 @@ def _prepare(unwinder: libdw.Unwinder, pid: int, identity: str | None, deadline:
         except OSError as e:
             if e.errno in (errno.ESRCH, errno.ENOENT):
                 raise _gone(pid, "native unwind") from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise NotPermitted(f"{e}: dyntel reads the target's /proc/PID/auxv and ELF files to unwind it; for "
+                                   "another user's process that takes CAP_DAC_READ_SEARCH (docs/deploy.md)") from None
             if e.errno != errno.ENOEXEC or time.monotonic() > give_up:
                 raise CaptureError(f"native frames of process {pid}: {e}") from None
         time.sleep(0.002)
@@ -196,6 +199,12 @@ def _in_process(pid: int, identity: str | None, deadline: float, native: bool, l
             session = _prepare(unwinder, pid, identity, deadline)
         except libdw.LibdwMissing as e:
             errors.append(f"native frames: {e}; unwound with the eu-stack program instead (a process start)")
+        except ProcessGone:
+            raise
+        except CaptureError as e:
+            # eu-stack would meet the same refusal: the Python half is still taken, and the error reported.
+            errors.append(f"native frames: {e}")
+            done.native = {}
     if session is None and layout is None:
         return done
     keep = False
@@ -332,7 +341,8 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         if tid not in tids:
             tids.append(tid)
     if native and not native_threads and not py_threads and errors:
-        raise CaptureError(f"no stacks of process {pid}: " + "; ".join(errors))
+        refused = [e for e in errors if "CAP_DAC_READ_SEARCH" in e]
+        raise (NotPermitted if refused else CaptureError)(f"no stacks of process {pid}: " + "; ".join(errors))
     if native_threads:
         maps = read_maps(pid)  # a library loaded since the first read is named too
     # One lookup for every thread's pcs: the modules' paths and tables are found once, not once a thread.
