@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from support import CaptureTarget, deadline
+from support import ROOT, CaptureTarget, deadline
 
 from dyntel.capture import cpython
 from dyntel.capture.errors import CaptureError, ProcessGone
@@ -367,3 +368,30 @@ def test_without_libdw_eu_stack_unwinds_and_the_report_says_so(target: CaptureTa
     mine = next(t for t in in_process.threads if t.tid == reader)
     theirs = next(t for t in fallback.threads if t.tid == reader)
     assert [f.symbol for f in mine.native] == [f.symbol for f in theirs.native]
+
+
+def test_another_users_process_with_the_deployed_capabilities_only(target: CaptureTarget) -> None:
+    """dyntel as uid nobody with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (docs/deploy.md's set for captures, no
+    CAP_KILL) gets the same stacks of a root process as root does: libdw must not ask kill(tid, 0) first."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a capture as another user with chosen capabilities")
+    caps = "+sys_ptrace,+dac_read_search"
+    code = ("import json, sys\nfrom dyntel.capture.stacks import capture_stacks, report_json\n"
+            "print(json.dumps(report_json(capture_stacks(int(sys.argv[1])))))\n")
+    with deadline(60):
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", f"--bounding-set=-all,{caps}",
+                               sys.executable, "-c", code, str(target.pid)],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        theirs = json.loads(done.stdout)
+        ours = report_json(capture_stacks(target.pid))
+    assert theirs["errors"] == []
+    assert all(t["native"] and t["python"] for t in theirs["threads"])
+    reader = int(target.info["reader_tid"])  # type: ignore[call-overload]
+
+    def symbols(report: dict[str, Any], kind: str) -> list[str]:
+        return [f["symbol"] for f in next(t for t in report["threads"] if t["tid"] == reader)[kind]]
+
+    assert symbols(theirs, "native") == symbols(ours, "native")
+    assert symbols(theirs, "python") == symbols(ours, "python")

@@ -41,6 +41,7 @@ class _Callbacks(ctypes.Structure):
 
 
 _FRAME_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_THREAD_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 @dataclass(slots=True)
@@ -66,7 +67,9 @@ def _bind(path: str) -> _Lib:
             "dwfl_report_end": (c.c_int, [c.c_void_p, c.c_void_p, c.c_void_p]),
             "dwfl_linux_proc_report": (c.c_int, [c.c_void_p, c.c_int]),
             "dwfl_linux_proc_attach": (c.c_int, [c.c_void_p, c.c_int, c.c_bool]),
-            "dwfl_getthread_frames": (c.c_int, [c.c_void_p, c.c_int, _FRAME_CB, c.c_void_p]),
+            "dwfl_getthreads": (c.c_int, [c.c_void_p, _THREAD_CB, c.c_void_p]),
+            "dwfl_thread_getframes": (c.c_int, [c.c_void_p, _FRAME_CB, c.c_void_p]),
+            "dwfl_thread_tid": (c.c_int, [c.c_void_p]),
             "dwfl_frame_pc": (c.c_bool, [c.c_void_p, c.POINTER(c.c_uint64), c.POINTER(c.c_bool)]),
         }
         for name, (restype, argtypes) in sigs.items():
@@ -194,25 +197,45 @@ class Unwinder:
 
         callback = _FRAME_CB(on_frame)
         threads: dict[int, NativeThread] = {}
-        for tid in tids:
+        remaining = set(tids)
+        poisoned = False
+
+        def on_thread(thread: int | None, _arg: int | None) -> int:
+            nonlocal poisoned
+            tid = dw.dwfl_thread_tid(thread)
+            if tid not in remaining:
+                return DWARF_CB_OK  # listed in /proc/PID/task but not stopped by us: never touched
+            remaining.discard(tid)
             walk.pcs, walk.activation = [], []
-            if not session.handle:
-                try:
-                    _report(session)  # a fresh Dwfl after a poisoned one (below)
-                except OSError as e:
-                    errors.append(f"tid {tid} and after: {e}")
-                    break
-            result = dw.dwfl_getthread_frames(session.handle, tid, callback, None)
-            if result == -1:
-                message = _error(session.lib)
+            if dw.dwfl_thread_getframes(thread, callback, None) == -1:
                 where = f" at {walk.pcs[-1]:#x}" if walk.pcs else ""
-                errors.append(f"dwfl_thread_getframes tid {tid}{where}: {message}")
+                errors.append(f"dwfl_thread_getframes tid {tid}{where}: {_error(session.lib)}")
                 if not walk.pcs:
                     # libdw could not even read the registers (the thread was killed under us): it then skips its
                     # per-thread detach and would assert on the next thread. That Dwfl is done with.
-                    session.close()
+                    poisoned = True
             if walk.pcs:
                 threads[tid] = NativeThread(tid, walk.pcs, [not a for a in walk.activation])
+            return DWARF_CB_ABORT if poisoned else DWARF_CB_OK
+
+        thread_callback = _THREAD_CB(on_thread)
+        # dwfl_getthreads lists /proc/PID/task; dwfl_getthread_frames would first ask kill(tid, 0) whether the thread
+        # exists, which a process of another user answers EPERM unless dyntel also holds CAP_KILL.
+        while remaining:
+            if not session.handle:
+                try:
+                    _report(session)  # a fresh Dwfl after a poisoned one
+                except OSError as e:
+                    errors.append(f"threads {sorted(remaining)}: {e}")
+                    break
+            poisoned = False
+            result = dw.dwfl_getthreads(session.handle, thread_callback, None)
+            if poisoned:
+                session.close()
+                continue
+            if result == -1:
+                errors.append(f"dwfl_getthreads: {_error(session.lib)}")
+            break  # a stopped thread not listed had exited (killed): nothing to unwind
         return threads
 
     def release(self, session: Session, *, keep: bool) -> None:
