@@ -164,3 +164,33 @@ def test_line_numbers_agree_with_the_interpreter_for_every_instruction() -> None
                 assert cpython.line_of(info, index * 2) == line, (code, index)
                 checked += 1
     assert checked > 1000
+
+
+COPIES = r"""
+import mmap, os, sys
+# Whole-file copies of the interpreter's ELF files, mapped as libdw maps the files it reads (dyntel's own
+# process, or any that unwinds with elfutils, holds such copies): below the dynamic linker's mappings.
+paths = {line.split()[-1] for line in open("/proc/self/maps") if "python" in line.split()[-1]}
+keep = []
+for path in sorted(paths):
+    with open(path, "rb") as f:
+        keep.append(mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+def waiting_with_copies():
+    print(os.getpid(), flush=True)
+    sys.stdin.read()
+waiting_with_copies()
+"""
+
+
+def test_copies_of_the_interpreters_files_in_the_target_do_not_mislead_it() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", COPIES], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        pid = _settled(int(proc.stdout.readline()))
+        maps = read_maps(pid)
+        assert any(e.offset == 0 and e.path and "python" in e.path and e.writable for e in maps)
+        ours = _agree(pid)
+        assert [f for f, _, _ in ours[pid][1]] == ["waiting_with_copies", "<module>"]
+    finally:
+        proc.kill()
+        proc.wait()
