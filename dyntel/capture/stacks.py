@@ -213,8 +213,8 @@ def _in_process(pid: int, identity: str | None, deadline: float, native: bool, l
             if layout is not None and runtime is not None:
                 try:
                     done.python = cpython.walk(stopped.read, runtime, layout)
-                except (ValueError, struct.error) as e:
-                    errors.append(f"python frames: reading the interpreter's thread states: {e}; "
+                except (ValueError, struct.error, IndexError, OverflowError) as e:
+                    errors.append(f"python frames: reading the interpreter's thread states: {e!r}; "
                                   "read with py-spy instead")
             said: list[str] = []
             if session is not None:
@@ -307,7 +307,11 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
     try:
         done = _in_process(pid, identity, deadline, native, layout, info.runtime, errors)
         if done.python is not None and info.runtime is not None and layout is not None:
-            py_threads = _python_in_process(pid, identity, info.runtime, layout, done.python)
+            try:
+                py_threads = _python_in_process(pid, identity, info.runtime, layout, done.python)
+            except (ValueError, struct.error, IndexError, OverflowError) as e:
+                # The target's memory is not ours to trust: what does not parse is an error entry, not a crash.
+                errors.append(f"python frames: naming the frames read: {e!r}")
         if done.native is not None:
             native_threads = done.native
         step = "native unwind"
