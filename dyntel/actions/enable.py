@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from dyntel.actions import ActionContext
-from dyntel.engine.windows import format_time
 from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
+from dyntel.formatting import format_time
 from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
 from dyntel.rules.schema import LEVEL_NAMES

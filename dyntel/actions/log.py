@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dyntel.actions import ActionContext
 from dyntel.actions.placeholders import as_text
-from dyntel.engine.windows import format_group, format_time
 from dyntel.firing import OK, ActionOutcome, Firing
+from dyntel.formatting import format_group, format_time
 from dyntel.rules.model import ActionSpec
 
 TYPE = "log"

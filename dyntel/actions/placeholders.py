@@ -27,8 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dyntel.engine.windows import json_value
 from dyntel.firing import Firing
+from dyntel.formatting import json_value
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][^{}]*)\}")
 

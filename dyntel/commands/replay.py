@@ -175,7 +175,7 @@ def _json_firing(out: TextIO) -> Any:
 
 def firing_line(firing: Any) -> str:
     """`TIME RULE {group} provider:event pid N: action status, ...` for people."""
-    from dyntel.engine.windows import format_group, format_time
+    from dyntel.formatting import format_group, format_time
 
     parts = [format_time(firing.time), firing.rule]
     if firing.group:

@@ -35,14 +35,21 @@ from dyntel.engine.windows import (
     GroupKey,
     Hit,
     WindowState,
-    format_duration,
-    format_time,
     new_window_state,
 )
 from dyntel.event import Event
 from dyntel.firing import Firing
-from dyntel.rules.model import CompiledRule, Limit, RuleSet
-from dyntel.runtime.scheduler import ActionScheduler
+from dyntel.formatting import format_duration, format_time
+from dyntel.rules.model import ActionSpec, CompiledRule, Limit, RuleSet
+
+
+class ActionScheduler(Protocol):
+    """Where the engine hands its firings: the action runtime (dyntel.runtime) implements it, and the engine
+    knows nothing more of it, so the engine does not import the layer above it."""
+
+    def submit(self, firing: Firing, actions: Sequence[ActionSpec]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CandidateIndex(Protocol):

@@ -34,10 +34,8 @@ Choices, each tested in tests/test_engine_windows.py:
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import operator
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from typing import Any
 
 from dyntel.engine.stats import RuleStats
 from dyntel.event import Event
+from dyntel.formatting import format_duration, format_group, format_time, json_value
 from dyntel.rules.model import AbsenceWindow, CountWindow, GroupKeys, SequenceWindow, ThresholdWindow, Window
 
 DEFAULT_MAX_GROUPS = 10_000
@@ -74,16 +73,6 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple((k, _hashable(v)) for k, v in value.items())
     return repr(value)
-
-
-def json_value(value: Any) -> Any:
-    """A group value as the firing's JSON shows it: GUIDs (activity) as UUID text, other bytes as hex."""
-    if isinstance(value, bytes):
-        if len(value) == 16:
-            h = value.hex()
-            return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-        return value.hex()
-    return value
 
 
 Keyer = Callable[[Event], tuple[GroupKey, tuple[Any, ...]]]
@@ -118,38 +107,6 @@ def make_keyer(keys: GroupKeys) -> Keyer:
 
 def group_dict(keys: GroupKeys, raw: tuple[Any, ...]) -> dict[str, Any]:
     return {name: json_value(v) for name, v in zip(keys.names, raw, strict=True)}
-
-
-def format_group(group: dict[str, Any]) -> str:
-    """`{pid: 42, fields.path: "/x"}`: as ops wrote the keys, values as JSON."""
-    return "{" + ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in group.items()) + "}"
-
-
-def format_time(ns: int) -> str:
-    """An event time for people: ISO-8601 UTC when it looks like wall time, else the raw clock in seconds."""
-    if ns < 10**17:  # before 1973: a recording's raw clock, not the epoch
-        return f"{ns / 1e9:.9f}"
-    sec, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
-
-
-def format_duration(ns: int) -> str:
-    """Back to the rule format's units: 30s, 500ms, 5m, 1h, 1m30s."""
-    if ns <= 0:
-        return "0s"
-    if ns % 1_000_000_000:
-        if ns % 1_000_000 == 0:
-            return f"{ns // 1_000_000}ms"
-        if ns % 1_000 == 0:
-            return f"{ns // 1_000}us"
-        return f"{ns}ns"
-    s = ns // 1_000_000_000
-    out = ""
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if s >= size:
-            out += f"{s // size}{unit}"
-            s %= size
-    return out
 
 
 class _Groups:

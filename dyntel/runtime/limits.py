@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from dyntel.engine.windows import format_duration
+from dyntel.formatting import format_duration
 
 
 @dataclass(slots=True, frozen=True)

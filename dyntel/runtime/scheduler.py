@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from dyntel.actions import ActionContext, LogWriter, find_action
 from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
@@ -33,14 +33,6 @@ from dyntel.rules.durations import parse_duration
 from dyntel.rules.model import ActionSpec
 from dyntel.runtime.action_log import ActionLog
 from dyntel.runtime.limits import ActionGate, TypeLimits
-
-
-class ActionScheduler(Protocol):
-    """What the engine needs of a scheduler."""
-
-    def submit(self, firing: Firing, actions: Sequence[ActionSpec]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class ActionRuntime:
