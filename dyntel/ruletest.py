@@ -40,7 +40,7 @@ from dyntel.errors import DyntelError
 from dyntel.event import Event
 from dyntel.firing import Firing
 from dyntel.formatting import format_time_iso, json_value_deep
-from dyntel.rules.durations import parse_duration
+from dyntel.units import parse_duration
 
 CASE_FILE = "case.yaml"
 CASE_SUFFIX = ".case.yaml"

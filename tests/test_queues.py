@@ -159,8 +159,8 @@ def slow_action(monkeypatch: pytest.MonkeyPatch) -> None:
 
     mod.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dyntel.actions.nap", mod)
-    from dyntel import actions
-    monkeypatch.setattr(actions, "_found", {})
+    from dyntel.actions import registry
+    monkeypatch.setattr(registry, "_found", {})
 
 
 def test_the_action_pool_gives_every_firing_an_outcome_and_counts_each_drop(slow_action: None,

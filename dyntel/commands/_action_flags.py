@@ -56,7 +56,7 @@ def add_action_flags(parser: argparse.ArgumentParser, *, live: bool) -> None:
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings keys the user set by flag (dyntel.config.KEYS names), from this module's flags and run's."""
-    from dyntel.rules.durations import parse_size
+    from dyntel.units import parse_size
 
     a = vars(args)
     flags: dict[str, Any] = {

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dyntel.actions.recorder import FlightRecorder, keep_for
+from dyntel.actions.spec import ActionSpec
 from dyntel.engine.explain import CONDITION, COOLDOWN, ERROR, FIRED, LIMIT, WINDOW, ExplainRecord
 from dyntel.engine.stats import EngineStats, RuleStats
 from dyntel.engine.windows import (
@@ -40,7 +41,7 @@ from dyntel.engine.windows import (
 from dyntel.event import Event
 from dyntel.firing import Firing
 from dyntel.formatting import format_duration, format_time
-from dyntel.rules.model import ActionSpec, CompiledRule, Limit, RuleSet
+from dyntel.rules.model import CompiledRule, Limit, RuleSet
 
 
 class ActionScheduler(Protocol):
