@@ -57,7 +57,7 @@ class RunOptions:
     # An OTLP/HTTP endpoint dyntel's own metrics are pushed to every metrics_interval seconds (None: none).
     metrics_otlp: str | None = None
     metrics_interval: float = 30.0
-    # OTLP forwarding of selected events (the config's `forward:` section, dyntel.otel.forward); None: none.
+    # OTLP forwarding of selected events (the config's `forward:` section, dyntel.forwarding); None: none.
     forwarder: Any = None
     # Load rule files others could have written (with a warning) instead of refusing them (--insecure-rules).
     insecure_rules: bool = False

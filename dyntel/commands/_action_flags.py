@@ -97,12 +97,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def forwarder_from_settings(settings: Settings, log: Callable[[str], None], queues: Any = None) -> Any:
-    """The Forwarder of the config's `forward:` section (dyntel.otel.forward), or None, its queue registered with
+    """The Forwarder of the config's `forward:` section (dyntel.forwarding), or None, its queue registered with
     `queues` (the run's dyntel.queues.QueueRegistry). The section is read again from the file for its positions
     in errors; raises RuleErrors."""
     if not settings.config_file or settings["forward"] is None:
         return None
-    from dyntel.otel.forward import Forwarder, load_forward
+    from dyntel.forwarding import Forwarder, load_forward
 
     config = load_forward(settings.config_file)
     return Forwarder(config, log=log, queues=queues) if config is not None else None
