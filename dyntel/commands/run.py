@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.live import RunOptions, run_live
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
     from dyntel.units import parse_size
 
     try:
