@@ -27,13 +27,13 @@ from typing import Any, Protocol
 from dyntel.actions.recorder import FlightRecorder, keep_for
 from dyntel.actions.spec import ActionSpec
 from dyntel.engine.explain import CONDITION, COOLDOWN, ERROR, FIRED, LIMIT, WINDOW, ExplainRecord
+from dyntel.engine.groups import GroupKey
 from dyntel.engine.stats import EngineStats, RuleStats
 from dyntel.engine.windows import (
     DEFAULT_MAX_GROUPS,
     DEFAULT_VALUES_CAP,
     NEVER,
     AbsenceState,
-    GroupKey,
     Hit,
     WindowState,
     new_window_state,
