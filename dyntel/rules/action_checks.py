@@ -28,9 +28,10 @@ def check_actions(raw: list[Any], doc: YamlDoc, path: YamlPath, errors: list[Rul
             continue
         ((kind, options),) = item.items()
         opath = (*here, kind)
+        if not isinstance(kind, str):
+            errors.append(RuleError(doc.key_at(opath), _unknown(kind)))
+            continue
         try:
-            if not isinstance(kind, str):
-                raise UnknownAction(str(kind), "not a name", missing=True)
             action = find_action(kind)
         except UnknownAction as e:
             errors.append(RuleError(doc.key_at(opath), _unknown(kind, e)))
@@ -59,8 +60,8 @@ def check_actions(raw: list[Any], doc: YamlDoc, path: YamlPath, errors: list[Rul
         yield ActionSpec(kind, dict(options), doc.key_at(opath))
 
 
-def _unknown(kind: Any, e: UnknownAction) -> str:
-    if not e.missing:  # its module is there but does not load: say why rather than that it does not exist
+def _unknown(kind: Any, e: UnknownAction | None = None) -> str:
+    if e is not None and not e.missing:  # its module is there but does not load: say why, not that there is none
         return f"action '{kind}': {e.reason}"
     names = type_names()
     return f"unknown action '{kind}'; expected one of {', '.join(names)}{did_you_mean(kind, names)}"

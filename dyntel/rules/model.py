@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported: a compiled rule carries both, and they live below the rules so that the actions can use them too.
 from dyntel.actions.spec import ActionSpec as ActionSpec
 from dyntel.errors import Position as Position
 from dyntel.event import Event

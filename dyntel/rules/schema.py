@@ -1,9 +1,10 @@
-"""The shape of a rule file (pydantic models), and its errors in words an on-call engineer can act on.
+"""The shape of a rule file (pydantic models) and its parts: lists, macros, rules and their actions.
 
 Models validate strictly (no "5" for 5) and forbid unknown keys. Each rule is validated on its own, so that one
-bad rule does not hide the errors of the others; pydantic's error locations are paths into the document, which
-`YamlDoc` turns back into file positions. What pydantic cannot say well (actions, one window kind per rule,
-placeholders) is checked by hand here; conditions are checked by the compiler.
+bad rule does not hide the errors of the others; dyntel.rules.schema_errors turns pydantic's errors into positioned
+messages. What pydantic cannot say well is checked by hand: one window kind per rule here, the actions and their
+placeholders in dyntel.rules.action_checks (each action type's options schema is its module's, found through
+dyntel.actions.registry); conditions are checked by the compiler.
 """
 
 from __future__ import annotations
