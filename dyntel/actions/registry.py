@@ -79,7 +79,8 @@ def find_action(action_type: str) -> ActionType:
         found = _find(action_type)
         _found[action_type] = found
     if isinstance(found, UnknownAction):
-        raise found
+        # A new exception each time: re-raising the cached one would grow its traceback at every firing.
+        raise UnknownAction(found.action_type, found.reason, missing=found.missing)
     return found
 
 
