@@ -90,9 +90,9 @@ def _find(action_type: str) -> ActionType | UnknownAction:
     name = f"{_package.__name__}.{action_type}"
     try:
         module: ModuleType = importlib.import_module(name)
-    except ModuleNotFoundError as e:
+    except ImportError as e:
         # Only the module itself missing means "not in this build"; a dependency it lacks is worth naming.
-        if e.name == name:
+        if isinstance(e, ModuleNotFoundError) and e.name == name:
             return UnknownAction(action_type, unavailable_reason(action_type), missing=True)
         return UnknownAction(action_type, f"{unavailable_reason(action_type)}: {e}", missing=False)
     if getattr(module, "TYPE", None) != action_type or not callable(getattr(module, "run", None)):
