@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from dyntel.rules.trust import check_rule_files
 from dyntel.security import (
     REDACTED,
     UntrustedFileError,
-    check_rule_files,
     redact,
     redact_nul_separated,
     untrusted_reasons,

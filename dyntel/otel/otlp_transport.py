@@ -1,4 +1,4 @@
-"""What the OTLP senders need of a transport, and the one place that picks HTTP or gRPC for an endpoint.
+"""What the OTLP senders need of a transport (dyntel.otel.transports picks HTTP or gRPC for an endpoint).
 
 A transport sends one already-encoded export request (bytes) for a signal (`logs`, `traces` or `metrics`) and
 either returns what the collector rejected or raises ExportError saying whether trying again may help. Requests
@@ -53,14 +53,3 @@ def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"OTLP protocol {protocol!r}: write http/protobuf or grpc")
     return protocol
-
-
-def make_transport(endpoint: str, protocol: str) -> Transport:
-    """A transport for `endpoint` (checked now, so a wrong address is an error at load time, not at export)."""
-    if check_protocol(protocol) == GRPC:
-        from dyntel.otel.otlp_grpc import GrpcTransport
-
-        return GrpcTransport(endpoint)
-    from dyntel.otel.otlp_http import HttpTransport
-
-    return HttpTransport(endpoint)
