@@ -943,7 +943,7 @@ def _raw_test(fmt: Any, field: str, op: str, values: tuple[int, ...]) -> tuple[i
         if (f.dynamic is not None or f.array != ArrayKind.NONE or f.element_size not in (1, 2, 4, 8)
                 or f.size < f.element_size or f.show not in (FieldShow.SIGNED, FieldShow.UNSIGNED, FieldShow.HEX)):
             return None
-        # Read signed exactly where the decoder does (tracefs_format._reads_signed).
+        # Read signed exactly where the decoder does (tracefs_decl._reads_signed).
         signed = f.show == FieldShow.SIGNED and f.element_size >= 4
         return f.offset, f.element_size, signed, code, tuple(values)
     return None
