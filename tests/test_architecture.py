@@ -33,7 +33,7 @@ LAYER_NAMES = ("base", "decoders", "sources", "capture/otel", "actions", "rules"
                "applications")
 LAYERS: dict[str, int] = {
     # 0 base: neutral modules every layer may use
-    "": 0, "errors": 0, "event": 0, "event_json": 0, "value_format": 0, "text_decoding": 0, "source_types": 0,
+    "": 0, "errors": 0, "event": 0, "event_json": 0, "value_format": 0, "eventheader_text": 0, "source_types": 0,
     "queues": 0, "batch_queue": 0, "logs": 0, "progress": 0, "firing": 0, "privileges": 0, "security": 0,
     "formatting": 0, "outcomes": 0,
     # 1 turning bytes into events, and events into bytes
