@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from dyntel.actions.recorder import FlightRecorder, keep_for
@@ -425,3 +425,19 @@ def _sweep_cooldowns(cds: OrderedDict[GroupKey, int], now: int) -> None:
         if cds[key] > now:
             return
         del cds[key]
+
+
+def explain_rule(rules: RuleSet, events: Iterable[Event], rule_name: str, *, end_ns: int | None = None,
+                 max_groups: int | None = None) -> list[ExplainRecord]:
+    """Replay `events` (in time order) through an engine that runs no actions, and return the named rule's explain
+    records (dyntel.engine.explain).
+
+    `end_ns`: the end of the recording, so absence timers that ran out by then are explained too.
+    """
+    engine = Engine(rules, None, explain=rule_name,
+                    max_groups=max_groups if max_groups is not None else DEFAULT_MAX_GROUPS)
+    for event in events:
+        engine.process(event)
+    if end_ns is not None:
+        engine.finish(end_ns)
+    return engine.explanations
