@@ -267,7 +267,7 @@ def _trusted_loader(options: RunOptions) -> Callable[[Sequence[str]], RuleSet]:
     """Reloads check the files as the start did: a rule file made writable by others since is refused (the
     running rules stay, the reload counts as failed with the reason)."""
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     def load(paths: Sequence[str]) -> RuleSet:
         check_rule_files(paths, refuse=not options.insecure_rules, log=options.log, command="dyntel run")

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     rules_paths: list[str] = list(args.rules)
     events_path: str | None = args.events

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.rules.durations import parse_size
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     try:
         settings = settings_from_args(args)
