@@ -174,16 +174,28 @@ for _names, _show, _size in (
         _SIZED_TYPES[_n] = (_show, _size)
 
 
-def parse_field(declaration: str, offset: int, size: int, signed: bool | None, long_size: int = 8) -> FormatField:
-    """Deduce a field's name, array shape, element size and display from its declaration, as the reference does."""
-    long64 = long_size in (0, 8)  # 0: the recording did not say; the reference then assumes its own 64-bit host
-    n_long = 0
-    short = unsigned = signed_kw = struct_kw = data_loc = rel_loc = array = pointer = False
-    name = ""
-    name_start = -1
-    base = ""
-    bracket_count = 0
+@dataclass(slots=True)
+class _Declared:
+    """What the words of a declaration say, before its sizes are weighed."""
 
+    n_long: int = 0
+    short: bool = False
+    unsigned: bool = False
+    signed_kw: bool = False
+    struct_kw: bool = False
+    data_loc: bool = False
+    rel_loc: bool = False
+    array: bool = False
+    pointer: bool = False
+    name: str = ""
+    name_start: int = -1
+    base: str = ""
+    bracket_count: int = 0
+
+
+def _declared(declaration: str) -> _Declared:
+    """The keywords, the base type, the name and the brackets of a declaration, read as the reference reads them."""
+    d = _Declared()
     tokens = _tokens(declaration)
     k = 0
     while k < len(tokens):
@@ -191,74 +203,78 @@ def parse_field(declaration: str, offset: int, size: int, signed: bool | None, l
         k += 1
         if kind == "ident":
             if tok == "long":
-                n_long += 1
+                d.n_long += 1
             elif tok == "short":
-                short = True
+                d.short = True
             elif tok == "unsigned":
-                unsigned = True
+                d.unsigned = True
             elif tok == "signed":
-                signed_kw = True
+                d.signed_kw = True
             elif tok == "struct":
-                struct_kw = True
+                d.struct_kw = True
             elif tok == "__data_loc":
-                data_loc = True
+                d.data_loc = True
             elif tok == "__rel_loc":
-                rel_loc = True
+                d.rel_loc = True
             elif tok not in _QUALIFIERS:
                 # The last plain identifier is the name; the one before it is the base type.
-                base, name, name_start = name, tok, start
+                d.base, d.name, d.name_start = d.name, tok, start
         elif kind == "brackets":
-            array = True
+            d.array = True
             count, ok = _strtoul(tok[1:])
-            bracket_count = count if ok and count <= 0xFFFF else 0
+            d.bracket_count = count if ok and count <= 0xFFFF else 0
             if k < len(tokens) and tokens[k][0] == "ident":
-                base, name, name_start = name, tokens[k][1], tokens[k][2]
+                d.base, d.name, d.name_start = d.name, tokens[k][1], tokens[k][2]
             break
         elif kind == "punct" and tok == "*":
-            pointer = True
+            d.pointer = True
+    return d
 
-    if not name:
+
+def _type_show(d: _Declared, long64: bool) -> tuple[FieldShow, int, bool]:
+    """(how the type is shown, its element size, whether the size is a guess the field's size may correct)."""
+    if d.pointer:
+        return FieldShow.HEX, (8 if long64 else 4), False
+    if d.struct_kw:
+        return FieldShow.BLOB, 1, False
+    if d.base in ("", "int"):
+        show = FieldShow.UNSIGNED if d.unsigned else FieldShow.SIGNED
+        if d.n_long >= 2:
+            return show, 8, False
+        if d.n_long == 1:
+            return (FieldShow.HEX if d.unsigned else show), (8 if long64 else 4), False
+        return show, (2 if d.short else 4), False
+    if d.base == "char":
+        return (FieldShow.UNSIGNED if d.unsigned else FieldShow.SIGNED if d.signed_kw else FieldShow.STRING), 1, False
+    if d.base in _SIZED_TYPES:
+        show, size = _SIZED_TYPES[d.base]
+        return show, size, False
+    return FieldShow.HEX, 1, True
+
+
+def parse_field(declaration: str, offset: int, size: int, signed: bool | None, long_size: int = 8) -> FormatField:
+    """Deduce a field's name, array shape, element size and display from its declaration, as the reference does."""
+    long64 = long_size in (0, 8)  # 0: the recording did not say; the reference then assumes its own 64-bit host
+    d = _declared(declaration)
+    bracket_count = d.bracket_count
+    if not d.name:
         name = "noname"
         type_text = declaration.strip()
     else:
-        type_text = declaration[:name_start].strip()
+        name = d.name
+        type_text = declaration[: d.name_start].strip()
 
-    fixup = False
-    element_size = 1
-    if pointer:
-        show, element_size = FieldShow.HEX, (8 if long64 else 4)
-    elif struct_kw:
-        show, element_size = FieldShow.BLOB, 1
-    elif base in ("", "int"):
-        show = FieldShow.UNSIGNED if unsigned else FieldShow.SIGNED
-        if n_long >= 2:
-            element_size = 8
-        elif n_long == 1:
-            element_size = 8 if long64 else 4
-            if unsigned:
-                show = FieldShow.HEX
-        elif short:
-            element_size = 2
-        else:
-            element_size = 4
-    elif base == "char":
-        show = FieldShow.UNSIGNED if unsigned else FieldShow.SIGNED if signed_kw else FieldShow.STRING
-        element_size = 1
-    elif base in _SIZED_TYPES:
-        show, element_size = _SIZED_TYPES[base]
-    else:
-        show, fixup = FieldShow.HEX, True
-
+    show, element_size, fixup = _type_show(d, long64)
     if show in (FieldShow.UNSIGNED, FieldShow.SIGNED) and signed is not None:
         show = FieldShow.SIGNED if signed else FieldShow.UNSIGNED
 
     dynamic: Dynamic | None = None
     kind_out = ArrayKind.NONE
-    if rel_loc or data_loc:
-        dynamic = "rel_loc" if rel_loc else "data_loc"
+    if d.rel_loc or d.data_loc:
+        dynamic = "rel_loc" if d.rel_loc else "data_loc"
         kind_out = ArrayKind.VARIABLE
         bracket_count = 0
-    elif array:
+    elif d.array:
         kind_out = ArrayKind.FIXED
         if fixup and bracket_count and size % bracket_count == 0 and size // bracket_count in (1, 2, 4, 8):
             element_size, fixup = size // bracket_count, False
@@ -285,7 +301,6 @@ def parse_field(declaration: str, offset: int, size: int, signed: bool | None, l
         show=show,
         bracket_count=bracket_count,
     )
-
 
 
 # ---------------------------------------------------------------------------------------------------------------

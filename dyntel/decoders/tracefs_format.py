@@ -273,30 +273,7 @@ def parse_format(
             if saw_format and strict:
                 raise err(line_no, "a second 'format:' section")
             saw_format = True
-            fields.clear()
-            common_count = 0
-            common = True
-            while (item := lines.next()) is not None:
-                line_no, line = item
-                last_line = line_no
-                if not line:
-                    if common:
-                        common = False
-                        continue
-                    break
-                if not line.strip():
-                    continue
-
-                def where(message: str, n: int = line_no, text_: str = line) -> DecodeError:
-                    return err(n, message, text_)
-
-                parsed = _parse_field_line(line, long_size, strict, where)
-                if parsed is None:
-                    continue
-                fields.append(parsed)
-                common_count += common
-            if strict and common:
-                raise err(last_line, "text ends before the blank line after the common fields (cut short?)")
+            fields, common_count, last_line = _format_section(lines, long_size, strict, err, last_line)
     if not name:
         raise err(last_line, "no 'name:' line")
     if event_id is None:
@@ -307,6 +284,38 @@ def parse_format(
         if print_fmt is None:
             raise err(last_line, "text ends before 'print fmt:' (cut short?)")
     return _build(system or "", name, event_id, tuple(fields), common_count, print_fmt or "", long_size)
+
+
+def _format_section(
+    lines: _Lines, long_size: int, strict: bool, err: Callable[..., DecodeError], last_line: int
+) -> tuple[list[FormatField], int, int]:
+    """The field lines after `format:`: the common fields, a blank line, the event's own fields, up to the next
+    blank line. Returns (fields, how many of them are common, the number of the last line read)."""
+    fields: list[FormatField] = []
+    common_count = 0
+    common = True
+    while (item := lines.next()) is not None:
+        line_no, line = item
+        last_line = line_no
+        if not line:
+            if common:
+                common = False
+                continue
+            break
+        if not line.strip():
+            continue
+
+        def where(message: str, n: int = line_no, text_: str = line) -> DecodeError:
+            return err(n, message, text_)
+
+        parsed = _parse_field_line(line, long_size, strict, where)
+        if parsed is None:
+            continue
+        fields.append(parsed)
+        common_count += common
+    if strict and common:
+        raise err(last_line, "text ends before the blank line after the common fields (cut short?)")
+    return fields, common_count, last_line
 
 
 def _open_quote(text: str) -> bool:
