@@ -29,8 +29,7 @@ from typing import Any
 from dyntel.batch_queue import BatchQueue
 from dyntel.event import Event
 from dyntel.otel.otlp_events import EventEncoder
-from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, ExportError, Transport, default_endpoint
-from dyntel.otel.transports import make_transport
+from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, ExportError, Transport, default_endpoint, make_transport
 from dyntel.queues import QueueCounts, QueueRegistry
 from dyntel.rules.condition import Compiler
 from dyntel.rules.errors import RuleError, RuleErrors, unique_sorted

@@ -6,7 +6,8 @@ could have been written by someone else: the file, or any directory on the way t
 directory can replace the file in it), is writable by its group or by others, or is owned by a user who is neither
 root nor the user dyntel runs as. Like sshd's StrictModes, with two exceptions that take away nobody's safety:
 a sticky directory (/tmp) lets others create entries but not replace ours, and a read-only mount (a Kubernetes
-ConfigMap volume, whose directory is 0777) cannot be written through at all.
+ConfigMap volume, whose directory is 0777) cannot be written through at all. `dyntel.rules.trust` applies it to
+the rule files before they are loaded.
 
 `redact` takes secrets out of environment variables, command lines and attribute mappings before they leave the
 machine in a dump's metadata streams or an alert. It is a pure function; callers choose the patterns.

@@ -23,8 +23,8 @@ from dyntel.firing import OK, ActionOutcome, Firing
 from dyntel.otel import exporter as exporter_module
 from dyntel.otel.exporter import SEQ_ATTRIBUTE, AlertExporter, ExporterSettings
 from dyntel.otel.otlp_proto import LogRecord
+from dyntel.otel.otlp_transport import make_transport
 from dyntel.otel.spool import Spool, SpoolError
-from dyntel.otel.transports import make_transport
 from dyntel.rules.model import ActionSpec
 
 FAST = ExporterSettings(max_delay=0.02, timeout=2.0, backoff_initial=0.05, backoff_max=0.3)

@@ -27,7 +27,7 @@ from dyntel.forwarding import FAILED_ALL_TRIES, ForwardConfig, Forwarder
 from dyntel.otel import exporter as exporter_module
 from dyntel.otel.exporter import AlertExporter, ExporterSettings, delivery_lines
 from dyntel.otel.otlp_proto import LogRecord
-from dyntel.otel.transports import make_transport
+from dyntel.otel.otlp_transport import make_transport
 from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueRegistry
 from dyntel.rules.model import ActionSpec
 from dyntel.runtime.action_log import ActionLog

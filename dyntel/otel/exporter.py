@@ -37,9 +37,8 @@ from typing import Any
 from dyntel.batch_queue import BatchQueue
 from dyntel.otel import otlp_wire
 from dyntel.otel.otlp_proto import SCOPE_NAME, default_resource
-from dyntel.otel.otlp_transport import LOGS, ExportError, Transport
+from dyntel.otel.otlp_transport import LOGS, ExportError, Transport, make_transport
 from dyntel.otel.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Spool
-from dyntel.otel.transports import make_transport
 from dyntel.queues import QueueCounts, QueueRegistry
 
 SEQ_ATTRIBUTE = "dyntel.alert.seq"
