@@ -115,21 +115,21 @@ class _Active:
         self.by_name = {st.rule.name: st for st in states.values()}
         self.timed = tuple(st for st in states.values() if st.timed)
         self.windowed = tuple(st for st in states.values() if st.window is not None or st.rule.cooldown_ns)
-        # id(candidate tuple) -> (that tuple, its steps or None when a rule among them is explained); the tuple is
-        # kept so that an id reused after the index let its tuple go is told apart.
-        self.plans: dict[int, tuple[Sequence[CompiledRule], _Plan | None]] = {}
+        # (provider, event, level) -> (the index's candidates, their steps, or None when one of them is explained)
+        self.plans: dict[tuple[str, str, int | None], tuple[Sequence[CompiledRule], _Plan | None]] = {}
 
-    def plan(self, cands: Sequence[CompiledRule]) -> tuple[Sequence[CompiledRule], _Plan | None]:
+    def plan(self, key: tuple[str, str, int | None]) -> tuple[Sequence[CompiledRule], _Plan | None]:
+        cands = self.index.candidates(*key)
         sts = [self.states[rule] for rule in cands]
         steps = None if any(st.explain for st in sts) else tuple((st.rule.predicate, st, st.stats) for st in sts)
         if len(self.plans) >= _MAX_PLANS:
             self.plans.clear()
-        entry = self.plans[id(cands)] = (cands, steps)
+        entry = self.plans[key] = (cands, steps)
         return entry
 
 
 _Plan = tuple[tuple[Callable[[Event], Any], _RuleState, RuleStats], ...]
-_MAX_PLANS = 4096  # distinct candidate tuples remembered (the index's own memo is bounded too)
+_MAX_PLANS = 65536  # distinct (provider, event, level) remembered before starting over, as the index does
 
 
 class Engine:
@@ -229,18 +229,20 @@ class Engine:
             self._run_timers(active, t, out)
         if t >= self._next_sweep:
             self._sweep(active, t)
-        cands = active.index.candidates(event.provider, event.name, event.level)
+        # The candidates' (predicate, state, stats) for this (provider, event, level), made once from the index's
+        # answer (which depends on nothing else): per event this saves the index's call, and per candidate a
+        # dict lookup, two attribute reads and a test.
+        key = (event.provider, event.name, event.level)
+        plan = active.plans.get(key)
+        if plan is None:
+            plan = active.plan(key)
+        cands, steps = plan
         if not cands:
             return out
         self._candidates += len(cands)
-        # The candidates' (predicate, state, stats), made once per candidate tuple (the index hands out the same
-        # tuple for the same key): per rule and event this saves a dict lookup, two attribute reads and a test.
-        plan = active.plans.get(id(cands))
-        if plan is None or plan[0] is not cands:
-            plan = active.plan(cands)
-        if plan[1] is None:  # a rule being explained is among them
+        if steps is None:  # a rule being explained is among them
             return self._process_explained(active, cands, event, t, out)
-        for predicate, st, stats in plan[1]:
+        for predicate, st, stats in steps:
             stats.candidates += 1
             try:
                 if not predicate(event):
