@@ -159,6 +159,37 @@ class Event:
         return f
 
 
+# The slot's own descriptor, which LazyEvent's property stands in front of (mypy sees the field's type instead).
+_VALUES_SLOT: Any = Event.__dict__["values"]
+
+
+class LazyEvent(Event):
+    """An Event whose payload is decoded when something first reads `values` (or `fields`), not when the event is
+    made: a live source makes these where decoding costs more than the holder (strings, __data_loc fields, arrays),
+    so that an event no rule reads a field of (a condition on pid, a count of events) never pays for its decode,
+    while whoever needs the payload (a condition on a field, `dyntel decode`'s JSON, forwarding, an action) gets
+    exactly the values the decoder would have given at once. The decoder is the source's own, which never raises
+    on short or inconsistent entries (it gives the empty values instead)."""
+
+    __slots__ = ("_decode", "_raw")
+    _decode: Callable[[Any], Sequence[Any]] | None
+    _raw: Any
+
+    def _get_values(self) -> Sequence[Any]:
+        decode = self._decode
+        if decode is not None:
+            _VALUES_SLOT.__set__(self, decode(self._raw))
+            self._decode = self._raw = None
+        values: Sequence[Any] = _VALUES_SLOT.__get__(self, LazyEvent)
+        return values
+
+    def _set_values(self, values: Sequence[Any]) -> None:
+        _VALUES_SLOT.__set__(self, values)
+        self._decode = self._raw = None
+
+    values = property(_get_values, _set_values)
+
+
 def _fields_builder(schema: Schema) -> Callable[[Sequence[Any]], dict[str, Any]]:
     """values -> the fields dict, made once per schema. A flat schema with distinct names (most are) gets a
     compiled dict display, `{"a": v[0], "b": v[1]}`: for every event a condition reads a field of, that is about a

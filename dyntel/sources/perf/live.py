@@ -734,7 +734,7 @@ class PerfLiveSource:
             return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
                           time_is_wall=True)
         recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=fmt.decoder(_BIG_ENDIAN),
-                        time_offset=self._offset, time_is_wall=True)
+                        time_offset=self._offset, time_is_wall=True, lazy=_costly(fmt))
         if fmt.kind == "eventheader":
             recipe.build = self._eventheader_builder(fmt, recipe)
         return recipe
@@ -1224,6 +1224,17 @@ def _stream_position(ring: pe.Ring, pos: int) -> int:
     """The stream position (data_tail's count) of the record at offset `pos` in the mapping, which lies between
     the ring's tail and its tail plus its size."""
     return ring.tail + ((pos - ring.base - ring.tail) & (ring.size - 1))
+
+
+def _costly(fmt: Any) -> bool:
+    """Whether a format's payload is decoded on first use (LazyEvent) rather than at once: where it has strings,
+    __data_loc fields or arrays, whose decode (a slice, a string cache lookup, a list) costs several times the
+    holder (measured: sched_process_exec's 1.3 us against 0.16 us); a payload of plain integers is one unpack_from,
+    as cheap as the holder, and is decoded at once."""
+    from dyntel.decoders.tracefs_format import FieldShow
+
+    return fmt.kind == "tracefs" and any(f.dynamic is not None or f.show == FieldShow.STRING or f.array
+                                         for f in fmt.user_fields)
 
 
 def _raw_values(raw: bytes | None) -> tuple[bytes]:

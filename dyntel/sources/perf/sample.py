@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dyntel.event import Event, Schema
+from dyntel.event import Event, LazyEvent, Schema
 from dyntel.sources.perf import abi
 from dyntel.sources.perf.header import Attr
 
@@ -58,6 +58,8 @@ class Recipe:
     build: EventBuilder | None = None
     time_offset: int = 0  # added to the sample's time (nanoseconds from the clock's zero to the Unix epoch)
     time_is_wall: bool = False
+    # Make LazyEvents: `decode(raw)` runs when something first reads the event's values (see dyntel.event).
+    lazy: bool = False
 
 
 class _ChainStructs(dict[int, struct.Struct]):
@@ -332,7 +334,8 @@ _MAX_FACTORIES = 256  # distinct layouts seen; a corrupted file can make up any 
 def compile_sample_parser(attr: Attr, big_endian: bool, recipe: Recipe) -> SampleParser:
     """The fast parser: (buffer, record start, record end) -> Event, or None when the recipe drops the sample."""
     shape = (_layout_key(attr), big_endian, recipe.build is not None, recipe.decode is not None,
-             recipe.time_offset != 0)
+             recipe.time_offset != 0, recipe.lazy and recipe.decode is not None and bool(attr.sample_type
+                                                                                         & abi.SAMPLE_RAW))
     factory = _FACTORIES.get(shape)
     if factory is None:
         if len(_FACTORIES) >= _MAX_FACTORIES:
@@ -345,6 +348,8 @@ def compile_sample_parser(attr: Attr, big_endian: bool, recipe: Recipe) -> Sampl
 def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[..., SampleParser]:
     lines, env, _ = sample_source(attr, big_endian, full=False)
     st = attr.sample_type
+    shape_lazy = recipe.lazy and recipe.decode is not None and bool(st & abi.SAMPLE_RAW)
+    env["LazyEvent"] = LazyEvent
     time = "time" if st & abi.SAMPLE_TIME else "None"
     if time != "None" and recipe.time_offset:
         time = "time + _toff"
@@ -360,10 +365,16 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
         # The Event's slots are stored here, one by one, on an object made by object.__new__: calling the class
         # (its dataclass __init__, 19 arguments) cost about twice as much per event (measured: 580 ns against 320
         # ns on this project's 2-CPU VM). Every slot is set, as __init__ would set it (_event_slots).
-        lines.append("    e = _new(Event)")
         given = {"provider": "_provider", "name": "_name", "schema": "_schema", "values": values,
                  "source": "_source", "time": time, "time_is_wall": "_wall", "cpu": cpu, "pid": pid, "tid": tid,
                  "callchain": chain}
+        if shape_lazy:
+            # The values slot stays unset until LazyEvent.values decodes (it reads _decode first).
+            lines.append("    e = _new(LazyEvent)")
+            del given["values"]
+            given["_decode"], given["_raw"] = "_decode", raw
+        else:
+            lines.append("    e = _new(Event)")
         lines += [f"    e.{slot} = {value}" for slot, value in _event_slots(given)]
         lines.append("    return e")
         env["_new"] = object.__new__
@@ -378,9 +389,11 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
 def _event_slots(given: dict[str, str]) -> list[tuple[str, str]]:
     """(slot, expression) for every field of Event: those of `given`, the rest their default (which must be None:
     a field added to Event with another default has to be added here, and this says so rather than leave the
-    slot unset)."""
-    out = []
+    slot unset). A LazyEvent's `values` is left out (given has no "values"), its _decode and _raw put first."""
+    out: list[tuple[str, str]] = [(name, given[name]) for name in ("_decode", "_raw") if name in given]
     for f in dataclasses.fields(Event):
+        if f.name == "values" and "values" not in given:
+            continue
         if f.name in given:
             out.append((f.name, given[f.name]))
         elif f.default is None:
