@@ -22,6 +22,7 @@ from test_live_ring import SYS_ENTER, FakeRing, sample, source_with, sys_enter_r
 from dyntel.event import Event
 from dyntel.sources.perf import live as perf_live
 from dyntel.sources.perf.live import PROMPT_MAX_RATE, PerfLiveSource
+from dyntel.sources.perf.reorder import cut
 from dyntel.sources.perf.tracefs import LiveSetupError
 
 
@@ -143,8 +144,8 @@ def test_a_sample_waits_for_a_ring_in_use_that_has_shown_nothing_later() -> None
     a.attached = b.attached = 1
     a.put(sample(11, sys_enter_raw(110), time=5000))
     src._drain()
-    assert src._cut(5500) < 5000  # b may still commit a sample taken before 5000
-    assert src._cut(6001) >= 5000  # ... not after the window
+    assert cut(src._rings, 5500, src.reorder_ns) < 5000  # b may still commit a sample taken before 5000
+    assert cut(src._rings, 6001, src.reorder_ns) >= 5000  # ... not after the window
 
 
 def test_a_sample_goes_at_once_when_every_other_ring_is_later_or_unused() -> None:
@@ -153,12 +154,13 @@ def test_a_sample_goes_at_once_when_every_other_ring_is_later_or_unused() -> Non
     a.put(sample(11, sys_enter_raw(110), time=5000))
     b.put(sample(11, sys_enter_raw(110), time=5001, cpu=1))
     src._drain()
-    assert src._cut(5001) >= 5000  # b's samples come in time order: nothing older than 5001 can follow
+    # b's samples come in time order: nothing older than 5001 can follow
+    assert cut(src._rings, 5001, src.reorder_ns) >= 5000
     src, a, b = _two_rings()
     a.attached = 1  # nothing writes into b
     a.put(sample(11, sys_enter_raw(110), time=5000))
     src._drain()
-    assert src._cut(5001) >= 5000
+    assert cut(src._rings, 5001, src.reorder_ns) >= 5000
 
 
 # The native pre-filter on live rings: what every candidate rule's field test rejects is dropped in C.
