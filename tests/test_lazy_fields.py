@@ -113,3 +113,20 @@ def test_fields_of_a_flat_schema_and_of_a_short_entry() -> None:
     assert Event("p", "n", schema, (1,)).fields == {"a": 1}
     repeated = Schema((FieldInfo("a", Encoding.VALUE32), FieldInfo("a", Encoding.VALUE32)))
     assert Event("p", "n", repeated, (1, 2)).fields == {"a": 1}
+
+
+def test_an_all_scalar_payload_is_unpacked_from_the_sample_as_the_decoder_would() -> None:
+    fmt = parse_format(INTS, "demo")
+    decoder = fmt.decoder(False)
+    assert decoder.fixed is not None  # type: ignore[attr-defined]
+    attr = Attr(2, 4242, SAMPLE_TYPE, 0, True)
+    full = struct.pack("<HBBi", 4242, 0, 0, 77) + struct.pack("<iiq", 5, 77, -3)
+    for raw in (full, full[:20], full[:9], b""):  # whole, and short entries (the decoder's own answer)
+        record = _sample(raw)
+        events = [compile_sample_parser(attr, False, Recipe("demo", "demo_exec", fmt.schema, "tracepoint",
+                                                            decode=decoder, fixed=fixed))(record, 0, len(record))
+                  for fixed in (decoder.fixed, None)]  # type: ignore[attr-defined]
+        assert events[0].values == events[1].values == decoder(raw)
+        assert format_event(events[0]) == format_event(events[1])
+    assert _parse(False).values == parse_format(FORMAT, "demo").decode(_raw())
+    assert parse_format(FORMAT, "demo").decoder(False).fixed is None  # type: ignore[attr-defined]

@@ -210,3 +210,19 @@ def test_a_budget_cut_in_the_middle_of_a_record_is_read_whole() -> None:
         ring.put(sample(11, sys_enter_raw(110), time=t))
     src._drain(budget=112 * 3 + 50)  # ends inside the fourth record
     assert len(src._pending) == 4 and ring.read == 112 * 4
+
+
+def test_the_native_prefilter_makes_the_sort_keys_of_any_ring() -> None:
+    src, a, b = _two_rings()
+    if src._native is None:
+        pytest.skip("dyntel._prefilter is not built")
+    src.field_filter = lambda p, e: [[("id", "==", (110,))]] if (p, e) == ("raw_syscalls", "sys_enter") else None
+    a.attached = b.attached = 1
+    for t in range(5):
+        b.put(sample(11, sys_enter_raw(110 if t % 2 else 3), time=1000 + t, cpu=1))
+    src._drain()
+    # The scan's keys, as _drain's Python loop makes them: time << 48 | ring << 32 | offset in the mapping.
+    assert [k >> 48 for k in src._pending] == [1001, 1003]
+    assert all(k >> 32 & 0xFFFF == 1 for k in src._pending)
+    assert [(e.time, e.fields["id"]) for e in src._batch(sorted(src._pending))] == [(1001, 110), (1003, 110)]
+    assert b.read == 5 * 112 and src.stats.skipped["filtered"] == 3

@@ -572,8 +572,10 @@ class PerfLiveSource(RingReader, RateBalancer):
             log.warning("%s: format not readable (%s); its events carry their raw bytes", tp.full_name, e.message)
             return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
                           time_is_wall=True)
-        recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=fmt.decoder(_BIG_ENDIAN),
-                        time_offset=self._offset, time_is_wall=True, lazy=_costly(fmt))
+        decoder = fmt.decoder(_BIG_ENDIAN)
+        lazy = _costly(fmt)
+        recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=decoder, time_offset=self._offset,
+                        time_is_wall=True, lazy=lazy, fixed=None if lazy else getattr(decoder, "fixed", None))
         if fmt.kind == "eventheader":
             recipe.build = self._eventheader_builder(fmt, recipe)
         return recipe

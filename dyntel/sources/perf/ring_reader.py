@@ -133,21 +133,17 @@ class RingReader:
         if not useful:
             return None
         start = ring.base + (tail & (ring.size - 1))
+        # key_base: the scan makes the sort keys of the kept samples itself (time << 48 | ring << 32 | offset, as
+        # _drain does), which a Python loop here cost about 0.2 us a sample.
         scanned = self._native.scan(buffer=ring.mm, start=start, end=start + end - tail, id_offset=8,
-                                    time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True)
+                                    time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True,
+                                    key_base=i << 32)
         if scanned is None or scanned["counts"]:  # LOST and other records: the Python loop counts them
             return None
-        add = self._pending.append
-        u64 = _U64
-        mm = ring.mm
-        which = i << 32
+        self._pending += scanned["keys"]
         last = scanned["max_dropped_time"] if scanned["samples"] else -1
-        for w in memoryview(scanned["words"]).cast("Q"):
-            p = w >> 16
-            t = u64(mm, p + _TIME_AT)[0]
-            add(t << 48 | which + p)
-            if t > last:
-                last = t
+        if scanned["max_kept_time"] > last:
+            last = scanned["max_kept_time"]
         dropped = scanned["dropped_type"] + scanned["dropped_value"]
         if dropped:
             skipped = self.stats.skipped

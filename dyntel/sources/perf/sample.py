@@ -60,6 +60,10 @@ class Recipe:
     time_is_wall: bool = False
     # Make LazyEvents: `decode(raw)` runs when something first reads the event's values (see dyntel.event).
     lazy: bool = False
+    # A payload of fixed-size scalars only, which `decode` reads with one unpack: (its offset in the raw entry, the
+    # struct). The parser then unpacks it from the sample itself (no raw copy, no decoder call) when the entry
+    # holds it whole, and calls `decode` on the entry otherwise (its own answer for a short one).
+    fixed: tuple[int, struct.Struct] | None = None
 
 
 class _ChainStructs(dict[int, struct.Struct]):
@@ -201,8 +205,10 @@ def _layout_key(attr: Attr) -> tuple[int, ...]:
     )
 
 
-def sample_source(attr: Attr, big_endian: bool, full: bool) -> tuple[list[str], dict[str, Any], list[str]]:
-    """The parser body's lines, the globals it needs, and (full) the names of the fields it reads."""
+def sample_source(attr: Attr, big_endian: bool, full: bool,
+                  fixed: bool = False) -> tuple[list[str], dict[str, Any], list[str]]:
+    """The parser body's lines, the globals it needs, and (full) the names of the fields it reads. `fixed`: the
+    payload's values are unpacked from the sample into `values` (see Recipe.fixed), and no `raw` is made."""
     st = attr.sample_type
     g = _Gen(">" if big_endian else "<", full)
     if st & abi.SAMPLE_IDENTIFIER:
@@ -251,7 +257,11 @@ def sample_source(attr: Attr, big_endian: bool, full: bool) -> tuple[list[str], 
     if st & abi.SAMPLE_RAW:
         g.length_word("I", "_rs", "RAW")
         g.check_bytes("_rs", "RAW")
-        g.line(f"raw = buf[{g.at()}:{g.at()} + _rs]")
+        if fixed and not full:
+            g.line(f"if _rs >= _fneed: values = _fixed(buf, {g.at()} + _fstart)")
+            g.line(f"else: values = _decode(buf[{g.at()}:{g.at()} + _rs])")
+        else:
+            g.line(f"raw = buf[{g.at()}:{g.at()} + _rs]")
         if full:
             g.defined.append("raw")
         if full or st & _AFTER_RAW:
@@ -334,21 +344,35 @@ _MAX_FACTORIES = 256  # distinct layouts seen; a corrupted file can make up any 
 def compile_sample_parser(attr: Attr, big_endian: bool, recipe: Recipe) -> SampleParser:
     """The fast parser: (buffer, record start, record end) -> Event, or None when the recipe drops the sample."""
     shape = (_layout_key(attr), big_endian, recipe.build is not None, recipe.decode is not None,
-             recipe.time_offset != 0, recipe.lazy and recipe.decode is not None and bool(attr.sample_type
-                                                                                         & abi.SAMPLE_RAW))
+             recipe.time_offset != 0, _payload_kind(attr, recipe))
     factory = _FACTORIES.get(shape)
     if factory is None:
         if len(_FACTORIES) >= _MAX_FACTORIES:
             _FACTORIES.clear()
         factory = _FACTORIES[shape] = _make_factory(attr, big_endian, recipe)
+    fixed = recipe.fixed
     return factory(recipe.provider, recipe.name, recipe.schema, recipe.source, recipe.decode, recipe.build,
-                   recipe.time_offset, recipe.time_is_wall)
+                   recipe.time_offset, recipe.time_is_wall, fixed[1].unpack_from if fixed else None,
+                   fixed[0] if fixed else 0, fixed[0] + fixed[1].size if fixed else 0)
+
+
+def _payload_kind(attr: Attr, recipe: Recipe) -> str:
+    """How the parser gets the payload's values: "build" (the recipe's builder), "none" (no decode, or no RAW),
+    "lazy" (a LazyEvent decodes on first read), "fixed" (one unpack from the sample), else "decode"."""
+    if recipe.build is not None:
+        return "build"
+    if recipe.decode is None or not attr.sample_type & abi.SAMPLE_RAW:
+        return "none"
+    if recipe.lazy:
+        return "lazy"
+    return "fixed" if recipe.fixed is not None else "decode"
 
 
 def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[..., SampleParser]:
-    lines, env, _ = sample_source(attr, big_endian, full=False)
+    kind = _payload_kind(attr, recipe)
+    lines, env, _ = sample_source(attr, big_endian, full=False, fixed=kind == "fixed")
     st = attr.sample_type
-    shape_lazy = recipe.lazy and recipe.decode is not None and bool(st & abi.SAMPLE_RAW)
+    shape_lazy = kind == "lazy"
     env["LazyEvent"] = LazyEvent
     time = "time" if st & abi.SAMPLE_TIME else "None"
     if time != "None" and recipe.time_offset:
@@ -361,7 +385,7 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
     if recipe.build is not None:
         lines.append(f"    return _build({raw}, {time}, {cpu}, {pid}, {tid}, {chain})")
     else:
-        values = "()" if recipe.decode is None else f"_decode({raw})"
+        values = "()" if recipe.decode is None else "values" if kind == "fixed" else f"_decode({raw})"
         # The Event's slots are stored here, one by one, on an object made by object.__new__: calling the class
         # (its dataclass __init__, 19 arguments) cost about twice as much per event (measured: 580 ns against 320
         # ns on this project's 2-CPU VM). Every slot is set, as __init__ would set it (_event_slots).
@@ -379,7 +403,7 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
         lines.append("    return e")
         env["_new"] = object.__new__
     body = "\n".join("    " + line for line in lines)
-    src = ("def factory(_provider, _name, _schema, _source, _decode, _build, _toff, _wall):\n"
+    src = ("def factory(_provider, _name, _schema, _source, _decode, _build, _toff, _wall, _fixed, _fstart, _fneed):\n"
            "    def parse(buf, pos, end):\n" + body + "\n    return parse\n")
     exec(compile(src, f"<perf sample parser, sample_type {st:#x}>", "exec"), env)
     factory: Callable[..., SampleParser] = env["factory"]
