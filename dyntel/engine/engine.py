@@ -20,8 +20,10 @@ A rule whose compiled code raises on an event skips that event; the error is cou
 from __future__ import annotations
 
 import importlib
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from dyntel.actions.recorder import FlightRecorder, keep_for
@@ -115,20 +117,42 @@ class _Active:
         self.by_name = {st.rule.name: st for st in states.values()}
         self.timed = tuple(st for st in states.values() if st.timed)
         self.windowed = tuple(st for st in states.values() if st.window is not None or st.rule.cooldown_ns)
-        # (provider, event, level) -> (the index's candidates, their steps, or None when one of them is explained)
-        self.plans: dict[tuple[str, str, int | None], tuple[Sequence[CompiledRule], _Plan | None]] = {}
+        # (provider, event, level) -> [the index's candidates, their steps (None when one of them is explained),
+        # events since the candidates were last counted into the rules' stats]
+        self.plans: dict[tuple[str, str, int | None], list[Any]] = {}
 
-    def plan(self, key: tuple[str, str, int | None]) -> tuple[Sequence[CompiledRule], _Plan | None]:
+    def plan(self, key: tuple[str, str, int | None], lock: AbstractContextManager[Any]) -> list[Any]:
         cands = self.index.candidates(*key)
         sts = [self.states[rule] for rule in cands]
         steps = None if any(st.explain for st in sts) else tuple((st.rule.predicate, st, st.stats) for st in sts)
         if len(self.plans) >= _MAX_PLANS:
+            self.fold(lock)
             self.plans.clear()
-        entry = self.plans[key] = (cands, steps)
+        entry = self.plans[key] = [cands, steps, 0]
         return entry
 
+    def fold(self, lock: AbstractContextManager[Any]) -> None:
+        """Add the plans' pending candidate counts to the rules' stats (the engine's thread; `lock` keeps a reader
+        of the stats from seeing a count in both places or in neither)."""
+        with lock:
+            for entry in self.plans.values():
+                if entry[1] is not None and entry[2]:
+                    for _, _, stats in entry[1]:
+                        stats.candidates += entry[2]
+                    entry[2] = 0
 
-_Plan = tuple[tuple[Callable[[Event], Any], _RuleState, RuleStats], ...]
+    def pending(self) -> dict[str, int]:
+        """Candidates counted in the plans and not yet in the rules' stats, by rule name (any thread, under the
+        engine's stats lock)."""
+        out: dict[str, int] = {}
+        for entry in list(self.plans.values()):
+            n = entry[2]
+            if n and entry[1] is not None:
+                for _, st, _ in entry[1]:
+                    out[st.rule.name] = out.get(st.rule.name, 0) + n
+        return out
+
+
 _MAX_PLANS = 65536  # distinct (provider, event, level) remembered before starting over, as the index does
 
 
@@ -156,6 +180,8 @@ class Engine:
         self._next_sweep = 0
         self._recorder = recorder
         self._tap: Callable[[Event], None] | None = None
+        # Held while candidate counts move from the plans to the rules' stats, and while a reader adds them up.
+        self._stats_lock = threading.Lock()
         self._active = self._build(rules, {})
         self._set_tap(rules.rules)
         if explain is not None and explain not in self._active.by_name:
@@ -189,7 +215,9 @@ class Engine:
         window, cooldown and limit state; changed and new rules start empty; removed rules' state is dropped.
         Stats are kept by rule name. Raises (and keeps the running set) when the new set is unusable."""
         active = self._build(new, self._active.by_name)
-        self._active = active
+        with self._stats_lock:
+            self._active.fold(nullcontext())
+            self._active = active
         self._set_tap(new.rules)
         self._next_deadline = min((st.window.next_deadline() for st in active.timed
                                    if isinstance(st.window, AbsenceState)), default=NEVER)
@@ -235,15 +263,17 @@ class Engine:
         key = (event.provider, event.name, event.level)
         plan = active.plans.get(key)
         if plan is None:
-            plan = active.plan(key)
-        cands, steps = plan
+            plan = active.plan(key, self._stats_lock)
+        cands, steps, _ = plan
         if not cands:
             return out
         self._candidates += len(cands)
         if steps is None:  # a rule being explained is among them
             return self._process_explained(active, cands, event, t, out)
+        # Each of these rules had one more candidate: counted once for them all here, and added to each rule's
+        # RuleStats.candidates when the stats are read (Engine.stats) or the plan goes (_Active.fold).
+        plan[2] += 1
         for predicate, st, stats in steps:
-            stats.candidates += 1
             try:
                 if not predicate(event):
                     continue
@@ -456,8 +486,11 @@ class Engine:
     @property
     def stats(self) -> EngineStats:
         """A snapshot: the events seen, the index's candidates, and per rule (every rule ever loaded, by name)."""
-        return EngineStats(self._events, self._candidates,
-                           {name: s.copy() for name, s in self._rule_stats.items()})
+        with self._stats_lock:
+            rules = {name: s.copy() for name, s in self._rule_stats.items()}
+            for name, n in self._active.pending().items():
+                rules[name].candidates += n
+        return EngineStats(self._events, self._candidates, rules)
 
     @property
     def now(self) -> int:
