@@ -176,16 +176,23 @@ class LazyEvent(Event):
     _raw: Any
 
     def _get_values(self) -> Sequence[Any]:
+        # Two threads may read one event (the engine's, an action's): _raw is read before _decode here and cleared
+        # after it below, so whoever still sees a decoder also holds the bytes; both decode to the same values.
+        raw = self._raw
         decode = self._decode
         if decode is not None:
-            _VALUES_SLOT.__set__(self, decode(self._raw))
-            self._decode = self._raw = None
+            decoded = decode(raw)
+            _VALUES_SLOT.__set__(self, decoded)
+            self._decode = None
+            self._raw = None
+            return decoded
         values: Sequence[Any] = _VALUES_SLOT.__get__(self, LazyEvent)
         return values
 
     def _set_values(self, values: Sequence[Any]) -> None:
         _VALUES_SLOT.__set__(self, values)
-        self._decode = self._raw = None
+        self._decode = None
+        self._raw = None
 
     values = property(_get_values, _set_values)
 
