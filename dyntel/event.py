@@ -198,16 +198,32 @@ class LazyEvent(Event):
 
 
 def _fields_builder(schema: Schema) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """values -> the fields dict, made once per schema. A flat schema with distinct names (most are) gets a
-    compiled dict display, `{"a": v[0], "b": v[1]}`: for every event a condition reads a field of, that is about a
-    third of the cost of dict(zip(names, values)) (no zip object, no pair tuples). Values of another length than
-    the schema's (a short entry) go through zip, as before."""
+    """values -> the fields dict, made once per schema. A flat schema with distinct names (most are) gets, once it
+    has been read _COMPILE_AFTER times, a compiled dict display, `{"a": v[0], "b": v[1]}`: for every event a
+    condition reads a field of, that is about a third of the cost of dict(zip(names, values)) (no zip object, no
+    pair tuples). Until then dict(zip()) serves: compiling costs as much as some hundred zips, which a reader that
+    makes many short-lived schemas (a recording opened again and again) would pay for nothing. Values of another
+    length than the schema's (a short entry) go through zip, as before."""
     names = schema.names
     if any(f.children is not None for f in schema.fields) or len(set(names)) != len(names):
         return lambda values: fields_as_dict(schema, values)
+    uses = 0
+
+    def warming(values: Sequence[Any]) -> dict[str, Any]:
+        nonlocal uses
+        uses += 1
+        if uses == _COMPILE_AFTER and len(names) <= 255:  # a display longer than that is no faster
+            schema.cache["fields_of"] = _compiled_fields_of(names)
+        return dict(zip(names, values, strict=False))
+
+    return warming
+
+
+_COMPILE_AFTER = 256
+
+
+def _compiled_fields_of(names: tuple[str, ...]) -> Callable[[Sequence[Any]], dict[str, Any]]:
     n = len(names)
-    if n > 255:  # a display that long is no faster and makes a large code object
-        return lambda values: dict(zip(names, values, strict=False))
     body = ", ".join(f"{name!r}: v[{i}]" for i, name in enumerate(names))
     env: dict[str, Any] = {"_names": names, "__builtins__": {"len": len, "dict": dict, "zip": zip}}
     src = (f"def fields_of(v):\n"

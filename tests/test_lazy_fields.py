@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from dyntel.decoders.tracefs_format import parse_format
-from dyntel.event import Encoding, Event, FieldInfo, LazyEvent, Schema
+from dyntel.event import _COMPILE_AFTER, Encoding, Event, FieldInfo, LazyEvent, Schema
 from dyntel.event_json import format_event
 from dyntel.sources.perf import abi
 from dyntel.sources.perf.header import Attr
@@ -113,6 +113,12 @@ def test_fields_of_a_flat_schema_and_of_a_short_entry() -> None:
     assert Event("p", "n", schema, (1,)).fields == {"a": 1}
     repeated = Schema((FieldInfo("a", Encoding.VALUE32), FieldInfo("a", Encoding.VALUE32)))
     assert Event("p", "n", repeated, (1, 2)).fields == {"a": 1}
+    # Read often enough, a schema's mapping is built by compiled code, which gives the same dicts.
+    for _ in range(_COMPILE_AFTER):
+        assert Event("p", "n", schema, (3, 4)).fields == {"a": 3, "b'c": 4}
+    assert schema.cache["fields_of"].__name__ == "fields_of"
+    assert Event("p", "n", schema, (1, 2)).fields == {"a": 1, "b'c": 2}
+    assert Event("p", "n", schema, (1,)).fields == {"a": 1}
 
 
 def test_an_all_scalar_payload_is_unpacked_from_the_sample_as_the_decoder_would() -> None:
