@@ -277,16 +277,49 @@ static int declines(uint32_t type) {
     }
 }
 
+/* result["keys"]: time << 48 | base + offset for each kept sample, made as 16 little-endian bytes (the key is
+   wider than 64 bits: times are up to 2^63); result["max_kept_time"]. */
+static int add_keys(PyObject *result, const Kept *kept, size_t nkept, uint64_t base) {
+    PyObject *keys = PyList_New((Py_ssize_t)nkept);
+    if (!keys) return -1;
+    long long max_time = -1;
+    for (size_t i = 0; i < nkept; i++) {
+        uint64_t t = kept[i].time, low = t << 48 | (base + (kept[i].word >> 16)), high = t >> 16;
+        unsigned char b[16];
+        for (int j = 0; j < 8; j++) {
+            b[j] = (unsigned char)(low >> (8 * j));
+            b[8 + j] = (unsigned char)(high >> (8 * j));
+        }
+#if PY_VERSION_HEX >= 0x030D0000
+        PyObject *k = PyLong_FromUnsignedNativeBytes(b, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+        PyObject *k = _PyLong_FromByteArray(b, 16, 1, 0);
+#endif
+        if (!k) { Py_DECREF(keys); return -1; }
+        PyList_SET_ITEM(keys, (Py_ssize_t)i, k);
+        if ((long long)t > max_time) max_time = (long long)t;
+    }
+    PyObject *m = PyLong_FromLongLong(max_time);
+    int rc = m ? PyDict_SetItemString(result, "max_kept_time", m) : -1;
+    Py_XDECREF(m);
+    if (rc == 0) rc = PyDict_SetItemString(result, "keys", keys);
+    Py_DECREF(keys);
+    return rc;
+}
+
 static PyObject *scan(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *kwlist[] = {"buffer", "start", "end", "id_offset", "time_offset", "plan_ids", "plans", "sort",
-                             "partial", NULL};
+                             "partial", "key_base", NULL};
     Py_buffer view;
     Py_ssize_t start, end, id_off, time_off;
     PyObject *plan_ids, *plan_list;
     int sort, partial = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnO!O!p|p", kwlist, &view, &start, &end, &id_off, &time_off,
-                                     &PyDict_Type, &plan_ids, &PyList_Type, &plan_list, &sort, &partial))
+    /* key_base >= 0: also return "keys", one int a kept sample, time << 48 | key_base + offset (the live reader's
+       sort keys: dyntel.sources.perf.ring_reader), and "max_kept_time" (-1 with none kept). */
+    long long key_base = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnnnO!O!p|pL", kwlist, &view, &start, &end, &id_off, &time_off,
+                                     &PyDict_Type, &plan_ids, &PyList_Type, &plan_list, &sort, &partial, &key_base))
         return NULL;
     PyObject *result = NULL;
     Plan *plans = NULL;
@@ -405,6 +438,7 @@ static PyObject *scan(PyObject *self, PyObject *args, PyObject *kwargs) {
     result = Py_BuildValue("{s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:n}", "words", words, "round_ends", rounds, "counts",
                            count_dict, "samples", samples, "dropped_type", dropped_type, "dropped_value",
                            dropped_value, "max_dropped_time", max_dropped, "end", (Py_ssize_t)pos);
+    if (result && key_base >= 0 && add_keys(result, kept, nkept, (uint64_t)key_base) < 0) Py_CLEAR(result);
 done:
     free(kept);
     free(round_ends);
@@ -417,7 +451,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
-     "scan(buffer, start, end, id_offset, time_offset, plan_ids, plans, sort, partial=False) -> dict or None"},
+     "scan(buffer, start, end, id_offset, time_offset, plan_ids, plans, sort, partial=False, key_base=-1) -> dict or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -151,23 +151,88 @@ class Event:
         """
         f = self._fields
         if f is None:
-            schema = self.schema
             try:
-                flat = schema.cache["flat_names"]
+                build = self.schema.cache["fields_of"]
             except KeyError:
-                flat = schema.cache["flat_names"] = _flat_names(schema)
-            # Most schemas are flat, with distinct names: one zip into a dict, in C, instead of a loop in Python
-            # (the dict is built for every event a condition reads a field of).
-            f = self._fields = dict(zip(flat, self.values, strict=False)) if flat is not None \
-                else fields_as_dict(schema, self.values)
+                build = self.schema.cache["fields_of"] = _fields_builder(self.schema)
+            f = self._fields = build(self.values)
         return f
 
 
-def _flat_names(schema: Schema) -> tuple[str, ...] | None:
-    """The schema's names when fields_as_dict would be dict(zip(names, values)): no structs, no repeated name."""
-    if any(f.children is not None for f in schema.fields) or len(set(schema.names)) != len(schema.names):
-        return None
-    return schema.names
+# The slot's own descriptor, which LazyEvent's property stands in front of (mypy sees the field's type instead).
+_VALUES_SLOT: Any = Event.__dict__["values"]
+
+
+class LazyEvent(Event):
+    """An Event whose payload is decoded when something first reads `values` (or `fields`), not when the event is
+    made: a live source makes these where decoding costs more than the holder (strings, __data_loc fields, arrays),
+    so that an event no rule reads a field of (a condition on pid, a count of events) never pays for its decode,
+    while whoever needs the payload (a condition on a field, `dyntel decode`'s JSON, forwarding, an action) gets
+    exactly the values the decoder would have given at once. The decoder is the source's own, which never raises
+    on short or inconsistent entries (it gives the empty values instead)."""
+
+    __slots__ = ("_decode", "_raw")
+    _decode: Callable[[Any], Sequence[Any]] | None
+    _raw: Any
+
+    def _get_values(self) -> Sequence[Any]:
+        # Two threads may read one event (the engine's, an action's): _raw is read before _decode here and cleared
+        # after it below, so whoever still sees a decoder also holds the bytes; both decode to the same values.
+        raw = self._raw
+        decode = self._decode
+        if decode is not None:
+            decoded = decode(raw)
+            _VALUES_SLOT.__set__(self, decoded)
+            self._decode = None
+            self._raw = None
+            return decoded
+        values: Sequence[Any] = _VALUES_SLOT.__get__(self, LazyEvent)
+        return values
+
+    def _set_values(self, values: Sequence[Any]) -> None:
+        _VALUES_SLOT.__set__(self, values)
+        self._decode = None
+        self._raw = None
+
+    values = property(_get_values, _set_values)
+
+
+def _fields_builder(schema: Schema) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """values -> the fields dict, made once per schema. A flat schema with distinct names (most are) gets, once it
+    has been read _COMPILE_AFTER times, a compiled dict display, `{"a": v[0], "b": v[1]}`: for every event a
+    condition reads a field of, that is about a third of the cost of dict(zip(names, values)) (no zip object, no
+    pair tuples). Until then dict(zip()) serves: compiling costs as much as some hundred zips, which a reader that
+    makes many short-lived schemas (a recording opened again and again) would pay for nothing. Values of another
+    length than the schema's (a short entry) go through zip, as before."""
+    names = schema.names
+    if any(f.children is not None for f in schema.fields) or len(set(names)) != len(names):
+        return lambda values: fields_as_dict(schema, values)
+    uses = 0
+
+    def warming(values: Sequence[Any]) -> dict[str, Any]:
+        nonlocal uses
+        uses += 1
+        if uses == _COMPILE_AFTER and len(names) <= 255:  # a display longer than that is no faster
+            schema.cache["fields_of"] = _compiled_fields_of(names)
+        return dict(zip(names, values, strict=False))
+
+    return warming
+
+
+_COMPILE_AFTER = 256
+
+
+def _compiled_fields_of(names: tuple[str, ...]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    n = len(names)
+    body = ", ".join(f"{name!r}: v[{i}]" for i, name in enumerate(names))
+    env: dict[str, Any] = {"_names": names, "__builtins__": {"len": len, "dict": dict, "zip": zip}}
+    src = (f"def fields_of(v):\n"
+           f"    if len(v) == {n}:\n"
+           f"        return {{{body}}}\n"
+           f"    return dict(zip(_names, v))\n")
+    exec(compile(src, "<fields of a schema>", "exec"), env)
+    build: Callable[[Sequence[Any]], dict[str, Any]] = env["fields_of"]
+    return build
 
 
 def fields_as_dict(schema: Schema, values: Sequence[Any], booleans: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from test_live_ring import SYS_ENTER, FakeRing, sample, source_with, sys_enter_r
 from dyntel.event import Event
 from dyntel.sources.perf import live as perf_live
 from dyntel.sources.perf.live import PROMPT_MAX_RATE, PerfLiveSource
+from dyntel.sources.perf.reorder import cut
 
 
 class Consumer:
@@ -124,8 +125,8 @@ def test_a_sample_waits_for_a_ring_in_use_that_has_shown_nothing_later() -> None
     a.attached = b.attached = 1
     a.put(sample(11, sys_enter_raw(110), time=5000))
     src._drain()
-    assert src._cut(5500) < 5000  # b may still commit a sample taken before 5000
-    assert src._cut(6001) >= 5000  # ... not after the window
+    assert cut(src._rings, 5500, src.reorder_ns) < 5000  # b may still commit a sample taken before 5000
+    assert cut(src._rings, 6001, src.reorder_ns) >= 5000  # ... not after the window
 
 
 def test_a_sample_goes_at_once_when_every_other_ring_is_later_or_unused() -> None:
@@ -134,12 +135,13 @@ def test_a_sample_goes_at_once_when_every_other_ring_is_later_or_unused() -> Non
     a.put(sample(11, sys_enter_raw(110), time=5000))
     b.put(sample(11, sys_enter_raw(110), time=5001, cpu=1))
     src._drain()
-    assert src._cut(5001) >= 5000  # b's samples come in time order: nothing older than 5001 can follow
+    # b's samples come in time order: nothing older than 5001 can follow
+    assert cut(src._rings, 5001, src.reorder_ns) >= 5000
     src, a, b = _two_rings()
     a.attached = 1  # nothing writes into b
     a.put(sample(11, sys_enter_raw(110), time=5000))
     src._drain()
-    assert src._cut(5001) >= 5000
+    assert cut(src._rings, 5001, src.reorder_ns) >= 5000
 
 
 # The native pre-filter on live rings: what every candidate rule's field test rejects is dropped in C.
@@ -189,3 +191,19 @@ def test_a_budget_cut_in_the_middle_of_a_record_is_read_whole() -> None:
         ring.put(sample(11, sys_enter_raw(110), time=t))
     src._drain(budget=112 * 3 + 50)  # ends inside the fourth record
     assert len(src._pending) == 4 and ring.read == 112 * 4
+
+
+def test_the_native_prefilter_makes_the_sort_keys_of_any_ring() -> None:
+    src, a, b = _two_rings()
+    if src._native is None:
+        pytest.skip("dyntel._prefilter is not built")
+    src.field_filter = lambda p, e: [[("id", "==", (110,))]] if (p, e) == ("raw_syscalls", "sys_enter") else None
+    a.attached = b.attached = 1
+    for t in range(5):
+        b.put(sample(11, sys_enter_raw(110 if t % 2 else 3), time=1000 + t, cpu=1))
+    src._drain()
+    # The scan's keys, as _drain's Python loop makes them: time << 48 | ring << 32 | offset in the mapping.
+    assert [k >> 48 for k in src._pending] == [1001, 1003]
+    assert all(k >> 32 & 0xFFFF == 1 for k in src._pending)
+    assert [(e.time, e.fields["id"]) for e in src._batch(sorted(src._pending))] == [(1001, 110), (1003, 110)]
+    assert b.read == 5 * 112 and src.stats.skipped["filtered"] == 3

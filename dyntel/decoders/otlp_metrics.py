@@ -163,7 +163,7 @@ def _kind(v: Any) -> Any:
     return "j"
 
 
-_SCALARS: dict[str, tuple[Encoding, Format, int]] = {
+SCALARS: dict[str, tuple[Encoding, Format, int]] = {
     "b": (Encoding.VALUE8, Format.BOOLEAN, 1),
     "i": (Encoding.VALUE64, Format.SIGNED_INT, 8),
     "f": (Encoding.VALUE64, Format.FLOAT, 8),
@@ -177,9 +177,9 @@ def _info(name: str, kind: Any) -> FieldInfo:
     if type(kind) is tuple and kind[0] == "o":
         return FieldInfo(name, Encoding.STRUCT, children=_schema(kind[1]))
     if type(kind) is tuple:
-        encoding, fmt, size = _SCALARS[kind[1]]
+        encoding, fmt, size = SCALARS[kind[1]]
         return FieldInfo(name, encoding, fmt, ArrayKind.VARIABLE, element_size=size)
-    encoding, fmt, size = _SCALARS[kind]
+    encoding, fmt, size = SCALARS[kind]
     return FieldInfo(name, encoding, fmt, element_size=size)
 
 

@@ -191,6 +191,9 @@ def _compile_decoder(fields: Sequence[FormatField], big_endian: bool, label: str
     exec(compile(src, f"<tracefs decoder {label!a}>", "exec"), env)
     decoder: RawDecoder = env["_decode"]
     decoder.__doc__ = src  # the generated source, for whoever debugs a decoder
+    # An all-scalar payload is one unpack at a fixed offset: (offset, struct), for a reader that does that unpack
+    # itself on the sample it holds (dyntel.sources.perf.sample's Recipe.fixed), else None.
+    decoder.fixed = (segments[0][0], env["_u0"].__self__) if identity else None  # type: ignore[attr-defined]
     return decoder
 
 

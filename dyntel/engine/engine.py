@@ -20,8 +20,10 @@ A rule whose compiled code raises on an event skips that event; the error is cou
 from __future__ import annotations
 
 import importlib
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from dyntel.actions.recorder import FlightRecorder, keep_for
@@ -115,7 +117,7 @@ class _RuleState:
 class _Active:
     """Everything `process` reads that a reload replaces, swapped in as one attribute."""
 
-    __slots__ = ("by_name", "index", "states", "timed", "windowed")
+    __slots__ = ("by_name", "index", "plans", "states", "timed", "windowed")
 
     def __init__(self, index: CandidateIndex, states: dict[CompiledRule, _RuleState]) -> None:
         self.index = index
@@ -123,6 +125,43 @@ class _Active:
         self.by_name = {st.rule.name: st for st in states.values()}
         self.timed = tuple(st for st in states.values() if st.timed)
         self.windowed = tuple(st for st in states.values() if st.window is not None or st.rule.cooldown_ns)
+        # (provider, event, level) -> [the index's candidates, their steps (None when one of them is explained),
+        # events since the candidates were last counted into the rules' stats]
+        self.plans: dict[tuple[str, str, int | None], list[Any]] = {}
+
+    def plan(self, key: tuple[str, str, int | None], lock: AbstractContextManager[Any]) -> list[Any]:
+        cands = self.index.candidates(*key)
+        sts = [self.states[rule] for rule in cands]
+        steps = None if any(st.explain for st in sts) else tuple((st.rule.predicate, st, st.stats) for st in sts)
+        if len(self.plans) >= _MAX_PLANS:
+            self.fold(lock)
+            self.plans.clear()
+        entry = self.plans[key] = [cands, steps, 0]
+        return entry
+
+    def fold(self, lock: AbstractContextManager[Any]) -> None:
+        """Add the plans' pending candidate counts to the rules' stats (the engine's thread; `lock` keeps a reader
+        of the stats from seeing a count in both places or in neither)."""
+        with lock:
+            for entry in self.plans.values():
+                if entry[1] is not None and entry[2]:
+                    for _, _, stats in entry[1]:
+                        stats.candidates += entry[2]
+                    entry[2] = 0
+
+    def pending(self) -> dict[str, int]:
+        """Candidates counted in the plans and not yet in the rules' stats, by rule name (any thread, under the
+        engine's stats lock)."""
+        out: dict[str, int] = {}
+        for entry in list(self.plans.values()):
+            n = entry[2]
+            if n and entry[1] is not None:
+                for _, st, _ in entry[1]:
+                    out[st.rule.name] = out.get(st.rule.name, 0) + n
+        return out
+
+
+_MAX_PLANS = 65536  # distinct (provider, event, level) remembered before starting over, as the index does
 
 
 class Engine:
@@ -149,6 +188,8 @@ class Engine:
         self._next_sweep = 0
         self._recorder = recorder
         self._tap: Callable[[Event], None] | None = None
+        # Held while candidate counts move from the plans to the rules' stats, and while a reader adds them up.
+        self._stats_lock = threading.Lock()
         self._active = self._build(rules, {})
         self._set_tap(rules.rules)
         if explain is not None and explain not in self._active.by_name:
@@ -182,7 +223,9 @@ class Engine:
         window, cooldown and limit state; changed and new rules start empty; removed rules' state is dropped.
         Stats are kept by rule name. Raises (and keeps the running set) when the new set is unusable."""
         active = self._build(new, self._active.by_name)
-        self._active = active
+        with self._stats_lock:
+            self._active.fold(nullcontext())
+            self._active = active
         self._set_tap(new.rules)
         self._next_deadline = min((st.window.next_deadline() for st in active.timed
                                    if isinstance(st.window, AbsenceState)), default=NEVER)
@@ -222,10 +265,49 @@ class Engine:
             self._run_timers(active, t, out)
         if t >= self._next_sweep:
             self._sweep(active, t)
-        cands = active.index.candidates(event.provider, event.name, event.level)
+        # The candidates' (predicate, state, stats) for this (provider, event, level), made once from the index's
+        # answer (which depends on nothing else): per event this saves the index's call, and per candidate a
+        # dict lookup, two attribute reads and a test.
+        key = (event.provider, event.name, event.level)
+        plan = active.plans.get(key)
+        if plan is None:
+            plan = active.plan(key, self._stats_lock)
+        cands, steps, _ = plan
         if not cands:
             return out
         self._candidates += len(cands)
+        if steps is None:  # a rule being explained is among them
+            return self._process_explained(active, cands, event, t, out)
+        # Each of these rules had one more candidate: counted once for them all here, and added to each rule's
+        # RuleStats.candidates when the stats are read (Engine.stats) or the plan goes (_Active.fold).
+        plan[2] += 1
+        for predicate, st, stats in steps:
+            try:
+                if not predicate(event):
+                    continue
+                stats.matched += 1
+                w = st.window
+                if w is None:
+                    if self._admit(st, (), t) is None:
+                        if out is _NO_FIRINGS:
+                            out = []
+                        self._emit(st, _NO_GROUP, t, event, out)
+                    continue
+                hit = w.observe(event, t)
+                if st.timed:
+                    self._note_deadline(t + w.within)
+                if hit is not None and self._admit(st, hit.key, t) is None:
+                    if out is _NO_FIRINGS:
+                        out = []
+                    self._emit(st, hit.group, t, event, out)
+            except Exception as e:
+                stats.errors += 1
+                stats.last_error = f"{type(e).__name__}: {e}"
+        return out
+
+    def _process_explained(self, active: _Active, cands: Sequence[CompiledRule], event: Event, t: int,
+                           out: list[Firing]) -> list[Firing]:
+        """`process` for candidates among which a rule is being explained (off the fast path)."""
         states = active.states
         for rule in cands:
             st = states[rule]
@@ -412,8 +494,11 @@ class Engine:
     @property
     def stats(self) -> EngineStats:
         """A snapshot: the events seen, the index's candidates, and per rule (every rule ever loaded, by name)."""
-        return EngineStats(self._events, self._candidates,
-                           {name: s.copy() for name, s in self._rule_stats.items()})
+        with self._stats_lock:
+            rules = {name: s.copy() for name, s in self._rule_stats.items()}
+            for name, n in self._active.pending().items():
+                rules[name].candidates += n
+        return EngineStats(self._events, self._candidates, rules)
 
     @property
     def now(self) -> int:

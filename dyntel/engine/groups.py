@@ -16,16 +16,17 @@ from dyntel.rules.model import GroupKeys, Window
 
 GroupKey = tuple[Any, ...]
 
-_SCALARS = (int, str, float, bool, bytes, type(None))
+SCALARS = (int, str, float, bool, bytes, type(None))
+SCALAR_CLASSES = frozenset(SCALARS)  # an exact-class test first: a set lookup, cheaper than isinstance of six
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
+def hashable(value: Any) -> Any:
+    if isinstance(value, SCALARS):
         return value
     if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable(v) for v in value)
     if isinstance(value, dict):
-        return tuple((k, _hashable(v)) for k, v in value.items())
+        return tuple((k, hashable(v)) for k, v in value.items())
     return repr(value)
 
 
@@ -48,13 +49,13 @@ def make_keyer(keys: GroupKeys) -> Keyer:
         def one(event: Event) -> tuple[GroupKey, tuple[Any, ...]]:
             v = get(event)
             raw = (v,)
-            return (raw if isinstance(v, _SCALARS) else (_hashable(v),)), raw
+            return (raw if isinstance(v, SCALARS) else (hashable(v),)), raw
 
         return one
 
     def several(event: Event) -> tuple[GroupKey, tuple[Any, ...]]:
         raw = tuple([g(event) for g in getters])
-        return tuple([v if isinstance(v, _SCALARS) else _hashable(v) for v in raw]), raw
+        return tuple([v if isinstance(v, SCALARS) else hashable(v) for v in raw]), raw
 
     return several
 

@@ -56,7 +56,7 @@ def _kind(window: object) -> str:
     return "event"
 
 
-def _one(st: Any, now: int) -> RuleStatus:
+def _one(st: Any, now: int, pending: int = 0) -> RuleStatus:
     rule = st.rule
     groups = list(st.window.groups.values()) if st.window is not None and hasattr(st.window, "groups") else []
     fill = None
@@ -77,7 +77,7 @@ def _one(st: Any, now: int) -> RuleStatus:
         state = COOLDOWN  # every group it knows is cooling down (an ungrouped rule has one)
     s = st.stats
     return RuleStatus(rule.name, state, _kind(rule.window), max(len(groups), len(cooldown_ends)), fill,
-                      cooldown_until, limit_text, s.candidates, s.matched, s.fired, s.suppressed_cooldown,
+                      cooldown_until, limit_text, s.candidates + pending, s.matched, s.fired, s.suppressed_cooldown,
                       s.suppressed_limit, s.errors, s.last_error)
 
 
@@ -88,7 +88,11 @@ def rule_statuses(engine: Engine, now_ns: int | None = None) -> list[RuleStatus]
     now = now_ns if now_ns is not None else (engine._now or time.time_ns())
     for attempt in range(5):
         try:
-            return [_one(st, now) for st in list(engine._active.states.values())]
+            # Under the stats lock: candidate counts move from the engine's plans to the rules' stats under it.
+            with engine._stats_lock:
+                active = engine._active
+                pending = active.pending()
+                return [_one(st, now, pending.get(st.rule.name, 0)) for st in list(active.states.values())]
         except RuntimeError:  # a dict or deque changed while copied: the engine thread moved on; read again
             if attempt == 4:
                 raise

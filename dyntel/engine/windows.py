@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dyntel.engine.aggregates import Agg, ExtremeAgg, new_agg, number
-from dyntel.engine.groups import GroupKey, Groups, group_dict, make_keyer
+from dyntel.engine.groups import SCALAR_CLASSES, SCALARS, GroupKey, Groups, group_dict, hashable, make_keyer
 from dyntel.engine.stats import RuleStats
 from dyntel.event import Event
 from dyntel.formatting import format_duration, format_group, format_time
@@ -71,33 +71,46 @@ class _CountGroup:
 
 
 class CountState(Groups):
-    __slots__ = ("spec",)
+    __slots__ = ("count", "get1", "spec")
 
     def __init__(self, spec: CountWindow, max_groups: int, stats: RuleStats) -> None:
         super().__init__(spec.within_ns, max_groups, stats, spec.group_by)
-        self.spec = spec
+        self.rebind(spec)
 
     def rebind(self, spec: Window) -> None:
         assert isinstance(spec, CountWindow)
         self.spec = spec
+        self.count = spec.count
+        self.within = spec.within_ns
         self.key_of = make_keyer(spec.group_by)
+        # One group_by key (the usual `group_by: [pid]`): read here, without the keyer's call and its pair tuple.
+        getters = spec.group_by.getters
+        self.get1 = getters[0] if len(getters) == 1 else None
 
     def observe(self, event: Event, t: int) -> Hit | None:
-        spec = self.spec
-        key, raw = self.key_of(event)
-        g: _CountGroup | None = self.groups.get(key)
+        # Run for every event a count rule matches: the steps of make_keyer's `one` are inlined (see get1).
+        get1 = self.get1
+        if get1 is not None:
+            v = get1(event)
+            key = raw = (v,)
+            if v.__class__ not in SCALAR_CLASSES and not isinstance(v, SCALARS):
+                key = (hashable(v),)
+        else:
+            key, raw = self.key_of(event)
+        groups = self.groups
+        g: _CountGroup | None = groups.get(key)
         if g is None:
-            g = _CountGroup(group_dict(spec.group_by, raw), spec.count)
+            g = _CountGroup(group_dict(self.spec.group_by, raw), self.count)
             self._insert(key, g, t)
         else:
-            self.groups.move_to_end(key)
+            groups.move_to_end(key)
         g.last = t
         times = g.times
         times.append(t)
-        lo = t - spec.within_ns
+        lo = t - self.within
         while times[0] < lo:
             times.popleft()
-        if len(times) >= spec.count:
+        if len(times) >= self.count:
             times.clear()
             return Hit(key, g.group, t, event)
         return None

@@ -6,15 +6,9 @@
     src.close()
 
 How it reads. One ring buffer per CPU (two with low latency: see Waking), owned by a dummy software event; every
-tracepoint is opened once per CPU (perf_event_open, PERF_TYPE_TRACEPOINT, config = its tracefs id, sample_period 1)
-and redirected into that CPU's ring with PERF_EVENT_IOC_SET_OUTPUT, so that tracepoints come and go without touching
-the rings. Samples carry IDENTIFIER (the event id, always at byte 8, which picks the tracepoint's compiled parser),
-TID, TIME, CPU and RAW, plus CALLCHAIN where asked. (IDENTIFIER is PERF_SAMPLE_ID at a fixed place, so ID itself is
-not asked for too.) The reader sleeps in epoll until a sample wakes it (see Waking), then drains every ring in two
-passes: the first finds each sample's time and place (one unpack, one integer), the second, after the samples of all
-CPUs are sorted, parses each in place in the mapped memory just before yielding its Event (only a record that wraps
-around the ring's end is copied, and a sample's raw payload is sliced out as the Event's own bytes). data_tail is
-written back once the samples before it have been yielded.
+tracepoint is opened once per CPU and redirected into that CPU's ring with PERF_EVENT_IOC_SET_OUTPUT, so that
+tracepoints come and go without touching the rings. The reader sleeps in epoll until a sample wakes it, then drains
+every ring (dyntel.sources.perf.ring_reader), sorts what it found by time and yields it.
 
 Time. The perf events use CLOCK_MONOTONIC (use_clockid), and `Event.time` is that plus the offset from
 CLOCK_MONOTONIC to CLOCK_REALTIME measured once when the source opens: nanoseconds since the epoch, with
@@ -23,44 +17,13 @@ clock is stepped; the price is that a step of the wall clock after start is not 
 measured at open). Perf's default clock has no defined relation to wall time; CLOCK_REALTIME in perf would follow
 steps, but a step backwards would then hold every event back by the step's size in the reorder buffer.
 
-Waking. `latency="low"` (the default; the config's `sources.latency`) gives each CPU two rings: a prompt one, whose
-owner wakes the reader as soon as it holds a byte, and a batched one, which wakes it at its watermark (a quarter
-of the ring) and is otherwise read every `max_wait` (2 ms by default; the config's `sources.max_wait`). A tracepoint
-writes into one or the other and moves with PERF_EVENT_IOC_SET_OUTPUT, which switches between two samples: none is
-lost, and the reader sorts every ring's samples together. A wake-up on every sample costs the writer a self-IPI and
-an irq_work: on this project's 2-CPU VM a getppid() call went from 1.2 us to 12-14 us of CPU with it (a measured
-300k calls), so it is kept for the quiet tracepoints, where it is what makes latency fall as load falls: a new
-tracepoint starts batched (its rate is unknown), and every BALANCE_INTERVAL the reader moves one under
-PROMPT_MIN_RATE samples a second to the prompt rings and one over PROMPT_MAX_RATE back (the prompt rings count
-their samples by event id as they are found; a batched one's rate is read from its perf counters). With every
-tracepoint prompt and nothing coming, the reader sleeps until a sample or the idle tick (`flush_interval`, 100 ms,
-for `on_idle`). `latency="throughput"` has only the batched rings, read at the watermark or every `max_wait`
-(default `flush_interval`): the one wake-up per 100 ms of before, at most 100 ms of added latency. A tracepoint that
-moves leaves the count of a full ring's lost samples in that ring's kernel state until something else is written
-there (LOST records come ahead of a ring's next record): `lost()` has the exact counts either way.
+Waking. `latency="low"` (the default; the config's `sources.latency`) gives each CPU a prompt ring (a wake-up on
+each sample, for quiet tracepoints) and a batched one; `latency="throughput"` only batched ones: see
+dyntel.sources.perf.balance.
 
-Order. Each drain reads the clock first, then every ring up to its data_head; all samples found are sorted by time
-(equal times by ring) together with those held over, and those no ring can still precede are yielded (`_cut`), the
-rest held for a later drain. A ring's own samples come in time order (one CPU writes it), so a ring whose last
-sample found is later than t can bring nothing older than t; any other ring in use may still commit a sample whose
-time was taken just before the drain started and whose record was committed just after the ring was read (a few
-microseconds, more if the host preempts a virtual CPU mid-write): `reorder_ns` (1 ms by default) covers that, so
-events come out in time order across CPUs. A sample waits only while another ring in use has shown nothing later
-and the window has not passed (with one CPU, or every other CPU busier, not at all), and the reader's wait ends
-when the oldest held sample may go, so this adds at most `reorder_ns`. Any that still arrive behind an event
-already yielded are counted in `stats.out_of_order` (and yielded anyway).
+Order. Events come out in time order across CPUs, held back at most `reorder_ns`: see dyntel.sources.perf.reorder.
 
-Lost records. The kernel drops samples when a ring is full and writes a PERF_RECORD_LOST with the count ahead of
-that ring's next record, so the count shows up only once something else is written to the same CPU's ring. Those
-are summed in `stats.lost`, and in `stats.lost_by_tracepoint` under the tracepoint the record names (the kernel
-names the event that wrote the next record, not necessarily the one that lost samples). `lost()` gives exact
-per-tracepoint counts at once, read from each event (PERF_FORMAT_LOST, Linux 6.0+).
-
-Headroom. The reader and whoever consumes `events()` share one thread: from one drain to the next (including the
-time the consumer spends on the events of a drain, whose ring space is held until they are yielded), a ring must
-hold everything its CPU writes, or samples are lost. At 100k events/s on one CPU a 4 MiB ring (the default up to 16
-CPUs) holds about 370 ms; `stats.max_drain_gap_ns` shows the longest gap seen. CPUs are those online at open
-(hotplug is not followed).
+Lost records, headroom, the native pre-filter: see dyntel.sources.perf.ring_reader, which reads the rings.
 
 Watching. Patterns are resolved against tracefs when added and again every `watch_interval` seconds, so a
 tracepoint that appears later (a user_events producer registering after dyntel started) is opened without a
@@ -68,17 +31,11 @@ restart. tracefs sends no inotify event when a tracepoint directory appears (eve
 lazily; seen on 6.18 with a uprobe event), so this polls: a pattern with a literal system lists that one directory
 (about 20 us), one with a glob in the system reads available_events (about 0.4 ms for 2300 events).
 
-Pre-filter. With `field_filter` set (dyntel run sets it from the rules, as a replay does), a batched ring is read in
-C by dyntel._prefilter: samples of a tracepoint no rule wants, and samples on which every candidate rule has a
-false test of an integer payload field (`fields.id == 110`), are dropped before Python sees them (counted in
-`stats.skipped["filtered"]`); the kept ones go on as above. A stretch the scan declines (a LOST record, an event id
-it has no plan for) and a record split by the ring's end are read in Python, which leaves the tests to the engine.
-When no plan can drop anything the scan is not run. DYNTEL_NO_PREFILTER=1 turns it off (to compare).
-
 Decoding. tracefs formats come from events/<system>/<name>/format. A user_event whose format is EventHeader is
 decoded by EventHeaderDecoder (falling back to its tracefs fields when the bytes are not EventHeader); a payload
 that contradicts its own metadata is a counted problem (`stats.problem`, and a log line naming the tracepoint and
-the reason), and reading goes on.
+the reason), and reading goes on. A tracefs payload with strings, __data_loc fields or arrays is decoded when
+something first reads it (dyntel.event.LazyEvent; see _costly): an event no rule reads a field of skips the decode.
 """
 
 from __future__ import annotations
@@ -90,22 +47,31 @@ import logging
 import os
 import resource
 import select
-import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dyntel.errors import DecodeError, defect
+from dyntel.errors import DecodeError
 from dyntel.event import SOURCE_TRACEPOINT, SOURCE_USER_EVENTS, Encoding, Event, FieldInfo, Format, Schema
-from dyntel.sources import FieldFilter, SourceStats, Want
+from dyntel.sources import FieldFilter, Want
 from dyntel.sources.perf import abi
 from dyntel.sources.perf import event as pe
-from dyntel.sources.perf.data import _WALKABLE, raw_alternatives
+from dyntel.sources.perf.balance import BALANCE_INTERVAL, PROMPT_MAX_RATE, PROMPT_MIN_RATE, RateBalancer
 from dyntel.sources.perf.header import Attr
-from dyntel.sources.perf.sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
+from dyntel.sources.perf.live_state import LiveStats, Tracepoint
+from dyntel.sources.perf.reorder import DETACH_GRACE_NS, cut
+from dyntel.sources.perf.ring_reader import (
+    _BIG_ENDIAN,
+    DRAIN_BUDGET,
+    LOGGED_PROBLEMS,
+    RingReader,
+    _load_prefilter,
+    _Parsers,
+)
+from dyntel.sources.perf.sample import Recipe, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.perf.tracefs import (
     LiveSetupError,
     Tracefs,
@@ -116,6 +82,11 @@ from dyntel.sources.perf.tracefs import (
     require_user_events,
 )
 from dyntel.sources.selection import Pattern, parse_pattern
+
+# Names that moved to the modules split from this one, still importable from here.
+__all__ = ["BALANCE_INTERVAL", "DETACH_GRACE_NS", "DRAIN_BUDGET", "LOGGED_PROBLEMS", "PROMPT_MAX_RATE",
+           "PROMPT_MIN_RATE", "SAMPLE_TYPE", "LiveStats", "PerfLiveSource", "Tracepoint", "default_ring_pages",
+           "wall_clock_offset"]
 
 log = logging.getLogger("dyntel.live")
 
@@ -135,71 +106,12 @@ LATENCY_LOW = "low"
 LATENCY_THROUGHPUT = "throughput"
 LATENCIES = (LATENCY_LOW, LATENCY_THROUGHPUT)
 DEFAULT_MAX_WAIT_LOW = 0.002  # seconds a batched tracepoint's sample waits at most in low latency
-# A tracepoint is woken for on each sample while it writes fewer than PROMPT_MAX_RATE samples a second (all CPUs),
-# and batched above; a batched one goes back below PROMPT_MIN_RATE (the gap keeps one near the line from flapping).
-# The wake-up costs the writer about 12 us a sample on this project's 2-CPU VM (benchmarks/latency.py notes), so
-# 2000/s costs the writers at most 2.4% of a CPU, and a batched tracepoint waits at most max_wait.
-PROMPT_MAX_RATE = 2000
-PROMPT_MIN_RATE = 1000
-BALANCE_INTERVAL = 0.25  # seconds between two looks at the rates
-# A ring no tracepoint writes into any more may still get a sample being written when it was detached (the kernel
-# frees the old ring's users after an RCU grace period): until this long after, it is still waited for.
-DETACH_GRACE_NS = 50_000_000
 DEFAULT_WATCH_INTERVAL = 1.0
-# Ring bytes looked through per ring before the samples found are sorted and yielded: it bounds the ring space one
-# batch holds until it is consumed, and how long a large backlog keeps the first events of a drain waiting.
-DRAIN_BUDGET = 256 << 10
 SAMPLE_TYPE = abi.SAMPLE_IDENTIFIER | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_CPU | abi.SAMPLE_RAW
-LOGGED_PROBLEMS = 10  # per tracepoint, then every 1000th
 
 RAW_SCHEMA = Schema((FieldInfo("raw", Encoding.BINARY_LENGTH16_CHAR8, Format.HEX_BYTES),))
 
-_BIG_ENDIAN = sys.byteorder == "big"
-_BO = ">" if _BIG_ENDIAN else "<"
-_HEAD_ID = struct.Struct(_BO + "I2xHQ").unpack_from  # type, size, and the u64 at byte 8 (a sample's id)
-_HEAD = abi.RECORD_HEADER[_BIG_ENDIAN].unpack_from
-_U64 = abi.U64[_BIG_ENDIAN].unpack_from
-_U64X2 = abi.U64X2[_BIG_ENDIAN].unpack_from
-# A sample's type, size, and the u64 at byte 24, which is its time: IDENTIFIER, then TID, then TIME, whatever else
-# the sample holds (CALLCHAIN comes later).
-_SCAN = struct.Struct(_BO + "I2xH16xQ").unpack_from
-_SCAN_ID = struct.Struct(_BO + "I2xHQ8xQ").unpack_from  # the same with the sample's id (prompt rings count them)
-_TIME_AT = 24
 _MONO = time.CLOCK_MONOTONIC
-
-
-@dataclass(slots=True)
-class LiveStats(SourceStats):
-    lost: int = 0  # samples the kernel dropped for a full ring (sum of PERF_RECORD_LOST)
-    lost_by_tracepoint: dict[str, int] = field(default_factory=dict)  # as the LOST records name them
-    out_of_order: int = 0  # events that came after a later one had been yielded
-    wakeups: int = 0
-    drains: int = 0
-    bytes: int = 0  # ring bytes consumed
-    max_drain_gap_ns: int = 0  # longest time between two drains: what a ring must hold to lose nothing
-
-
-@dataclass(slots=True, eq=False)
-class Tracepoint:
-    """One open tracepoint: its perf events, one a CPU."""
-
-    system: str
-    name: str
-    tp_id: int
-    source: str
-    callchain: bool
-    filter: str | None
-    fds: list[int] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-    format_text: str = ""
-    sample_type: int = 0
-    fmt: Any = None  # its parsed tracefs format (None when unreadable)
-    prompt: bool = False  # writing into the prompt rings (a wake-up on each sample), else the batched ones
-    counted: tuple[int, int] = (0, 0)  # (samples, CLOCK_MONOTONIC ns) when its rate was last read
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.system}:{self.name}"
 
 
 @dataclass(slots=True, eq=False)
@@ -231,7 +143,7 @@ def wall_clock_offset() -> int:
     return best[1]
 
 
-class PerfLiveSource:
+class PerfLiveSource(RingReader, RateBalancer):
     """Tracepoints and user_events from the running kernel, as Events in time order.
 
     `patterns` are `system:event` globs (see dyntel.sources.selection). Opening (tracefs, rings) happens on the
@@ -649,79 +561,6 @@ class PerfLiveSource:
         self._plans = None
 
     # ----------------------------------------------------------------------------------------------------------
-    # Waking: prompt and batched rings
-
-    def _rings_of(self, tp: Tracepoint) -> list[pe.Ring]:
-        n = len(self.cpus)
-        return self._rings[n:2 * n] if tp.prompt else self._rings[:n]
-
-    @staticmethod
-    def _detach(rings: list[pe.Ring], now: int) -> None:
-        for ring in rings:
-            ring.attached -= 1
-            if ring.attached <= 0:
-                ring.attached = 0
-                ring.detached_at = now
-
-    def _move(self, tp: Tracepoint, prompt: bool, now: int) -> None:
-        """Redirect the tracepoint's events to the prompt rings or the batched ones (PERF_EVENT_IOC_SET_OUTPUT: the
-        kernel switches between two samples, none is lost; the reader sorts both rings' samples together)."""
-        log.debug("%s: %s", tp.full_name, "wakes the reader on each sample" if prompt else "batched")
-        old = self._rings_of(tp)
-        tp.prompt = prompt
-        new = self._rings_of(tp)
-        for fd, ring in zip(tp.fds, new, strict=True):
-            pe.set_output(fd, ring.fd)
-        for ring in new:
-            ring.attached += 1
-        self._detach(old, now)
-        if not prompt:
-            tp.counted = (self._count(tp), now)
-
-    @staticmethod
-    def _count(tp: Tracepoint) -> int:
-        n = 0
-        for fd in tp.fds:
-            with contextlib.suppress(OSError):
-                n += pe.read_count(fd)
-        return n
-
-    def _balance(self, elapsed_ns: int, now: int) -> None:
-        """Move tracepoints between the prompt and the batched rings by their rates over the last `elapsed_ns`
-        (the lock is held). Prompt rings count their samples by event id as they are found (they are quiet by
-        construction); a batched tracepoint's rate is read from its counters only when the batched rings together
-        are busy enough for one of them to stay."""
-        if self._prompt_from >= len(self._rings) or elapsed_ns <= 0:
-            return
-        seconds = elapsed_ns / 1e9
-        batched = [tp for tp in self._open.values() if not tp.prompt and tp.fds]
-        if self._prompt_counts:
-            per_tp: dict[str, int] = {}
-            for ident, n in self._prompt_counts.items():
-                tp = self._tracepoint_of.get(ident)
-                if tp is not None and tp.prompt:
-                    per_tp[tp.full_name] = per_tp.get(tp.full_name, 0) + n
-            self._prompt_counts = {}
-            for full, n in per_tp.items():
-                if n > PROMPT_MAX_RATE * seconds:
-                    self._move(self._open[full], False, now)
-        found = sum(r.found for r in self._rings[:self._prompt_from])
-        for ring in self._rings:
-            ring.found = 0
-        if not batched:
-            return
-        everything_slow = found < PROMPT_MIN_RATE * seconds
-        for tp in batched:
-            if everything_slow:
-                self._move(tp, True, now)
-                continue
-            n = self._count(tp)
-            before, at = tp.counted
-            tp.counted = (n, now)
-            if now > at and (n - before) * 1e9 / (now - at) < PROMPT_MIN_RATE:
-                self._move(tp, True, now)
-
-    # ----------------------------------------------------------------------------------------------------------
     # Decoding
 
     def _recipe(self, tp: Tracepoint, fmt_text: str) -> Recipe:
@@ -733,8 +572,10 @@ class PerfLiveSource:
             log.warning("%s: format not readable (%s); its events carry their raw bytes", tp.full_name, e.message)
             return Recipe(tp.system, tp.name, RAW_SCHEMA, tp.source, decode=_raw_values, time_offset=self._offset,
                           time_is_wall=True)
-        recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=fmt.decoder(_BIG_ENDIAN),
-                        time_offset=self._offset, time_is_wall=True)
+        decoder = fmt.decoder(_BIG_ENDIAN)
+        lazy = _costly(fmt)
+        recipe = Recipe(tp.system, tp.name, fmt.schema, tp.source, decode=decoder, time_offset=self._offset,
+                        time_is_wall=True, lazy=lazy, fixed=None if lazy else getattr(decoder, "fixed", None))
         if fmt.kind == "eventheader":
             recipe.build = self._eventheader_builder(fmt, recipe)
         return recipe
@@ -747,15 +588,8 @@ class PerfLiveSource:
         return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip,
                                    self.stats.not_eventheader)
 
-    def _problem(self, ident: int, position: int, cpu: int, reason: str, kind: str = "malformed") -> None:
-        tp = self._names.get(ident, f"event id {ident}")
-        self.stats.problem(position, f"CPU {cpu} ring: {tp}: {reason}", kind)
-        n = self._problems[tp] = self._problems.get(tp, 0) + 1
-        if n <= LOGGED_PROBLEMS or n % 1000 == 0:
-            log.warning("%s: bad event (%d so far): %s", tp, n, reason)
-
     # ----------------------------------------------------------------------------------------------------------
-    # Reading
+    # Reading (the rings themselves: RingReader, dyntel.sources.perf.ring_reader; the order: reorder)
 
     def events(self) -> Iterator[Event]:
         """Events as they happen, in time order; blocks between them. Ends after `stop()`."""
@@ -815,8 +649,8 @@ class PerfLiveSource:
                     ready = pending
                     self._pending = []
                 else:
-                    cut = min(self._cut(start), hold)
-                    n = bisect.bisect_left(pending, (cut + 1) << 48)
+                    upto = min(cut(self._rings, start, self.reorder_ns), hold)
+                    n = bisect.bisect_left(pending, (upto + 1) << 48)
                     ready = pending[:n]
                     del pending[:n]
                 if not ready:
@@ -843,303 +677,6 @@ class PerfLiveSource:
             due = (self._pending[0] >> 48) + self.reorder_ns - time.clock_gettime_ns(_MONO)
             wait = min(wait, max(due, 0) / 1e9 + 50e-6)
         return wait
-
-    def _cut(self, start: int) -> int:
-        """The time up to which the samples found may be yielded: no ring can still bring an older one.
-
-        A ring's samples come in time order (one CPU writes it), so a ring whose last sample found is later than
-        t brings nothing older than t. Any other ring may still be writing a sample whose time was taken before
-        this drain began and which it commits after its head was read (a few microseconds, more if the host
-        preempts the virtual CPU mid-write): those are waited for up to `reorder_ns` before `start`. A ring nothing
-        writes into is not waited for (DETACH_GRACE_NS after its last tracepoint left). So a sample waits only
-        while some other CPU in use has shown nothing later and the window has not passed; with one CPU, or every
-        other CPU busier, never."""
-        floor = start - self.reorder_ns
-        cut = 1 << 62
-        for ring in self._rings:
-            if not ring.attached and (not ring.detached_at or start - ring.detached_at > DETACH_GRACE_NS):
-                continue
-            last = ring.last_found
-            edge = last if last > floor else floor
-            if edge < cut:
-                cut = edge
-        return cut
-
-    def _native_plans(self) -> tuple[dict[int, int], list[Any], bool]:
-        """dyntel._prefilter's plans for the open tracepoints: by event id, drop all (no rule wants the type), keep
-        all, or keep those on which a candidate rule's field tests hold (see dyntel.sources.perf.data)."""
-        if self._plans is None:
-            plan_ids: dict[int, int] = {}
-            plans: list[Any] = []
-            for tp in self._open.values():
-                for ident in tp.ids:
-                    plan_ids[ident] = len(plans)
-                plans.append(self._native_plan(tp))
-            # Whether the scan can drop anything: when every plan keeps every sample it is a second pass for nothing.
-            useful = any(plan is None or plan[1] for plan in plans)
-            self._plans = (plan_ids, plans, useful)
-        return self._plans
-
-    def _native_plan(self, tp: Tracepoint) -> Any:
-        if tp.ids and self._parsers.get(tp.ids[0]) == self._filtered:
-            return None
-        keep_all = (tp.sample_type, ())
-        fmt = tp.fmt
-        if self._field_filter is None or fmt is None or fmt.kind != "tracefs" or tp.sample_type & ~_WALKABLE:
-            return keep_all
-        compiled = raw_alternatives(fmt, self._field_filter(tp.system, tp.name))
-        return keep_all if compiled is None else (tp.sample_type, compiled)
-
-    def _scan_native(self, i: int, ring: pe.Ring, tail: int, end: int) -> tuple[int, int, int] | None:
-        """The whole samples of ring `i` from `tail` up to `end` (one stretch that does not wrap), through the
-        native pre-filter: those kept go to self._pending. Returns (samples, time of the last one or -1, where it
-        stopped), or None where the scan declines (a record other than a sample, an unknown event id) or could drop
-        nothing: the Python loop reads those."""
-        plan_ids, plans, useful = self._native_plans()
-        if not useful:
-            return None
-        start = ring.base + (tail & (ring.size - 1))
-        scanned = self._native.scan(buffer=ring.mm, start=start, end=start + end - tail, id_offset=8,
-                                    time_offset=_TIME_AT, plan_ids=plan_ids, plans=plans, sort=False, partial=True)
-        if scanned is None or scanned["counts"]:  # LOST and other records: the Python loop counts them
-            return None
-        add = self._pending.append
-        u64 = _U64
-        mm = ring.mm
-        which = i << 32
-        last = scanned["max_dropped_time"] if scanned["samples"] else -1
-        for w in memoryview(scanned["words"]).cast("Q"):
-            p = w >> 16
-            t = u64(mm, p + _TIME_AT)[0]
-            add(t << 48 | which + p)
-            if t > last:
-                last = t
-        dropped = scanned["dropped_type"] + scanned["dropped_value"]
-        if dropped:
-            skipped = self.stats.skipped
-            skipped["filtered"] = skipped.get("filtered", 0) + dropped
-        return scanned["samples"], last, tail + scanned["end"] - start
-
-    def _drain(self, budget: int = 1 << 62) -> tuple[bool, int]:
-        """Find the new records of every ring, up to about `budget` bytes of each (the lock is held).
-
-        Samples are not parsed here: each becomes one integer in self._pending, `time << 48 | ring << 32 |
-        offset` (the record's offset in its ring's mapping), so that sorting the integers sorts the samples by time
-        (equal times by ring, then by offset), and `_batch` parses each one from the ring just before yielding it.
-        The garbage collector never looks at integers; Events made here and held until the sort would be walked by
-        every collection meanwhile, which cost about a quarter of the time per event. Their ring space is handed
-        back once they are yielded.
-
-        Returns whether a ring has more, and the time up to which the samples found are complete: a ring read only
-        in part may still hold samples up from the last one found in it.
-        """
-        add = self._pending.append
-        scan = _SCAN
-        scan_id = _SCAN_ID
-        counts = self._prompt_counts
-        prompt_from = self._prompt_from
-        samples = 0
-        more = False
-        hold = 1 << 127
-        rings = self._rings
-        heads = [ring.head() for ring in rings]
-        # The ring whose samples found so far end earliest holds every other one back; it is always read. Others
-        # that already hold a budget's worth of found samples wait (their samples wait for its older ones anyway),
-        # so that what waits stays bounded when one CPU's backlog is older than another's.
-        behind = [r for r, h in zip(rings, heads, strict=True) if h != r.read]
-        laggard = min(behind, key=lambda r: r.last_found) if behind else None
-        for i, ring in enumerate(rings):
-            head = heads[i]
-            tail = start = ring.read
-            if head == tail:
-                continue
-            if ring is not laggard and tail - ring.tail >= budget:
-                more = True
-                hold = min(hold, max(ring.last_found, 0))
-                continue
-            mm = ring.mm
-            base = ring.base
-            mask = ring.size - 1
-            limit = base + ring.size
-            stop = min(head, tail + budget)
-            which = i << 32
-            last = ring.last_found
-            before = samples
-            if i < prompt_from:
-                native = self._native is not None
-                while tail < stop:
-                    if native:
-                        # In C up to the ring's end or `stop`, whichever comes first; a record cut by either, and
-                        # whatever the scan declines (a LOST record), in Python below.
-                        got = self._scan_native(i, ring, tail, min(stop, tail + ring.size - (tail & mask)))
-                        if got is None:
-                            native = False
-                        else:
-                            n, t, tail = got
-                            samples += n
-                            if t >= 0:
-                                last = t
-                            if tail >= stop:
-                                break
-                    pos = base + (tail & mask)
-                    if pos + 32 <= limit:
-                        rtype, size, t = scan(mm, pos)
-                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
-                            add(t << 48 | which + pos)
-                            last = t
-                            samples += 1
-                            tail += size
-                            continue
-                    tail, t = self._other_record(i, ring, tail, head)
-                    if t >= 0:
-                        last = t
-            else:  # a prompt ring: the same, counting samples by event id for _balance (a few thousand a second)
-                while tail < stop:
-                    pos = base + (tail & mask)
-                    if pos + 32 <= limit:
-                        rtype, size, ident, t = scan_id(mm, pos)
-                        if rtype == 9 and pos + size <= limit and 32 <= size <= head - tail:
-                            add(t << 48 | which + pos)
-                            counts[ident] = counts.get(ident, 0) + 1
-                            last = t
-                            samples += 1
-                            tail += size
-                            continue
-                    tail, t = self._other_record(i, ring, tail, head)
-                    if t >= 0:
-                        last = t
-            ring.found += samples - before
-            ring.read = tail
-            ring.last_found = last
-            self.stats.bytes += tail - start
-            if tail < head:
-                more = True
-                # This ring's unread samples start at its last one found (or, with none found, anywhere).
-                hold = min(hold, max(last, 0))
-        self.stats.records += samples
-        self.stats.drains += 1
-        return more, hold
-
-    def _other_record(self, i: int, ring: pe.Ring, tail: int, head: int) -> tuple[int, int]:
-        """The record at `tail` that the fast path does not take: one split by the ring's end, a short one, or
-        not a sample. Returns the position after it, and its time when it is a sample (else -1)."""
-        pos = ring.base + (tail & (ring.size - 1))
-        rtype: int
-        size: int
-        rtype, size = _HEAD(ring.mm, pos)
-        if size < 8 or size > head - tail:
-            self._problem(0, tail, self.cpus[i % len(self.cpus)],
-                          f"record of type {rtype} and size {size} does not fit the ring's data; the rest of this "
-                          f"batch ({head - tail} bytes) is skipped")
-            return head, -1
-        self.stats.records += 1
-        at = pos
-        buf, pos = _record(ring, pos, size)
-        if rtype == abi.RECORD_SAMPLE:
-            t: int = _U64(buf, pos + _TIME_AT)[0] if size >= _TIME_AT + 8 else 0
-            self._pending.append(t << 48 | i << 32 | at)
-            return tail + size, t
-        if rtype == abi.RECORD_LOST:
-            self._lost(buf, pos, pos + size)
-        else:
-            self.stats.skip(abi.record_name(rtype))
-        return tail + size, -1
-
-    def _batch(self, keys: list[int]) -> Generator[Event, None, None]:
-        """The samples of `keys`, parsed from the rings as they are asked for. Once all are consumed their ring
-        space is handed back; a consumer that stops early leaves the rest pending."""
-        parsers = self._parsers
-        rings = self._rings
-        places = [(r.mm, r.base + r.size) for r in rings]
-        head_id = _HEAD_ID
-        done = 0
-        yielded = 0
-        try:
-            for k in keys:
-                done += 1
-                mm, limit = places[k >> 32 & 0xFFFF]
-                pos = k & 0xFFFFFFFF
-                buf: Any = mm
-                try:
-                    if pos + 16 <= limit:
-                        _, size, ident = head_id(mm, pos)
-                        end = pos + size
-                        if end > limit:  # split by the ring's end: copy it, and only it
-                            buf, pos = _record(rings[k >> 32 & 0xFFFF], pos, size)
-                            end = size
-                    else:
-                        size = _HEAD(mm, pos)[1]
-                        buf, pos = _record(rings[k >> 32 & 0xFFFF], pos, size)
-                        ident, end = _U64(buf, 8)[0], size
-                    event = parsers[ident](buf, pos, end)
-                except Exception as e:  # a decoder failing on bad bytes must not stop the source
-                    if self._closed:
-                        return
-                    self._sample_failed(e, buf, pos, k)
-                    continue
-                if event is not None:
-                    yielded += 1
-                    yield event
-        finally:
-            self.stats.events += yielded
-            with self._lock:
-                if done < len(keys):
-                    self._pending[:0] = keys[done:]
-                self._release()
-
-    def _release(self) -> None:
-        """Hand back to the kernel each ring's space up to its first sample not yet yielded (the lock is held)."""
-        if self._closed:
-            return
-        rings = self._rings
-        # Distances from each ring's tail: a pending sample's stream position is its ring's tail plus this.
-        far = [r.read - r.tail for r in rings]
-        geometry = [(r.base + r.tail, r.size - 1) for r in rings]
-        for k in self._pending:
-            i = k >> 32 & 0xFFFF
-            start, mask = geometry[i]
-            at = ((k & 0xFFFFFFFF) - start) & mask
-            if at < far[i]:
-                far[i] = at
-        low = [r.tail + d for r, d in zip(rings, far, strict=True)]
-        for ring, pos in zip(rings, low, strict=True):
-            if pos > ring.tail:
-                ring.release(pos)
-        if self._retired:
-            kept = []
-            for idents, marks in self._retired:
-                if all(r.tail >= m for r, m in zip(rings, marks, strict=True)):
-                    for ident in idents:
-                        self._parsers.pop(ident, None)
-                        self._names.pop(ident, None)
-                else:
-                    kept.append((idents, marks))
-            self._retired = kept
-
-    def _sample_failed(self, e: Exception, buf: Any, pos: int, key: int) -> None:
-        i = key >> 32 & 0xFFFF
-        at = _stream_position(self._rings[i], key & 0xFFFFFFFF)
-        try:
-            ident = _U64(buf, pos + 8)[0]
-        except Exception:
-            ident = 0
-        if isinstance(e, SampleError):
-            self._problem(ident, at + e.offset, self.cpus[i % len(self.cpus)], e.message, "sample")
-        elif isinstance(e, DecodeError):
-            self._problem(ident, at, self.cpus[i % len(self.cpus)], e.message, e.reason or "malformed")
-        else:
-            defect(e)
-            self._problem(ident, at, self.cpus[i % len(self.cpus)], f"{type(e).__name__}: {e}", "defect")
-
-    def _lost(self, buf: Any, pos: int, end: int) -> None:
-        stats = self.stats
-        stats.skip("LOST")
-        if end - pos < 24:
-            return
-        ident, n = _U64X2(buf, pos + 8)
-        stats.lost += n
-        name = self._names.get(ident, f"event id {ident}")
-        stats.lost_by_tracepoint[name] = stats.lost_by_tracepoint.get(name, 0) + n
 
     def lost(self) -> dict[str, int]:
         """Samples lost to a full ring, per tracepoint, as each event counted them (exact; Linux 6.0+). Before 6.0,
@@ -1185,45 +722,15 @@ class PerfLiveSource:
                     self._wake = -1
 
 
-class _Parsers(dict[int, SampleParser]):
-    """Sample parsers by event id; an id without one (a tracepoint closed meanwhile) gets a parser that counts it."""
+def _costly(fmt: Any) -> bool:
+    """Whether a format's payload is decoded on first use (LazyEvent) rather than at once: where it has strings,
+    __data_loc fields or arrays, whose decode (a slice, a string cache lookup, a list) costs several times the
+    holder (measured: sched_process_exec's 1.3 us against 0.16 us); a payload of plain integers is one unpack_from,
+    as cheap as the holder, and is decoded at once."""
+    from dyntel.decoders.tracefs_format import FieldShow
 
-    def __init__(self, stats: SourceStats) -> None:
-        super().__init__()
-        self._stats = stats
-
-    def __missing__(self, ident: int) -> SampleParser:
-        return self._unknown
-
-    def _unknown(self, buf: Any, pos: int, end: int) -> None:
-        self._stats.skip("SAMPLE of a closed tracepoint")
-
-
-def _load_prefilter() -> Any:
-    """dyntel._prefilter where it is built and applies (little-endian: its reads are the host's), else None."""
-    if _BIG_ENDIAN or os.environ.get("DYNTEL_NO_PREFILTER"):
-        return None
-    try:
-        from dyntel import _prefilter  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _prefilter
-
-
-def _record(ring: pe.Ring, pos: int, size: int) -> tuple[Any, int]:
-    """(buffer, offset) of the record at offset `pos` of the ring's mapping: the mapping itself, or a copy of a
-    record split by the ring's end."""
-    limit = ring.base + ring.size
-    over = pos + size - limit
-    if over <= 0:
-        return ring.mm, pos
-    return ring.mm[pos:limit] + ring.mm[ring.base : ring.base + over], 0
-
-
-def _stream_position(ring: pe.Ring, pos: int) -> int:
-    """The stream position (data_tail's count) of the record at offset `pos` in the mapping, which lies between
-    the ring's tail and its tail plus its size."""
-    return ring.tail + ((pos - ring.base - ring.tail) & (ring.size - 1))
+    return fmt.kind == "tracefs" and any(f.dynamic is not None or f.show == FieldShow.STRING or f.array
+                                         for f in fmt.user_fields)
 
 
 def _raw_values(raw: bytes | None) -> tuple[bytes]:

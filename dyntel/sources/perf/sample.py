@@ -18,12 +18,13 @@ Every length is checked against the record's end before it is used; a sample tha
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dyntel.event import Event, Schema
+from dyntel.event import Event, LazyEvent, Schema
 from dyntel.sources.perf import abi
 from dyntel.sources.perf.header import Attr
 
@@ -57,6 +58,12 @@ class Recipe:
     build: EventBuilder | None = None
     time_offset: int = 0  # added to the sample's time (nanoseconds from the clock's zero to the Unix epoch)
     time_is_wall: bool = False
+    # Make LazyEvents: `decode(raw)` runs when something first reads the event's values (see dyntel.event).
+    lazy: bool = False
+    # A payload of fixed-size scalars only, which `decode` reads with one unpack: (its offset in the raw entry, the
+    # struct). The parser then unpacks it from the sample itself (no raw copy, no decoder call) when the entry
+    # holds it whole, and calls `decode` on the entry otherwise (its own answer for a short one).
+    fixed: tuple[int, struct.Struct] | None = None
 
 
 class _ChainStructs(dict[int, struct.Struct]):
@@ -198,8 +205,10 @@ def _layout_key(attr: Attr) -> tuple[int, ...]:
     )
 
 
-def sample_source(attr: Attr, big_endian: bool, full: bool) -> tuple[list[str], dict[str, Any], list[str]]:
-    """The parser body's lines, the globals it needs, and (full) the names of the fields it reads."""
+def sample_source(attr: Attr, big_endian: bool, full: bool,
+                  fixed: bool = False) -> tuple[list[str], dict[str, Any], list[str]]:
+    """The parser body's lines, the globals it needs, and (full) the names of the fields it reads. `fixed`: the
+    payload's values are unpacked from the sample into `values` (see Recipe.fixed), and no `raw` is made."""
     st = attr.sample_type
     g = _Gen(">" if big_endian else "<", full)
     if st & abi.SAMPLE_IDENTIFIER:
@@ -248,7 +257,11 @@ def sample_source(attr: Attr, big_endian: bool, full: bool) -> tuple[list[str], 
     if st & abi.SAMPLE_RAW:
         g.length_word("I", "_rs", "RAW")
         g.check_bytes("_rs", "RAW")
-        g.line(f"raw = buf[{g.at()}:{g.at()} + _rs]")
+        if fixed and not full:
+            g.line(f"if _rs >= _fneed: values = _fixed(buf, {g.at()} + _fstart)")
+            g.line(f"else: values = _decode(buf[{g.at()}:{g.at()} + _rs])")
+        else:
+            g.line(f"raw = buf[{g.at()}:{g.at()} + _rs]")
         if full:
             g.defined.append("raw")
         if full or st & _AFTER_RAW:
@@ -331,19 +344,36 @@ _MAX_FACTORIES = 256  # distinct layouts seen; a corrupted file can make up any 
 def compile_sample_parser(attr: Attr, big_endian: bool, recipe: Recipe) -> SampleParser:
     """The fast parser: (buffer, record start, record end) -> Event, or None when the recipe drops the sample."""
     shape = (_layout_key(attr), big_endian, recipe.build is not None, recipe.decode is not None,
-             recipe.time_offset != 0)
+             recipe.time_offset != 0, _payload_kind(attr, recipe))
     factory = _FACTORIES.get(shape)
     if factory is None:
         if len(_FACTORIES) >= _MAX_FACTORIES:
             _FACTORIES.clear()
         factory = _FACTORIES[shape] = _make_factory(attr, big_endian, recipe)
+    fixed = recipe.fixed
     return factory(recipe.provider, recipe.name, recipe.schema, recipe.source, recipe.decode, recipe.build,
-                   recipe.time_offset, recipe.time_is_wall)
+                   recipe.time_offset, recipe.time_is_wall, fixed[1].unpack_from if fixed else None,
+                   fixed[0] if fixed else 0, fixed[0] + fixed[1].size if fixed else 0)
+
+
+def _payload_kind(attr: Attr, recipe: Recipe) -> str:
+    """How the parser gets the payload's values: "build" (the recipe's builder), "none" (no decode, or no RAW),
+    "lazy" (a LazyEvent decodes on first read), "fixed" (one unpack from the sample), else "decode"."""
+    if recipe.build is not None:
+        return "build"
+    if recipe.decode is None or not attr.sample_type & abi.SAMPLE_RAW:
+        return "none"
+    if recipe.lazy:
+        return "lazy"
+    return "fixed" if recipe.fixed is not None else "decode"
 
 
 def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[..., SampleParser]:
-    lines, env, _ = sample_source(attr, big_endian, full=False)
+    kind = _payload_kind(attr, recipe)
+    lines, env, _ = sample_source(attr, big_endian, full=False, fixed=kind == "fixed")
     st = attr.sample_type
+    shape_lazy = kind == "lazy"
+    env["LazyEvent"] = LazyEvent
     time = "time" if st & abi.SAMPLE_TIME else "None"
     if time != "None" and recipe.time_offset:
         time = "time + _toff"
@@ -355,16 +385,46 @@ def _make_factory(attr: Attr, big_endian: bool, recipe: Recipe) -> Callable[...,
     if recipe.build is not None:
         lines.append(f"    return _build({raw}, {time}, {cpu}, {pid}, {tid}, {chain})")
     else:
-        values = "()" if recipe.decode is None else f"_decode({raw})"
-        # Positional arguments: Event's generated __init__ is noticeably faster that way than with keywords.
-        lines.append(f"    return Event(_provider, _name, _schema, {values}, _source, {time}, _wall, {cpu}, {pid}, "
-                     f"{tid}, None, None, None, None, None, None, None, None, {chain})")
+        values = "()" if recipe.decode is None else "values" if kind == "fixed" else f"_decode({raw})"
+        # The Event's slots are stored here, one by one, on an object made by object.__new__: calling the class
+        # (its dataclass __init__, 19 arguments) cost about twice as much per event (measured: 580 ns against 320
+        # ns on this project's 2-CPU VM). Every slot is set, as __init__ would set it (_event_slots).
+        given = {"provider": "_provider", "name": "_name", "schema": "_schema", "values": values,
+                 "source": "_source", "time": time, "time_is_wall": "_wall", "cpu": cpu, "pid": pid, "tid": tid,
+                 "callchain": chain}
+        if shape_lazy:
+            # The values slot stays unset until LazyEvent.values decodes (it reads _decode first).
+            lines.append("    e = _new(LazyEvent)")
+            del given["values"]
+            given["_decode"], given["_raw"] = "_decode", raw
+        else:
+            lines.append("    e = _new(Event)")
+        lines += [f"    e.{slot} = {value}" for slot, value in _event_slots(given)]
+        lines.append("    return e")
+        env["_new"] = object.__new__
     body = "\n".join("    " + line for line in lines)
-    src = ("def factory(_provider, _name, _schema, _source, _decode, _build, _toff, _wall):\n"
+    src = ("def factory(_provider, _name, _schema, _source, _decode, _build, _toff, _wall, _fixed, _fstart, _fneed):\n"
            "    def parse(buf, pos, end):\n" + body + "\n    return parse\n")
     exec(compile(src, f"<perf sample parser, sample_type {st:#x}>", "exec"), env)
     factory: Callable[..., SampleParser] = env["factory"]
     return factory
+
+
+def _event_slots(given: dict[str, str]) -> list[tuple[str, str]]:
+    """(slot, expression) for every field of Event: those of `given`, the rest their default (which must be None:
+    a field added to Event with another default has to be added here, and this says so rather than leave the
+    slot unset). A LazyEvent's `values` is left out (given has no "values"), its _decode and _raw put first."""
+    out: list[tuple[str, str]] = [(name, given[name]) for name in ("_decode", "_raw") if name in given]
+    for f in dataclasses.fields(Event):
+        if f.name == "values" and "values" not in given:
+            continue
+        if f.name in given:
+            out.append((f.name, given[f.name]))
+        elif f.default is None:
+            out.append((f.name, "None"))
+        else:
+            raise TypeError(f"Event.{f.name} has a default other than None: give its value in _make_factory")
+    return out
 
 
 def eventheader_builder(fmt: Any, tracefs: Recipe, decoder: Any, want: Callable[[str, str, int | None], bool] | None,
