@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dyntel.rules.condition import Compiler, CompiledCondition, Macro, NamedList, Names
+from dyntel.rules.condition import CompiledCondition, Compiler, Macro, NamedList, Names
 from dyntel.rules.errors import RuleErrors
 from dyntel.rules.model import CompiledRule, Match, Position
 from dyntel.rules.requirements import with_match

@@ -15,9 +15,9 @@ import pytest
 from rule_helpers import compiled_rule
 from support import ROOT, corpus_file, native_module
 
+from dyntel.engine.prefilter import make_filters
 from dyntel.event import ArrayKind, Event
 from dyntel.event_json import format_event
-from dyntel.engine.prefilter import make_filters
 from dyntel.replay import _by_rounds
 from dyntel.rules.model import CompiledRule, Match
 from dyntel.sources import FieldTest
@@ -195,11 +195,15 @@ def test_filters_from_conditions_without_match() -> None:
     # Explained, rule a is taken by its match alone (here: none), as the docs say of --explain.
     want, field_filter = make_filters(rules, explain="a")
     assert want("raw_syscalls", "sys_exit", None) and field_filter("raw_syscalls", "sys_enter") is None
-    # A rule that compares the level takes only events that have one, of any type; the field filter is asked
-    # without a level, so such a rule keeps every event of every type.
-    want, field_filter = make_filters([*rules, compiled_rule("level <= 2", "c", Match())])
+    # A rule that compares the level takes only events that have one, of any type; tracefs events, which the field
+    # filter is for, have none: such a rule does not keep them.
+    levelled = compiled_rule("level <= 2", "c", Match())
+    want, field_filter = make_filters([*rules, levelled])
     assert want("MyService", "Error", 2) and not want("MyService", "Info", 4) and not want("x", "y", None)
-    assert field_filter("raw_syscalls", "sys_enter") is None
+    assert field_filter("raw_syscalls", "sys_enter") == ((("id", "==", (59,)),),)
+    # A level ceiling in `match` is passed by an event without a level: that rule keeps every event of its types.
+    ceiling = compiled_rule("True", "d", Match(level=2))
+    assert make_filters([*rules, ceiling])[1]("raw_syscalls", "sys_enter") is None
 
 
 # -- time order by rounds ----------------------------------------------------------------------------------------

@@ -80,12 +80,13 @@ def unrestricted(rule: CompiledRule) -> bool:
 
 
 def field_tests(rule: CompiledRule, provider: str, event: str) -> tuple[tuple[FieldTest, ...], ...] | None:
-    """The field tests an event of (provider, event) must pass for the rule to take it, as alternatives (any one
-    may hold); None when some way of taking it has no test (every event of the type may do). () when the rule
-    takes no event of the type."""
+    """The field tests an event of (provider, event) without a level must pass for the rule to take it, as
+    alternatives (any one may hold); None when some way of taking it has no test (every event of the type may do);
+    () when the rule takes no such event. Field tests are for typed (tracefs) payloads, and those events have no
+    level (dyntel.sources.FieldFilter)."""
     out: list[tuple[FieldTest, ...]] = []
     for r in alternatives(rule):
-        if (r.provider is None or r.provider == provider) and (r.event is None or r.event == event):
+        if r.admits(provider, event, None):
             if not r.tests:
                 return None
             if r.tests not in out:
