@@ -12,6 +12,10 @@ Semantics, for the docs and the tests:
   for them, as in Python. Never an exception.
 - `x in y`: y a list literal or a named list is membership; y text is substring; y read from the event is
   membership in a list or substring of text.
+
+This module is the compiler's face (`Compiler`, `compile_condition`). The language's tables, names and parsing are in
+dyntel.rules.language, the code generation in dyntel.rules.codegen, and what a compiled condition requires of an
+event (for the index and the pre-filters) in dyntel.rules.requirements.
 """
 
 from __future__ import annotations
