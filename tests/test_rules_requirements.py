@@ -226,6 +226,10 @@ rules:
   - name: level-match-only
     match: {level: 2}
     actions: [{log: x}]
+  - name: never
+    match: {provider: P}
+    condition: provider == "Q"
+    actions: [{log: x}]
   - name: disabled-one
     enabled: false
     condition: fields.id == 1
@@ -243,6 +247,8 @@ rules:
         f"{f}:18:5: warning: rule 'level-match-only' has a match with only a level and no condition: it is "
         "evaluated for every event at level 2 or more severe and every event without a level; add match: "
         "{provider: ..., event: ...} if it is meant for some events only",
+        f"{f}:21:5: warning: rule 'never' can never fire: no event can meet both its match and its condition (two "
+        "providers, two event names, levels that exclude each other, or a condition that is always false)",
     ]
     assert result.warnings[0].to_json() == {"file": str(f), "line": 12, "column": 5, "message": lines[0].split(
         "warning: ", 1)[1], "severity": "warning"}

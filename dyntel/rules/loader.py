@@ -215,10 +215,15 @@ def _compile_rule(d: RuleDef, compiler: Compiler) -> tuple[CompiledRule | None, 
 
 def _warnings(rule: CompiledRule, d: RuleDef) -> list[RuleWarning]:
     """A rule the index has to offer every event (it names no provider or event, in `match` or in its condition)
-    costs a condition call per event, whatever the source: said at load, so that it is a choice, not an accident."""
+    costs a condition call per event, whatever the source: said at load, so that it is a choice, not an accident.
+    A rule no event can meet is most likely a mistake: said too."""
+    where = rule.position or d.doc.at(d.path)
+    if rule.requires == ():
+        return [RuleWarning(where, f"rule '{rule.name}' can never fire: no event can meet both its match and its "
+                                   "condition (two providers, two event names, levels that exclude each other, or a "
+                                   "condition that is always false)")]
     if not unrestricted(rule):
         return []
-    where = rule.position or d.doc.at(d.path)
     level = rule.match.level
     has = "no match" if level is None else "a match with only a level"
     cond = "no condition" if d.model.condition is None else "a condition that requires no provider or event name"
