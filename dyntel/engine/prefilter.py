@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dyntel.engine.engine import default_index
+from dyntel.engine.engine import CandidateIndex, default_index
 from dyntel.rules.model import CompiledRule
 from dyntel.rules.requirements import explaining, field_tests
 from dyntel.sources import FieldFilter, FieldTest, Want
@@ -25,7 +25,10 @@ _MAX_MEMO = 4096  # event types whose field tests are remembered (a source asks 
 
 def make_want(rules: Sequence[CompiledRule], explain: str | None = None) -> Want:
     """Whether any rule can take events of (provider, event, level)."""
-    index = default_index(explaining(rules, explain))
+    return _want(default_index(explaining(rules, explain)))
+
+
+def _want(index: CandidateIndex) -> Want:
     wants = getattr(index, "wants", None)
     if callable(wants):
         want: Want = wants
@@ -36,7 +39,13 @@ def make_want(rules: Sequence[CompiledRule], explain: str | None = None) -> Want
 
 def make_field_filter(rules: Sequence[CompiledRule], explain: str | None = None) -> FieldFilter:
     """The field tests for events of (provider, event) as alternatives (see the module docstring)."""
-    taken = explaining(rules, explain)
+    return _field_filter(default_index(explaining(rules, explain)))
+
+
+def _field_filter(index: CandidateIndex) -> FieldFilter:
+    # The rules a tracefs event (which has no level) can reach are the index's candidates at no level: only theirs
+    # are asked for tests, so a type costs what its own rules cost, not what the whole set does.
+    candidates = index.candidates
     memo: dict[tuple[str, str], tuple[tuple[FieldTest, ...], ...] | None] = {}
 
     def field_filter(provider: str, event: str) -> Sequence[Sequence[FieldTest]] | None:
@@ -47,7 +56,7 @@ def make_field_filter(rules: Sequence[CompiledRule], explain: str | None = None)
             pass
         out: list[tuple[FieldTest, ...]] = []
         result: tuple[tuple[FieldTest, ...], ...] | None
-        for rule in taken:
+        for rule in candidates(provider, event, None):
             tests = field_tests(rule, provider, event)
             if tests is None:
                 result = None  # this rule may take any event of the type
@@ -64,5 +73,6 @@ def make_field_filter(rules: Sequence[CompiledRule], explain: str | None = None)
 
 
 def make_filters(rules: Sequence[CompiledRule], explain: str | None = None) -> tuple[Want, FieldFilter]:
-    """Both filters for a source: `want` and the field filter."""
-    return make_want(rules, explain), make_field_filter(rules, explain)
+    """Both filters for a source: `want` and the field filter (one index for both)."""
+    index = default_index(explaining(rules, explain))
+    return _want(index), _field_filter(index)

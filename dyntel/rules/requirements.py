@@ -53,7 +53,14 @@ def with_match(match: Match, requires: Requirements) -> tuple[Requirement, ...]:
     base = Requirement(provider=match.provider, event=match.event, max_level=match.level)
     if requires is None:
         return (base,)
+    if all(_implies(r, match) for r in requires):
+        return requires  # the loader's: `match` is in already (the index and the filters ask for every rule)
     return _unique(m for r in requires if (m := both(base, r)) is not None)
+
+
+def _implies(r: Requirement, match: Match) -> bool:
+    return ((match.provider is None or r.provider == match.provider) and (match.event is None or r.event == match.event)
+            and (match.level is None or (r.max_level is not None and r.max_level <= match.level)))
 
 
 def alternatives(rule: CompiledRule) -> tuple[Requirement, ...]:
