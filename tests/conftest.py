@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from dyntel.sources.perf.live import PerfLiveSource
 
 ALLOWLIST = Path(__file__).resolve().parent / "ci_skips.txt"
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
@@ -89,3 +94,32 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section(f"skips under CI ({len(_SEEN)}, each allowed by tests/{ALLOWLIST.name})")
     for nodeid, reason, entry in _SEEN:
         terminalreporter.write_line(f"{nodeid}: {reason} -- allowed (line {entry.line}): {entry.why}")
+
+
+# --- shared fixtures ------------------------------------------------------------------------------------------------
+
+def refuse(message: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def live() -> Iterator[list[PerfLiveSource]]:
+    """Live sources a test made (closed after it); skips, or fails under CI, when this machine cannot trace."""
+    from dyntel.sources.perf.live import PerfLiveSource
+    from dyntel.sources.perf.tracefs import LiveSetupError
+
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers here are x86-64's")
+    try:
+        PerfLiveSource().close()
+        probe = PerfLiveSource()
+        probe.open()
+        probe.close()
+    except LiveSetupError as e:
+        refuse(f"live tracing refused here: {e}")
+    made: list[PerfLiveSource] = []
+    yield made
+    for src in made:
+        src.close()

@@ -28,6 +28,7 @@ from google.protobuf.json_format import ParseDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from otlp_receiver import attributes, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "scripts" / "peers" / "build-otelcol.sh"
@@ -64,28 +65,6 @@ def otelcol_binary() -> Path:
         path = Path(done.stdout.strip().splitlines()[-1]) / BINARY
     _binary.append(path)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def plain(value: Any) -> Any:
-    """An AnyValue message as a plain value: arrays as lists, key-value lists as dicts, bytes as bytes."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [plain(x) for x in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes(value.kvlist_value.values)
-    return getattr(value, kind)
-
-
-def attributes(kvs: Any) -> dict[str, Any]:
-    return {kv.key: plain(kv.value) for kv in kvs}
 
 
 def typed(value: Any) -> Any:

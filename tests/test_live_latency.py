@@ -9,42 +9,23 @@ because its sample woke the reader.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from support import deadline
-from test_live_perf import SYS_GETPPID, child, getppids, reply, say
+from test_live_perf import (
+    SYS_GETPPID,
+    child,
+    getppids,
+    reply,
+    say,
+)
 from test_live_ring import SYS_ENTER, FakeRing, sample, source_with, sys_enter_raw
 
 from dyntel.event import Event
 from dyntel.sources.perf import live as perf_live
 from dyntel.sources.perf.live import PROMPT_MAX_RATE, PerfLiveSource
-from dyntel.sources.perf.tracefs import LiveSetupError
-
-
-def _refuse(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def live() -> Iterator[list[PerfLiveSource]]:
-    if os.uname().machine != "x86_64":
-        pytest.skip("syscall numbers here are x86-64's")
-    try:
-        probe = PerfLiveSource()
-        probe.open()
-        probe.close()
-    except LiveSetupError as e:
-        _refuse(f"live tracing refused here: {e}")
-    made: list[PerfLiveSource] = []
-    yield made
-    for src in made:
-        src.close()
 
 
 class Consumer:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +31,6 @@ from dyntel.sources.perf.tracefs import LiveSetupError, find_tracefs
 pytestmark = pytest.mark.kernel
 
 SYS_GETPPID = 110
-
-
-def _refuse(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def live() -> Iterator[list[PerfLiveSource]]:
-    """Sources made by a test (closed after it); skips, or fails under CI, when this machine cannot trace."""
-    if os.uname().machine != "x86_64":
-        pytest.skip("syscall numbers here are x86-64's")
-    try:
-        PerfLiveSource().close()
-        probe = PerfLiveSource()
-        probe.open()
-        probe.close()
-    except LiveSetupError as e:
-        _refuse(f"live tracing refused here: {e}")
-    made: list[PerfLiveSource] = []
-    yield made
-    for src in made:
-        src.close()
 
 
 def child(code: str) -> subprocess.Popen[str]:

@@ -237,6 +237,8 @@ class AlertExporter:
             return wait
         batch = self.spool.oldest(s.max_batch, after=self._delivered or None)
         if not batch:
+            if self.spool.closed:
+                return None  # close() gave up waiting for this thread: the rest waits on disk for the next start
             return 0.0  # unreadable records were deleted: look again
         rejected = self._send(batch)
         if rejected is None:

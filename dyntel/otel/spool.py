@@ -21,6 +21,7 @@ import stat
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,11 @@ class Spool:
         self.sync = sync
         self.stats = SpoolStats()
         self._lock = threading.Lock()
+        # close() may come while the sender thread still reads (an export outlived the shutdown's timeout): the
+        # descriptors are closed by whoever leaves last, so a late reader never opens a name relative to a closed
+        # (or, worse, reused) directory descriptor.
+        self._users = 0
+        self._closed = False
         self._dir_fd = _open_private_dir(self.directory)
         self._lock_fd = _lock(self._dir_fd, self.directory)
         self._seqs: list[int] = []  # sorted
@@ -91,8 +97,37 @@ class Spool:
         with self._lock:
             return self._seqs[-1] if self._seqs else None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[bool]:
+        """The directory descriptor held open for one operation; yields False (and holds nothing) once closed."""
+        with self._lock:
+            if self._closed:
+                yield_open = False
+            else:
+                self._users += 1
+                yield_open = True
+        try:
+            yield yield_open
+        finally:
+            if yield_open:
+                with self._lock:
+                    self._users -= 1
+                    last = self._closed and self._users == 0
+                if last:
+                    self._close_fds()
+
     def append(self, seq: int, record: bytes) -> int:
         """Store `record` under `seq`, durably; returns how many older records were dropped to make room."""
+        with self._using() as usable:
+            if not usable:
+                raise SpoolError(f"spool {self.directory} is closed: alert {seq} not stored")
+            return self._append(seq, record)
+
+    def _append(self, seq: int, record: bytes) -> int:
         size = _HEADER.size + len(record)
         if size > self.max_bytes:
             raise SpoolError(f"a {len(record)}-byte record does not fit a spool of {self.max_bytes} bytes "
@@ -147,10 +182,13 @@ class Spool:
             start = bisect.bisect_right(self._seqs, after) if after is not None else 0
             wanted = self._seqs[start:start + count]
         out: list[tuple[int, bytes]] = []
-        for seq in wanted:
-            record = self._read(seq)
-            if record is not None:
-                out.append((seq, record))
+        with self._using() as usable:
+            if not usable:
+                return out  # closed: what is on disk waits for the next start
+            for seq in wanted:
+                record = self._read(seq)
+                if record is not None:
+                    out.append((seq, record))
         return out
 
     def _read(self, seq: int) -> bytes | None:
@@ -174,12 +212,22 @@ class Spool:
         return None
 
     def remove(self, seqs: list[int]) -> None:
-        """Delete records the collector took."""
-        with self._lock:
-            for seq in seqs:
-                self._remove_locked(seq)
+        """Delete records the collector took (after close: only forgotten; the next start resends them)."""
+        with self._using() as usable, self._lock:
+            if usable:
+                for seq in seqs:
+                    self._remove_locked(seq)
 
     def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            last = self._users == 0
+        if last:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._lock_fd)
         with contextlib.suppress(OSError):
