@@ -36,7 +36,8 @@ ARG DYNTEL_UID=10001
 ARG DYNTEL_GID=10001
 
 # python3: the standard library the venv's interpreter uses (the same package as in the build stage).
-# elfutils: eu-stack, the native unwinder of the stacks action. libcap2-bin: setcap, removed once used.
+# elfutils: libdw1, which the stacks action unwinds with inside dyntel, and eu-stack, its fallback. libcap2-bin:
+# setcap, removed once used.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 elfutils libcap2-bin \
  && rm -rf /var/lib/apt/lists/* \

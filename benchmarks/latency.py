@@ -30,11 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,21 +147,44 @@ def rule_text(pid: int, action: str) -> str:
             f"\n    condition: pid == {pid}\n    actions:\n      {act}\n      - log: \"probe {{pid}}\"\n")
 
 
-def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
+@dataclass(frozen=True)
+class Workload:
+    """What makes the events: the probe's command (interval, samples, timeout, wait -> argv; it speaks PROBE's
+    protocol), the background load's (rate -> argv; prints the rate it made when terminated) and the rule that
+    answers the probe (pid, action -> YAML). benchmarks/latency_user_events.py has an EventHeader one."""
+
+    what: str
+    probe: Callable[[float, int, float, bool], list[str]]
+    background: Callable[[float], list[str]]
+    rule: Callable[[int, str], str]
+    actions: tuple[str, ...] = ("signal", "stacks")
+    doc: str = ""
+
+
+SYSCALLS = Workload(
+    "getppid() on syscalls:sys_enter_getppid",
+    lambda interval, samples, timeout, wait: [sys.executable, "-c", PROBE, str(interval), str(samples), str(timeout),
+                                              "wait" if wait else "nowait"],
+    lambda rate: [sys.executable, "-c", BACKGROUND, str(rate)],
+    rule_text,
+    doc=__doc__ or "",
+)
+
+
+def measure(load: float, args: argparse.Namespace, tmp: Path, workload: Workload = SYSCALLS) -> Result:
     result = Result(load)
     wait = args.action == "signal"
     interval = args.interval if wait else args.stacks_interval
-    background = subprocess.Popen([sys.executable, "-c", BACKGROUND, str(load)], stdout=subprocess.PIPE,
+    background = subprocess.Popen(workload.background(load), stdout=subprocess.PIPE,
                                   text=True) if load > 0 else None
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(interval), str(args.samples), str(args.timeout),
-                              "wait" if wait else "nowait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             start_new_session=bool(args.nice))
+    probe = subprocess.Popen(workload.probe(interval, args.samples, args.timeout, wait), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=bool(args.nice))
     if args.nice:
         prioritize(probe.pid, args.nice)
     assert probe.stdin is not None and probe.stdout is not None
     pid = int(probe.stdout.readline())
     rules = tmp / f"rules-{int(load)}.yaml"
-    rules.write_text(rule_text(pid, "signal" if wait else "stacks"))
+    rules.write_text(workload.rule(pid, "signal" if wait else "stacks"))
     rules.chmod(0o600)
     actions_log = tmp / f"actions-{int(load)}.jsonl"
     env = dict(os.environ, DYNTEL_ACTIONS_LOG=str(actions_log), DYNTEL_ARTIFACTS_DIR=str(tmp / "artifacts"))
@@ -229,6 +254,10 @@ def measure(load: float, args: argparse.Namespace, tmp: Path) -> Result:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+    # Its exit summary: events the kernel dropped because dyntel fell behind (the ring was full).
+    lost = re.search(r"(\d+) sample\(s\) lost by the kernel", (tmp / f"dyntel-{int(load)}.err").read_text())
+    if lost and int(lost.group(1)):
+        result.note += f"  dyntel lost {lost.group(1)} events (full ring)"
     if actions_log.exists():
         for line in actions_log.read_text().splitlines():
             rec = json.loads(line)
@@ -283,29 +312,33 @@ class _Observer:
         return out, missed
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(workload: Workload = SYSCALLS) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=workload.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loads", default="20,1000,50000",
-                    help="background getppid calls per second (default 20,1000,50000)")
+                    help="background events per second (default 20,1000,50000)")
     ap.add_argument("--samples", type=int, default=200, help="probes per load (default 200)")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between probes (default 0.05)")
     ap.add_argument("--stacks-interval", type=float, default=2.0, help="seconds between probes for stacks")
     ap.add_argument("--timeout", type=float, default=1.0, help="a probe with no signal by then is missed")
-    ap.add_argument("--action", choices=("signal", "stacks"), default="signal")
+    ap.add_argument("--action", choices=workload.actions, default=workload.actions[0])
     ap.add_argument("--latency", choices=("low", "throughput"), help="sources.latency for dyntel (default: its own)")
     ap.add_argument("--max-wait", help="sources.max_wait for dyntel, e.g. 5ms")
     ap.add_argument("--nice", type=int, default=0,
                     help="run dyntel and the probe at this niceness, each in a session of its own (e.g. -10: ahead "
                          "of the other load of a shared machine; the background load stays at 0)")
     ap.add_argument("--tree", help="run the dyntel of this checkout (PYTHONPATH) instead of the installed one")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None, workload: Workload = SYSCALLS) -> int:
+    args = parser(workload).parse_args(argv)
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
           f"dyntel from {args.tree or 'this checkout'}, latency {args.latency or 'default'}, nice {args.nice}, "
-          f"load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
+          f"load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}; {workload.what}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dyntel-latency-") as d:
         tmp = Path(d)
         for load in (float(x) for x in args.loads.split(",")):
-            r = measure(load, args, tmp)
+            r = measure(load, args, tmp, workload)
             print(r.line(args.action), f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     print(f"at the end: load average {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
     return 0

@@ -47,8 +47,8 @@ from dyntel.actions import otlp as otlp_action  # noqa: E402
 from dyntel.decoders.eventheader import EventHeaderDecoder  # noqa: E402
 from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema  # noqa: E402
 from dyntel.firing import Firing  # noqa: E402
+from dyntel.forwarding import ForwardConfig, Forwarder  # noqa: E402
 from dyntel.otel import exporter as exporter_module  # noqa: E402
-from dyntel.otel.forward import ForwardConfig, Forwarder  # noqa: E402
 from dyntel.producer.otel import UserEventsLogProcessor  # noqa: E402
 from dyntel.producer.sink import capture_pair  # noqa: E402
 from dyntel.rules.model import ActionSpec  # noqa: E402

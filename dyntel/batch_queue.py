@@ -1,5 +1,5 @@
 """A bounded batching queue with one sender thread, in the shape of the OpenTelemetry SDK's BatchProcessor: what
-both the forwarder (dyntel.otel.forward) and the alert exporter (dyntel.otel.exporter) send through.
+both the forwarder (dyntel.forwarding) and the alert exporter (dyntel.otel.exporter) send through.
 
     q = BatchQueue("forward", export, max_batch=512, max_delay=0.2, capacity=65536, counts=counts)
     q.put(item)              # any thread; cheap: a lock, a deque append

@@ -45,16 +45,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from dyntel.logs import check_level
-from dyntel.rules.durations import parse_duration, parse_size
+from dyntel.options import AnyDict, Duration, Keys, OptionsModel, Size, Texts
 from dyntel.rules.errors import RuleError, RuleErrors
 from dyntel.rules.model import Position
-from dyntel.rules.schema import AnyDict, Duration, Keys, Size, Texts, _Model, validate_model
+from dyntel.rules.schema_errors import validate_model
 from dyntel.rules.yaml_read import read_yaml
+from dyntel.units import parse_duration, parse_size
 
 # --- the file's schema ------------------------------------------------------------------------------------------------
 
 
-class SourcesModel(_Model):
+class SourcesModel(OptionsModel):
     what: ClassVar[str] = "sources"
     events: Texts = Field(default_factory=list)
     register_: Texts = Field(default_factory=list, alias="register")  # `register` is a pydantic attribute
@@ -63,7 +64,7 @@ class SourcesModel(_Model):
     max_wait: Duration | None = None
 
 
-class ArtifactsModel(_Model):
+class ArtifactsModel(OptionsModel):
     what: ClassVar[str] = "artifacts"
     dir: str | None = None
     quota: Size | None = None
@@ -71,13 +72,13 @@ class ArtifactsModel(_Model):
     min_free: Size | None = None
 
 
-class OtlpDefaultsModel(_Model):
+class OtlpDefaultsModel(OptionsModel):
     what: ClassVar[str] = "actions.otlp"
     endpoint: str | None = None
     protocol: Literal["http/protobuf", "grpc"] | None = None
 
 
-class ActionsModel(_Model):
+class ActionsModel(OptionsModel):
     what: ClassVar[str] = "actions"
     log: str | None = None
     workers: int | None = Field(default=None, ge=1)
@@ -87,29 +88,29 @@ class ActionsModel(_Model):
     otlp: OtlpDefaultsModel | None = None
 
 
-class OtlpMetricsModel(_Model):
+class OtlpMetricsModel(OptionsModel):
     what: ClassVar[str] = "metrics.otlp"
     endpoint: str | None = None
     interval: Duration | None = None
 
 
-class MetricsModel(_Model):
+class MetricsModel(OptionsModel):
     what: ClassVar[str] = "metrics"
     listen: str | None = None
     otlp: OtlpMetricsModel | None = None
 
 
-class SecurityModel(_Model):
+class SecurityModel(OptionsModel):
     what: ClassVar[str] = "security"
     redact: Texts | None = None
 
 
-class LogModel(_Model):
+class LogModel(OptionsModel):
     what: ClassVar[str] = "log"
     level: Literal["debug", "info", "warning", "error"] | None = None
 
 
-class ConfigModel(_Model):
+class ConfigModel(OptionsModel):
     what: ClassVar[str] = "the top level of a config file"
     rules: Keys | None = None
     sources: SourcesModel | None = None
@@ -215,7 +216,7 @@ def _flatten(model: Any, prefix: str = "") -> dict[str, Any]:
         key = f"{prefix}{info.alias or name}"
         if value is None:
             continue
-        if isinstance(value, _Model):
+        if isinstance(value, OptionsModel):
             out.update(_flatten(value, key + "."))
         else:
             out[key] = value

@@ -5,32 +5,24 @@ depends on its field's encoding and format (hex integers as "0x..." strings, err
 for each schema is generated once (Python source compiled with `compile`) and cached on the schema, so writing an
 event is one call that formats its values with no per-field dispatch.
 
-Value formatters for the richer EventHeader formats live in `dyntel.decoders.value_format`; this module asks it for
-one formatter per field and inlines the simple ones.
+Value formatters (and `json_string`, `format_uuid`) live in `dyntel.value_format`; this module asks it for one
+formatter per field and inlines the simple ones.
 """
 
 from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable, Sequence
-from json.encoder import encode_basestring
 from typing import Any
 
 from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema, schema_cached
+from dyntel.value_format import effective_format, value_formatter
+
+# Exported from here too, where most callers look for them.
+from dyntel.value_format import format_uuid as format_uuid
+from dyntel.value_format import json_string as json_string
 
 ValuesWriter = Callable[[Sequence[Any]], str]
-
-_encode_str: Callable[[str], str] = encode_basestring
-
-
-def json_string(s: str) -> str:
-    """A JSON string literal; non-ASCII text stays as it is (the output is UTF-8, like the reference's)."""
-    return _encode_str(s)
-
-
-def format_uuid(b: bytes) -> str:
-    h = b.hex()
-    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 class _TimeFormatter:
@@ -140,8 +132,6 @@ def _compile_values_writer(schema: Schema, field_tags: bool) -> ValuesWriter:
     formatted by the template itself, and a general one that calls each field's formatter. The template declines,
     by raising, whatever it cannot show right (None for a field the event did not reach, an array of another length
     than the schema's), and the general writer shows it."""
-    from dyntel.decoders.value_format import value_formatter
-
     env: dict[str, Any] = {}
     general: list[str] = []
     template: list[str] = []
@@ -189,8 +179,6 @@ def _int_spec(info: FieldInfo) -> str | None:
     Decoders hand hex-shown integers over unsigned (see Event), so "%X" needs no mask; %d and %X raise on None, and
     a wrong element count raises in the % operator, which sends the event to the general writer.
     """
-    from dyntel.decoders.value_format import effective_format
-
     if info.children is not None or info.encoding not in _INLINE_ENCODINGS:
         return None
     if info.array == ArrayKind.VARIABLE or (

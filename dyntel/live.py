@@ -57,7 +57,7 @@ class RunOptions:
     # An OTLP/HTTP endpoint dyntel's own metrics are pushed to every metrics_interval seconds (None: none).
     metrics_otlp: str | None = None
     metrics_interval: float = 30.0
-    # OTLP forwarding of selected events (the config's `forward:` section, dyntel.otel.forward); None: none.
+    # OTLP forwarding of selected events (the config's `forward:` section, dyntel.forwarding); None: none.
     forwarder: Any = None
     # Load rule files others could have written (with a warning) instead of refusing them (--insecure-rules).
     insecure_rules: bool = False
@@ -267,7 +267,7 @@ def _trusted_loader(options: RunOptions) -> Callable[[Sequence[str]], RuleSet]:
     """Reloads check the files as the start did: a rule file made writable by others since is refused (the
     running rules stay, the reload counts as failed with the reason)."""
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     def load(paths: Sequence[str]) -> RuleSet:
         check_rule_files(paths, refuse=not options.insecure_rules, log=options.log, command="dyntel run")

@@ -61,7 +61,7 @@ class ReplayOptions:
     log: TextIO | None = None  # where the `log` action writes (default: stderr)
     # Builds the action runtime (artifact store, limits, action log) given the log stream; default: a plain one.
     runtime: Callable[[TextIO | None], ActionRuntime] | None = None
-    # OTLP forwarding of the events its selection takes (dyntel.otel.forward.Forwarder); None: none.
+    # OTLP forwarding of the events its selection takes (dyntel.forwarding.Forwarder); None: none.
     forwarder: Any = None
 
 

@@ -39,7 +39,8 @@ import yaml
 from dyntel.errors import DyntelError
 from dyntel.event import Event
 from dyntel.firing import Firing
-from dyntel.rules.durations import parse_duration
+from dyntel.formatting import format_time_iso, json_value_deep
+from dyntel.units import parse_duration
 
 CASE_FILE = "case.yaml"
 CASE_SUFFIX = ".case.yaml"
@@ -112,11 +113,6 @@ def parse_time(value: Any) -> int:
     raise ValueError(f"not a time: {value!r} (expected an ISO-8601 time or nanoseconds since the epoch)")
 
 
-def format_time(ns: int) -> str:
-    sec, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
 @dataclass(slots=True)
 class Expected:
     rule: str
@@ -144,11 +140,11 @@ class Expected:
         if self.group is not None:
             parts.append("group " + _show_group(self.group))
         if self.event is not None and self.time is not None:
-            parts.append(f"at event {self.event} ({format_time(self.time)})")
+            parts.append(f"at event {self.event} ({format_time_iso(self.time)})")
         elif self.event is not None:
             parts.append(f"at event {self.event}")
         elif self.time is not None:
-            parts.append("at " + format_time(self.time))
+            parts.append("at " + format_time_iso(self.time))
         return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -173,23 +169,10 @@ class Fired:
 
     def describe(self) -> str:
         where = f" at event {self.event}" if self.event is not None else ""
-        return f"{self.rule} group {_show_group(self.group)}{where} ({format_time(self.time)})"
+        return f"{self.rule} group {_show_group(self.group)}{where} ({format_time_iso(self.time)})"
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "time": self.time, "group": self.group, "event": self.event}
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, bytes | bytearray):
-        if len(v) == 16:
-            h = v.hex()
-            return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-        return v.hex()
-    if isinstance(v, tuple | list):
-        return [_json_value(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _json_value(x) for k, x in v.items()}
-    return v
 
 
 def _same_value(actual: Any, want: Any) -> bool:
@@ -471,7 +454,8 @@ def run_case(case: Case) -> CaseResult:
         return result
 
     fired = [
-        Fired(f.rule, f.time, _json_value(dict(f.group)), index_of.get(id(f.event)) if f.event is not None else None)
+        Fired(f.rule, f.time, json_value_deep(dict(f.group)),
+              index_of.get(id(f.event)) if f.event is not None else None)
         for f in raw
         if case.only is None or f.rule in case.only
     ]

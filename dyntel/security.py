@@ -6,7 +6,8 @@ could have been written by someone else: the file, or any directory on the way t
 directory can replace the file in it), is writable by its group or by others, or is owned by a user who is neither
 root nor the user dyntel runs as. Like sshd's StrictModes, with two exceptions that take away nobody's safety:
 a sticky directory (/tmp) lets others create entries but not replace ours, and a read-only mount (a Kubernetes
-ConfigMap volume, whose directory is 0777) cannot be written through at all.
+ConfigMap volume, whose directory is 0777) cannot be written through at all. `dyntel.rules.trust` applies it to
+the rule files before they are loaded.
 
 `redact` takes secrets out of environment variables, command lines and attribute mappings before they leave the
 machine in a dump's metadata streams or an alert. It is a pure function; callers choose the patterns.
@@ -19,9 +20,8 @@ import os
 import re
 import shlex
 import stat
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from dyntel.errors import DyntelError
 
@@ -29,7 +29,6 @@ __all__ = [
     "DEFAULT_PATTERNS",
     "REDACTED",
     "UntrustedFileError",
-    "check_rule_files",
     "redact",
     "redact_argv",
     "redact_nul_separated",
@@ -131,36 +130,6 @@ def untrusted_reasons(path: str | os.PathLike[str], euid: int | None = None) -> 
             shown = given if i == 0 else entry
             out.extend(_entry_reasons(shown, st, euid, inside_sticky, _read_only_mount(entry)))
     return out
-
-
-def _rule_paths(paths: Iterable[str]) -> list[str]:
-    from dyntel.rules.loader import rule_files
-
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            out.append(p)  # the directory itself: whoever can write it can add a rule file
-        files, _ = rule_files([p])  # the loader's own expansion, so that exactly the files it reads are checked
-        out.extend(f for f in files if f not in out)
-    return out
-
-
-def check_rule_files(paths: Iterable[str], *, refuse: bool = True, log: TextIO | None = None,
-                     command: str = "dyntel") -> list[str]:
-    """Check rule (or config) files and directories before loading them.
-
-    refuse: raise UntrustedFileError listing every reason; otherwise write each as a warning to `log` (stderr)
-    and return them, for the commands that only read rules (validate, replay, test) and for --insecure-rules.
-    """
-    reasons: list[str] = []
-    for p in _rule_paths(paths):
-        reasons.extend(r for r in untrusted_reasons(p) if r not in reasons)
-    if reasons and refuse:
-        raise UntrustedFileError(reasons)
-    err = sys.stderr if log is None else log
-    for reason in reasons:
-        print(f"{command}: warning: {reason}", file=err)
-    return reasons
 
 
 # ---------------------------------------------------------------------------------------------------------------

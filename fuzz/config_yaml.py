@@ -10,7 +10,7 @@ from __future__ import annotations
 from fuzz.common import entry
 from fuzz.rules_yaml import check_positions, scratch
 
-MODULES = ["dyntel.config", "dyntel.rules.yaml_read"]
+MODULES = ["dyntel.config", "dyntel.rules.schema_errors", "dyntel.rules.yaml_read"]
 
 
 def run(data: bytes) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from fuzz.common import Finding, check_problems, entry
 
-MODULES = ["dyntel.sources.recordings", "dyntel.sources.perf.data", "dyntel.sources.perf.fast",
+MODULES = ["dyntel.sources.recordings", "dyntel.sources.perf.data", "dyntel.sources.perf.records",
+           "dyntel.sources.perf.fast",
            "dyntel.sources.files.interceptor_dat", "dyntel.sources.etw.etl", "dyntel.sources.files.jsonl",
            "dyntel.event_json"]
 NAME = "fuzz.data"

@@ -14,7 +14,7 @@ import io
 from fuzz.common import Finding, check_problems, entry
 from fuzz.perf_file import decode
 
-MODULES = ["dyntel.sources.perf.data", "dyntel.event_json"]
+MODULES = ["dyntel.sources.perf.data", "dyntel.sources.perf.records", "dyntel.event_json"]
 
 
 class Trickle(io.RawIOBase):

@@ -12,8 +12,9 @@ import tempfile
 
 from fuzz.common import Finding, entry
 
-MODULES = ["dyntel.rules.loader", "dyntel.rules.schema", "dyntel.rules.condition", "dyntel.rules.language",
-           "dyntel.rules.codegen", "dyntel.rules.requirements", "dyntel.rules.yaml_read"]
+MODULES = ["dyntel.rules.loader", "dyntel.rules.schema", "dyntel.rules.schema_errors", "dyntel.rules.action_checks",
+           "dyntel.rules.condition", "dyntel.rules.language", "dyntel.rules.codegen", "dyntel.rules.requirements",
+           "dyntel.rules.yaml_read"]
 _DIR: list[str] = []
 
 

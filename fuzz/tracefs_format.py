@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from fuzz.common import Finding, entry
 
-MODULES = ["dyntel.decoders.tracefs_format"]
+MODULES = ["dyntel.decoders.tracefs_format", "dyntel.decoders.tracefs_decl", "dyntel.decoders.tracefs_decode"]
 SEPARATOR = b"\n\0raw\0\n"
 
 

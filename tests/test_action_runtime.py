@@ -151,8 +151,8 @@ def slow_action(monkeypatch: pytest.MonkeyPatch) -> None:
 
     mod.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dyntel.actions.nap", mod)
-    from dyntel import actions
-    monkeypatch.setattr(actions, "_found", {})
+    from dyntel.actions import registry
+    monkeypatch.setattr(registry, "_found", {})
 
 
 def test_pool_reports_firings_in_submission_order_off_the_submitting_thread(slow_action: None) -> None:

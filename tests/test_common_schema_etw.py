@@ -15,8 +15,8 @@ from dyntel.decoders.etw_header import EVENT_HEADER_FLAG_64_BIT_HEADER, EVENT_HE
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.decoders.tracelogging import TypeCache, decode_etw_event
 from dyntel.encoders.tracelogging import Field, InType, OutType, encode_event
+from dyntel.formatting import format_time_rfc3339 as format_time
 from dyntel.otel import OtelLog, to_otel
-from dyntel.otel.common_schema import format_time
 from dyntel.producer import capture_pair
 from dyntel.producer.otel import UserEventsLogProcessor
 from dyntel.rules.condition import compile_condition

@@ -323,7 +323,7 @@ def test_probes_and_metrics_port(path: Path) -> None:
 
 
 def test_the_artifact_quota_stays_below_the_emptydir_limit() -> None:
-    from dyntel.rules.durations import parse_size
+    from dyntel.units import parse_size
 
     for path in WORKLOADS:
         args = dyntel_container(path)["args"]

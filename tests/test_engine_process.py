@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from test_engine_support import T0, S, engine, ev, field_is, fire_times, keys, rule
 
-from dyntel.engine.explain import CONDITION, COOLDOWN, FIRED, LIMIT, WINDOW, explain_rule
+from dyntel.engine.explain import CONDITION, COOLDOWN, FIRED, LIMIT, WINDOW
+from dyntel.engine.explain_run import explain_rule
 from dyntel.rules.model import AbsenceWindow, CountWindow, Limit, Match, RuleSet, SequenceWindow, ThresholdWindow
 
 

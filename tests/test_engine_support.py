@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dyntel.engine.engine import Engine, default_index
+from dyntel.engine.engine import ActionScheduler, Engine, default_index
 from dyntel.event import Encoding, Event, FieldInfo, Schema
 from dyntel.rules.model import (
     ActionSpec,
@@ -21,7 +21,6 @@ from dyntel.rules.model import (
     RuleSet,
     Window,
 )
-from dyntel.runtime.scheduler import ActionScheduler
 
 S = 1_000_000_000
 MS = 1_000_000

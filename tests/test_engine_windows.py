@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_engine_support import MS, T0, S, engine, ev, field_is, fire_times, keys, rule
 
-from dyntel.engine.windows import format_duration
+from dyntel.formatting import format_duration
 from dyntel.rules.model import AbsenceWindow, CountWindow, SequenceWindow, ThresholdWindow
 
 # ---- count ---------------------------------------------------------------------------------------------------------

@@ -19,8 +19,11 @@ import pytest
 
 from dyntel.decoders.eventheader import EventHeaderDecoder, NotEventHeader, TypeCache
 from dyntel.decoders.eventheader_name import parse_tracepoint_name
-from dyntel.decoders.eventheader_text import code_point_text, utf8_text, utf16_text
-from dyntel.decoders.value_format import (
+from dyntel.errors import DecodeError
+from dyntel.event import SOURCE_USER_EVENTS, ArrayKind, Encoding, FieldInfo, Format
+from dyntel.event_json import format_event
+from dyntel.eventheader_text import code_point_text, utf8_text, utf16_text
+from dyntel.value_format import (
     Float32,
     errno_text,
     float32_text,
@@ -28,9 +31,6 @@ from dyntel.decoders.value_format import (
     time_text,
     value_formatter,
 )
-from dyntel.errors import DecodeError
-from dyntel.event import SOURCE_USER_EVENTS, ArrayKind, Encoding, FieldInfo, Format
-from dyntel.event_json import format_event
 
 C = 0x80  # encoding byte: a format byte follows
 CA = 0x20  # encoding byte: constant-length array, uint16 count in the metadata

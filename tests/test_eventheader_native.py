@@ -20,9 +20,9 @@ from test_eventheader import CASES, STRUCT_CASES, event_bytes
 
 from dyntel.decoders.eventheader import EventHeaderDecoder, TypeCache
 from dyntel.decoders.eventheader_native import program
-from dyntel.decoders.value_format import float32_text, float64_text
 from dyntel.errors import DecodeError
 from dyntel.event_json import values_writer
+from dyntel.value_format import float32_text, float64_text
 
 _eventheader = native_module("dyntel._eventheader")
 

@@ -11,8 +11,9 @@ import pytest
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.event import Event
+from dyntel.formatting import format_time_rfc3339 as format_time
 from dyntel.otel import OtelLog, OtelSpan, is_common_schema, to_otel
-from dyntel.otel.common_schema import format_time, parse_time, severity_level
+from dyntel.otel.common_schema import parse_time, severity_level
 from dyntel.otel.records import STATUS_UNSET
 
 STRUCT, U8, U16, U32, U64, STR16 = 1, 2, 3, 4, 5, 10

@@ -31,9 +31,9 @@ from otlp_receiver import Receiver
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema
+from dyntel.forwarding import ForwardConfig, Forwarder, parse_forward
 from dyntel.otel import otlp_proto, otlp_wire
 from dyntel.otel.common_schema import to_otel
-from dyntel.otel.forward import ForwardConfig, Forwarder, parse_forward
 from dyntel.otel.otlp_events import EventEncoder
 from dyntel.otel.otlp_proto import LogRecord, Span
 from dyntel.otel.records import OtelLog, OtelSpan

@@ -23,9 +23,9 @@ from dyntel.actions.recorder import BYTE_CAP, FlightRecorder
 from dyntel.batch_queue import NOT_SENT_AT_SHUTDOWN, BatchQueue
 from dyntel.event import Event
 from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
+from dyntel.forwarding import FAILED_ALL_TRIES, ForwardConfig, Forwarder
 from dyntel.otel import exporter as exporter_module
 from dyntel.otel.exporter import AlertExporter, ExporterSettings, delivery_lines
-from dyntel.otel.forward import FAILED_ALL_TRIES, ForwardConfig, Forwarder
 from dyntel.otel.otlp_proto import LogRecord
 from dyntel.otel.otlp_transport import make_transport
 from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueRegistry
@@ -159,8 +159,8 @@ def slow_action(monkeypatch: pytest.MonkeyPatch) -> None:
 
     mod.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dyntel.actions.nap", mod)
-    from dyntel import actions
-    monkeypatch.setattr(actions, "_found", {})
+    from dyntel.actions import registry
+    monkeypatch.setattr(registry, "_found", {})
 
 
 def test_the_action_pool_gives_every_firing_an_outcome_and_counts_each_drop(slow_action: None,

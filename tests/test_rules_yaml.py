@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dyntel.rules.durations import UnitError, parse_duration, parse_size
 from dyntel.rules.yaml_read import TextMap, read_yaml
+from dyntel.units import UnitError, parse_duration, parse_size
 
 SOURCE = """\
 a: fields.x == 1 and pid > 3

@@ -1,5 +1,5 @@
-"""dyntel.security: rule files others could have written are refused (real files, real modes, real users), and
-secrets are redacted from environments, command lines and alert attributes."""
+"""dyntel.security and dyntel.rules.trust: rule files others could have written are refused (real files, real
+modes, real users), and secrets are redacted from environments, command lines and alert attributes."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from dyntel.rules.trust import check_rule_files
 from dyntel.security import (
     REDACTED,
     UntrustedFileError,
-    check_rule_files,
     redact,
     redact_nul_separated,
     untrusted_reasons,

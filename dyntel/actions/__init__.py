@@ -1,37 +1,26 @@
-"""Actions: what a firing does. One module per action type, found by name as `dyntel.actions.<type>`.
+"""Actions: what a firing does. One module per action type, `dyntel.actions.<type>`; adding an action is adding a
+module (dyntel.actions.registry says what it declares: TYPE, OPTIONS, run).
 
-An action module exposes
+`spec.options` arrive at `run` with their placeholders already expanded (dyntel.actions.placeholders). `run` returns
+an `ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read
+as `{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
 
-    TYPE = "dump"                     # the type name rules write
-    def run(spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
-
-`spec.options` arrive with their placeholders already expanded (dyntel.actions.placeholders). `run` returns an
-`ActionOutcome` whose `detail` holds its outputs (`{"path": ...}`), which later actions of the same firing read as
-`{actions.<type>.<key>}`; it may raise, and the scheduler records the failure and goes on with the next action.
-
-The runtime finds a module by its type name (`find_action`), but rule files are checked against a fixed list, so
-adding an action type takes, besides its module here: its name in `dyntel.rules.schema.ACTION_TYPES` and its
-options model in `ACTION_OPTIONS` (without them a rule naming it is refused as an unknown action), and, for it to
-run under the default config, its name in `dyntel.config.DEFAULT_ALLOW`.
+Besides its module, a type runs under the default config only when it is named in `dyntel.config.DEFAULT_ALLOW`:
+what may act on the machine is the operator's choice, not the code's.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Protocol, TextIO, cast
+from typing import Any, TextIO
 
 from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
-from dyntel.firing import ActionOutcome, Firing
 from dyntel.queues import QueueRegistry
-from dyntel.rules.model import ActionSpec
 from dyntel.security import DEFAULT_PATTERNS as DEFAULT_REDACT
 
 
@@ -82,12 +71,6 @@ class ActionContext:
         return max(0.001, self.deadline - time.monotonic())
 
 
-class ActionModule(Protocol):
-    TYPE: str
-
-    def run(self, spec: ActionSpec, firing: Firing, context: ActionContext) -> ActionOutcome: ...
-
-
 def deliver_queued(timeout: float) -> list[str]:
     """Let actions that send in the background (otlp alerts) deliver what they queued, before the process ends.
     Returns what they did, a line per collector for the exit summary (exported, refused, dropped, left in the
@@ -97,36 +80,3 @@ def deliver_queued(timeout: float) -> list[str]:
 
         return delivery_lines(close_all(timeout=timeout))
     return []
-
-
-_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*")
-_found: dict[str, ActionModule | str] = {}
-
-
-def unavailable_reason(action_type: str) -> str:
-    return f"the {action_type} action is not available in this build"
-
-
-def find_action(action_type: str) -> ActionModule | str:
-    """The module of an action type, or the reason there is none (a string)."""
-    found = _found.get(action_type)
-    if found is not None:
-        return found
-    result: ActionModule | str
-    if not _TYPE_NAME.fullmatch(action_type):
-        result = f"{action_type!r} is not an action type name"
-    else:
-        name = f"{__name__}.{action_type}"
-        try:
-            module: ModuleType | None = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            module = None
-            # Only the module itself missing means "not in this build"; a dependency it lacks is worth naming.
-            result = unavailable_reason(action_type) if e.name == name else f"{unavailable_reason(action_type)}: {e}"
-        if module is not None:
-            if getattr(module, "TYPE", None) != action_type or not callable(getattr(module, "run", None)):
-                result = f"{name} is not an action module (it needs TYPE = {action_type!r} and run)"
-            else:
-                result = cast(ActionModule, module)
-    _found[action_type] = result
-    return result

@@ -12,15 +12,34 @@ memory are copied; the outcome gives that pause (`pause_ms`) beside the whole du
 from __future__ import annotations
 
 import time
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from dyntel.actions import ActionContext
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.durations import parse_size
-from dyntel.rules.model import ActionSpec
+from dyntel.options import Duration, OptionsModel, Size
+from dyntel.units import parse_size
 
 TYPE = "dump"
+RANK = 10
 SUFFIX = {"minidump": ".dmp", "core": ".core"}
 DEFAULT_MEMORY = {"minidump": "stacks", "core": "writable"}
+
+
+class DumpOptions(OptionsModel):
+    what: ClassVar[str] = "dump"
+    format: Literal["minidump", "core"] | None = None
+    dir: str | None = None
+    max_size: Size | None = None
+    max_total: Size | None = None
+    memory: Literal["stacks", "writable", "all"] | None = None
+    pid: int | None = Field(default=None, ge=1)
+    timeout: Duration | None = None
+
+
+OPTIONS = DumpOptions
 
 
 def target_pid(spec: ActionSpec, firing: Firing) -> int | str:

@@ -12,20 +12,35 @@ covering it ends. Without the service (`dyntel replay`, `dyntel test`) the actio
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from dyntel.actions import ActionContext
-from dyntel.engine.windows import format_time
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.durations import parse_duration
-from dyntel.rules.model import ActionSpec
-from dyntel.rules.schema import LEVEL_NAMES
+from dyntel.formatting import format_time
+from dyntel.options import LEVEL_NAMES, Duration, Level, OptionsModel
 from dyntel.sources.enabler import ALL_KEYWORDS, ALL_LEVELS, EnableError, ProviderEnabler
+from dyntel.units import parse_duration
 
 TYPE = "enable"
+RANK = 30
 DEFAULT_FOR_NS = 60 * 1_000_000_000
 # How long the action waits for the engine thread to open the tracepoints (it polls at least every ~100 ms).
 APPLY_WAIT_S = 5.0
+
+
+class EnableOptions(OptionsModel):
+    what: ClassVar[str] = "enable"
+    provider: str
+    level: Level | None = None
+    keyword: int | None = Field(default=None, ge=0)
+    for_: Duration | None = Field(default=None, alias="for")
+    event: str | None = None  # a tracefs system's event (a glob); EventHeader providers go by level and keyword
+
+
+OPTIONS = EnableOptions
 
 
 def level_of(value: Any) -> int:

@@ -21,18 +21,32 @@ import selectors
 import signal
 import subprocess
 import time
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from dyntel.actions import ActionContext
 from dyntel.actions.placeholders import as_text
+from dyntel.actions.spec import ActionSpec
 from dyntel.event_json import format_event
 from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.model import ActionSpec
+from dyntel.options import Duration, OptionsModel
 
 TYPE = "exec"
+RANK = 60
+SHORT_FORM = ("argv", list)  # `- exec: [argv...]`
 OUTPUT_CAP = 8 << 10  # bytes of stdout and of stderr kept in the outcome (and the action log)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NOT_NAME = re.compile(r"[^A-Z0-9]+")
+
+
+class ExecOptions(OptionsModel):
+    what: ClassVar[str] = "exec"
+    argv: list[str] = Field(min_length=1)
+    timeout: Duration | None = None
+
+
+OPTIONS = ExecOptions
 
 
 def environment(firing: Firing) -> dict[str, str]:

@@ -8,13 +8,27 @@ the start of the line: info, warning (the default), error). The line reads
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 from dyntel.actions import ActionContext
 from dyntel.actions.placeholders import as_text
-from dyntel.engine.windows import format_group, format_time
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import OK, ActionOutcome, Firing
-from dyntel.rules.model import ActionSpec
+from dyntel.formatting import format_group, format_time
+from dyntel.options import OptionsModel
 
 TYPE = "log"
+RANK = 80
+SHORT_FORM = ("message", str)  # `- log: "text"`
+
+
+class LogOptions(OptionsModel):
+    what: ClassVar[str] = "log"
+    message: str | None = None
+    level: Literal["debug", "info", "warning", "error"] | None = None
+
+
+OPTIONS = LogOptions
 
 
 def default_message(firing: Firing) -> str:

@@ -20,27 +20,42 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from dyntel.actions import ActionContext
 from dyntel.actions.placeholders import as_text
+from dyntel.actions.spec import ActionSpec
 from dyntel.event import Event
 from dyntel.firing import OK, ActionOutcome, Firing
+from dyntel.options import Duration, OptionsModel
 from dyntel.otel import otlp_proto
 from dyntel.otel.common_schema import to_otel
 from dyntel.otel.exporter import SEQ_ATTRIBUTE, exporter_for, with_settings
 from dyntel.otel.otlp_transport import HTTP, check_protocol, default_endpoint
 from dyntel.otel.records import OtelLog
-from dyntel.rules.durations import parse_duration
-from dyntel.rules.model import ActionSpec
 from dyntel.security import redact
+from dyntel.units import parse_duration
 
 TYPE = "otlp"
+RANK = 40
 DEFAULT_SEVERITY = "WARN"
 EVENT_NAME = "dyntel.alert"
 # context.services keys the integrator may set: the spool's parent directory.
 SPOOL_SERVICE = "otlp_spool_dir"
 SPOOL_SUBDIR = "otlp-spool"
+
+
+class OtlpOptions(OptionsModel):
+    what: ClassVar[str] = "otlp"
+    endpoint: str | None = None
+    protocol: Literal["http/protobuf", "grpc"] | None = None
+    severity: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"] | None = None
+    body: str | None = None
+    attributes: dict[str, Any] | None = None
+    timeout: Duration | None = None
+
+
+OPTIONS = OtlpOptions
 
 _SCALAR = (str, int, float, bool, bytes)
 

@@ -27,10 +27,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dyntel.engine.windows import json_value
 from dyntel.firing import Firing
+from dyntel.formatting import json_value
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][^{}]*)\}")
+# `{{` and `}}` are braces, and braces around text that does not start with a letter (`{"a": 1}`) are not a
+# placeholder. The rule checker (dyntel.rules.action_checks) finds them with this same pattern.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][^{}]*)\}")
 
 _EVENT_ATTRS = {
     "provider": "provider", "event": "name", "pid": "pid", "tid": "tid", "cpu": "cpu", "level": "level",
@@ -57,6 +59,11 @@ def _lookup(obj: Any, parts: list[str]) -> Any:
         i = int(parts[0])
         return _lookup(obj[i], parts[1:]) if i < len(obj) else _MISSING
     return _MISSING
+
+
+def placeholder_names(text: str) -> list[str]:
+    """The placeholder names in a piece of action text, as written."""
+    return [m.group(1).strip() for m in PLACEHOLDER.finditer(text) if m.group(1) is not None]
 
 
 def resolve(name: str, firing: Firing, outputs: Mapping[str, Mapping[str, Any]]) -> Any:
@@ -95,7 +102,7 @@ def as_text(value: Any) -> str:
 
 
 def expand_text(text: str, firing: Firing, outputs: Mapping[str, Mapping[str, Any]]) -> Any:
-    m = _PLACEHOLDER.fullmatch(text)
+    m = PLACEHOLDER.fullmatch(text)
     if m is not None and m.group(1) is not None:
         value = resolve(m.group(1), firing, outputs)
         if value is _MISSING or value is None:
@@ -113,7 +120,7 @@ def expand_text(text: str, firing: Firing, outputs: Mapping[str, Mapping[str, An
             return whole
         return as_text(value)
 
-    return _PLACEHOLDER.sub(one, text)
+    return PLACEHOLDER.sub(one, text)
 
 
 def expand(value: Any, firing: Firing, outputs: Mapping[str, Mapping[str, Any]]) -> Any:

@@ -15,22 +15,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from dyntel.actions import ActionContext
 from dyntel.actions.recorder import SECOND, FlightRecorder, record_spans
+from dyntel.actions.spec import ActionSpec
 from dyntel.event import Event
 from dyntel.event_json import format_event, json_string
 from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.durations import parse_size
-from dyntel.rules.model import ActionSpec
+from dyntel.options import Duration, OptionsModel, Size
+from dyntel.units import parse_size
 
 TYPE = "record"
+RANK = 50
 # After `next` ends on the wall clock, events of it may still be on their way (the live source holds them up to its
 # flush interval and reorder window): wait this much longer before reading the ring.
 SETTLE_NS = SECOND // 2
 # JSON text is bigger than the recorder's in-memory estimate: the room reserved per byte held.
 TEXT_FACTOR = 4
+
+
+class RecordOptions(OptionsModel):
+    what: ClassVar[str] = "record"
+    last: Duration | None = None
+    next: Duration | None = None
+    path: str | None = None  # the artifact directory, like `dir`
+    format: Literal["jsonl", "json"] | None = None
+    dir: str | None = None
+    max_total: Size | None = None
+    timeout: Duration | None = None
+
+
+OPTIONS = RecordOptions
 
 
 class _Writer:

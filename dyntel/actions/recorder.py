@@ -17,13 +17,13 @@ whole (no Python code runs between its steps), so no lock is taken on the engine
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
+from dyntel.actions.spec import ActionSpec
 from dyntel.event import Event
 from dyntel.queues import QueueCounts, QueueRegistry
-from dyntel.rules.durations import parse_duration
-from dyntel.rules.model import CompiledRule
+from dyntel.units import parse_duration
 
 SECOND = 1_000_000_000
 DEFAULT_LAST_NS = 30 * SECOND
@@ -143,7 +143,14 @@ def _span(value: Any, default: int) -> int:
         return default  # a placeholder: its value is known only when the rule fires
 
 
-def keep_for(rules: Iterable[CompiledRule]) -> int | None:
+class HasActions(Protocol):
+    """A compiled rule, as far as the recorder looks at it (dyntel.rules.model.CompiledRule)."""
+
+    @property
+    def actions(self) -> Sequence[ActionSpec]: ...
+
+
+def keep_for(rules: Iterable[HasActions]) -> int | None:
     """How long the rings must keep events for these rules' record actions; None when no rule records."""
     spans = [max(record_spans(a.options)) for r in rules for a in r.actions if a.type == "record"]
     return max(spans) + KEEP_MARGIN_NS if spans else None

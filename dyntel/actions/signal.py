@@ -13,14 +13,40 @@ from __future__ import annotations
 import errno
 import os
 import signal as _signal
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BeforeValidator, Field
 
 from dyntel.actions import ActionContext
 from dyntel.actions.dump import target_pid
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import FAILED, OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.model import ActionSpec
+from dyntel.options import OptionsModel, custom
 
 TYPE = "signal"
+RANK = 70
+SHORT_FORM = ("signal", (str, int))  # `- signal: TERM`
+
+
+def _signal_value(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and v in {s.value for s in _signal.Signals}:
+        return v
+    if isinstance(v, str):
+        name = v.upper() if v.upper().startswith("SIG") else "SIG" + v.upper()
+        if name in _signal.Signals.__members__:
+            return v
+    names = ", ".join(s.name for s in sorted(_signal.Signals, key=lambda s: s.value)[:16])
+    raise custom(f"bad signal {v!r}: expected a signal name ({names}, ...) or number")
+
+
+class SignalOptions(OptionsModel):
+    what: ClassVar[str] = "signal"
+    signal: Annotated[Any, BeforeValidator(_signal_value)] = None
+    pid: int | None = Field(default=None, ge=1)
+    allow_special: bool | None = None  # let `pid` name process 1 or dyntel itself
+
+
+OPTIONS = SignalOptions
 
 
 def signal_of(value: Any) -> _signal.Signals:

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 import json
 import time
+from typing import ClassVar
+
+from pydantic import Field
 
 from dyntel.actions import ActionContext
 from dyntel.actions.dump import target_pid
+from dyntel.actions.spec import ActionSpec
 from dyntel.capture.symbolize import PERF_CONTEXT_MIN
 from dyntel.firing import OK, SKIPPED, ActionOutcome, Firing
-from dyntel.rules.durations import parse_size
-from dyntel.rules.model import ActionSpec
+from dyntel.options import Duration, OptionsModel, Size
+from dyntel.units import parse_size
 
 TYPE = "stacks"
+RANK = 20
 # perf marks where a call chain's user part starts with a value at the top of the address space (the markers all
 # sit at or above dyntel.capture.symbolize.PERF_CONTEXT_MIN, which symbolize() drops).
 PERF_CONTEXT_USER = (1 << 64) - 512
+
+
+class StacksOptions(OptionsModel):
+    what: ClassVar[str] = "stacks"
+    pid: int | None = Field(default=None, ge=1)
+    dir: str | None = None
+    max_total: Size | None = None
+    native: bool | None = None
+    python: bool | None = None
+    timeout: Duration | None = None
+
+
+OPTIONS = StacksOptions
 
 
 def user_callchain(chain: tuple[int, ...] | None) -> list[int] | None:

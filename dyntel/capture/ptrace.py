@@ -22,7 +22,7 @@ from dyntel.capture import permissions
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.procfs import read_proc, thread_ids, thread_name
 
-__all__ = ["USER_REGS", "Frozen", "ThreadState", "frozen"]
+__all__ = ["USER_REGS", "Frozen", "ThreadState", "frozen", "read_many"]
 
 # struct user_regs_struct of arch/x86/include/asm/user_64.h, in the kernel's order.
 USER_REGS: tuple[str, ...] = (
@@ -87,7 +87,8 @@ class Frozen:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.threads: list[ThreadState] = []
+        self.threads: list[ThreadState] = []  # with registers=True (the default)
+        self.tids: list[int] = []  # every stopped thread, the main thread first
         self._stopped_ns: int | None = None
         self._resumed_ns: int | None = None
         self._mem_fd: int | None = None
@@ -145,6 +146,39 @@ class Frozen:
         finally:
             del local
             view.release()
+
+
+def read_many(pid: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """Each (address, size) of `pid`'s memory, in as few process_vm_readv calls as the kernel allows (1024 ranges a
+    call); a range that cannot be read, and every one after it in the same call, comes back short or empty, so
+    read those again one by one if they matter. No ptrace stop is needed; ESRCH: ProcessGone."""
+    out: list[bytes] = []
+    for start in range(0, len(ranges), 1024):
+        chunk = ranges[start:start + 1024]
+        total = sum(size for _, size in chunk)
+        local = ctypes.create_string_buffer(total)
+        liov = (_IoVec * len(chunk))()
+        riov = (_IoVec * len(chunk))()
+        base = ctypes.addressof(local)
+        at = 0
+        for i, (address, size) in enumerate(chunk):
+            liov[i].iov_base, liov[i].iov_len = base + at, size
+            riov[i].iov_base, riov[i].iov_len = address, size
+            at += size
+        n = _process_vm_readv(pid, liov, len(chunk), riov, len(chunk), 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.ESRCH:
+                raise ProcessGone(f"process {pid} exited while its memory was being read")
+            if err == errno.EPERM:
+                raise NotPermitted(permissions.explain(pid, err))
+            n = 0
+        raw = local.raw
+        at = 0
+        for _, size in chunk:
+            out.append(raw[at:min(at + size, n)] if at < n else b"")
+            at += size
+    return out
 
 
 def _regs(raw: bytes) -> dict[str, int]:
@@ -272,8 +306,11 @@ def _read_state(pid: int, tid: int) -> ThreadState:
 
 
 @contextmanager
-def frozen(pid: int, *, timeout: float = 2.0) -> Iterator[Frozen]:
+def frozen(pid: int, *, timeout: float = 2.0, registers: bool = True) -> Iterator[Frozen]:
     """Every thread of `pid` stopped for the duration of the block, registers read, then all resumed.
+
+    registers=False reads no registers (nor thread names): `tids` lists the stopped threads, for a caller that
+    reads what it needs itself from this same thread (the stacks unwinder), so the pause holds only that.
 
     Raises ProcessGone, NotPermitted (with the reason), or CaptureError if the threads do not stop within
     `timeout` seconds.
@@ -289,7 +326,8 @@ def frozen(pid: int, *, timeout: float = 2.0) -> Iterator[Frozen]:
             stopper.wait_all()
         if not stopper.seized:
             raise ProcessGone(f"process {pid} exited before it could be stopped")
-        for tid in sorted(stopper.seized, key=lambda t: (t != pid, t)):
+        state.tids = sorted(stopper.seized, key=lambda t: (t != pid, t))
+        for tid in state.tids if registers else ():
             try:
                 state.threads.append(_read_state(pid, tid))
             except OSError as e:

@@ -1,5 +1,8 @@
 """The Python side of a CPython process: is it one, which version, and every thread's Python frames (py-spy).
 
+The stacks capture reads CPython 3.11's frames itself (dyntel.capture.cpython) and runs py-spy only for other
+versions, after its own freeze.
+
 py-spy runs in its default blocking mode: it stops the process for the few ms it takes to copy the frame chains
 (measured on the capture target: heartbeat max gap 5.0 ms, against 2.8 ms with --nonblocking), and in exchange
 no thread's chain is read half-way through a call or return. Its --native merged mode is not used: it stopped
@@ -33,6 +36,7 @@ _LEVELS = {0xA: "a", 0xB: "b", 0xC: "rc"}
 class PythonInfo:
     cpython: bool
     version: str | None  # "3.11.7" when Py_Version can be read, else "3.11" from a file name
+    runtime: int | None = None  # where _PyRuntime is in the process (dyntel.capture.cpython starts there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ def detect(pid: int, maps: Sequence[MapEntry]) -> PythonInfo:
             raw = _read_memory(pid, at, 4) if at is not None else b""
             if len(raw) == 4:
                 version = _format_hex_version(struct.unpack("<I", raw)[0])
-        return PythonInfo(True, version)
+        return PythonInfo(True, version, runtime_address(pid, maps, entry.path, symbols["_PyRuntime"]))
     return PythonInfo(False, None)
 
 

@@ -1,25 +1,33 @@
 """Every thread's stack of a live process, native and (for CPython) Python, for the `stacks` action.
 
-The target keeps running: py-spy stops the whole process for the few ms it takes to copy the Python frame chains,
-then eu-stack stops one thread at a time for its own unwind (see pyframes.py and unwind.py for the measurements
-behind both choices). The two halves are therefore taken a few ms apart, not at one instant. Naming the native
-frames (dyntel.capture.symbolize) happens after both have let go of the process.
+The capture starts no thread and no process (issue 18): the calling thread stops every thread of the target at
+once (dyntel.capture.ptrace.frozen: PTRACE_SEIZE + INTERRUPT, no signal), copies the Python frame chains
+(dyntel.capture.cpython, CPython 3.11) and unwinds the native stacks through libdw in this process
+(dyntel.capture.libdw), then lets it go: both halves are of one instant, and the pause is measured. Naming (native
+symbols from dyntel.capture.symbolize, Python code objects and thread names) happens after the target runs again.
+
+Helpers are the fallback, started after the in-process part: py-spy for a CPython version cpython.py does not read
+(it stops the process again for a few ms; see pyframes.py), eu-stack when libdw cannot be loaded (one thread at a
+time; see unwind.py). The report's errors say when eu-stack stood in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dyntel.capture import pyframes, unwind
+from dyntel.capture import cpython, libdw, pyframes, unwind
 from dyntel.capture.errors import CaptureError, NotPermitted, ProcessGone
 from dyntel.capture.permissions import check, explain
 from dyntel.capture.procfs import MapEntry, read_maps, read_proc, thread_ids, thread_name
+from dyntel.capture.ptrace import frozen
 from dyntel.capture.symbolize import PERF_CONTEXT_MIN, Location, resolve
 from dyntel.capture.tool import ToolMissing, ToolTimeout, find_tool
 
@@ -148,7 +156,94 @@ def _python_half(pid: int, deadline: float, errors: list[str]) -> dict[int, pyfr
     return {}
 
 
-def _native_half(pid: int, deadline: float, errors: list[str]) -> dict[int, unwind.NativeThread]:
+@dataclass(slots=True)
+class _InProcess:
+    """What one freeze gave: native pcs (libdw), the Python frame chains as copied (cpython.walk), the pause."""
+
+    native: dict[int, unwind.NativeThread] | None = None
+    python: list[cpython.RawThread] | None = None
+    pause_ms: float | None = None
+
+
+def _prepare(unwinder: libdw.Unwinder, pid: int, identity: str | None, deadline: float) -> libdw.Session:
+    # A process in the middle of exec has no modules yet (its maps hold only the stack), and libdw says ENOEXEC:
+    # it has no stack to show either until the new program is loaded, which takes a few ms.
+    give_up = min(deadline, time.monotonic() + 0.2)
+    while True:
+        maps_text = read_proc(pid, "maps")
+        if not maps_text:
+            read_maps(pid)  # raises the error that says whether it is gone or refused
+        try:
+            return unwinder.prepare(pid, identity, maps_text)
+        except OSError as e:
+            if e.errno in (errno.ESRCH, errno.ENOENT):
+                raise _gone(pid, "native unwind") from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise NotPermitted(f"{e}: dyntel reads the target's /proc/PID/auxv and ELF files to unwind it; for "
+                                   "another user's process that takes CAP_DAC_READ_SEARCH (docs/deploy.md)") from None
+            if e.errno != errno.ENOEXEC or time.monotonic() > give_up:
+                raise CaptureError(f"native frames of process {pid}: {e}") from None
+        time.sleep(0.002)
+
+
+def _in_process(pid: int, identity: str | None, deadline: float, native: bool, layout: cpython.Layout | None,
+                runtime: int | None, errors: list[str]) -> _InProcess:
+    """Every thread stopped at once by this thread (no process or thread start), the Python frame chains copied
+    and the native stacks unwound by libdw, then let go. Native is skipped (left None) when libdw cannot be loaded,
+    with the reason in `errors`: the caller runs eu-stack then."""
+    done = _InProcess()
+    session = None
+    unwinder = libdw.unwinder()
+    if native:
+        try:
+            session = _prepare(unwinder, pid, identity, deadline)
+        except libdw.LibdwMissing as e:
+            errors.append(f"native frames: {e}; unwound with the eu-stack program instead (a process start)")
+        except ProcessGone:
+            raise
+        except CaptureError as e:
+            # eu-stack would meet the same refusal: the Python half is still taken, and the error reported.
+            errors.append(f"native frames: {e}")
+            done.native = {}
+    if session is None and layout is None:
+        return done
+    keep = False
+    try:
+        with frozen(pid, timeout=max(0.001, min(2.0, _remaining(deadline))), registers=False) as stopped:
+            if layout is not None and runtime is not None:
+                try:
+                    done.python = cpython.walk(stopped.read, runtime, layout)
+                except (ValueError, struct.error, IndexError, OverflowError) as e:
+                    errors.append(f"python frames: reading the interpreter's thread states: {e!r}; "
+                                  "read with py-spy instead")
+            said: list[str] = []
+            if session is not None:
+                done.native = unwinder.unwind(session, stopped.tids, said)
+        done.pause_ms = stopped.pause_ns / 1e6
+        errors.extend(f"native frames: {line}" for line in said[:8])
+        if len(said) > 8:
+            errors.append(f"native frames: {len(said) - 8} more unwind messages")
+        keep = True
+    finally:
+        if session is not None:
+            unwinder.release(session, keep=keep)
+    return done
+
+
+def _python_in_process(pid: int, identity: str | None, runtime: int, layout: cpython.Layout,
+                       raw: list[cpython.RawThread]) -> dict[int, pyframes.PythonThread]:
+    """Name the copied chains (after the target runs again), in py-spy's terms: state gil/active/idle."""
+    reader = cpython.reader_for(pid)
+    out: dict[int, pyframes.PythonThread] = {}
+    for tid, (name, gil, frames) in cpython.name(reader, pid, identity, runtime, layout, raw).items():
+        # "" until the report is put together: active or idle from /proc then, as late as can be, since a thread
+        # let go by the freeze shows R for a moment on its way back into the call it was waiting in.
+        out[tid] = pyframes.PythonThread(tid, name, "gil" if gil else "",
+                                         [pyframes.PythonFrame(f.function, f.file, f.line) for f in frames])
+    return out
+
+
+def _native_with_eu_stack(pid: int, deadline: float, errors: list[str]) -> dict[int, unwind.NativeThread]:
     try:
         eu_stack = find_tool("eu-stack", unwind.INSTALL_HINT)
     except ToolMissing as e:
@@ -204,19 +299,39 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
     errors: list[str] = []
     py_threads: dict[int, pyframes.PythonThread] = {}
     native_threads: dict[int, unwind.NativeThread] = {}
-    step = "Python frame dump"
+    layout = cpython.layout_for(info.version) if want_python and info.runtime else None
+    # One freeze on this worker thread: no process or thread start before the target is stopped (issue 18).
+    # Only what cannot be done in-process starts a helper, afterwards: py-spy for a Python version
+    # dyntel.capture.cpython does not read, eu-stack when libdw cannot be loaded.
+    step = "in-process capture"
     try:
-        if want_python:
-            py_threads = _python_half(pid, deadline, errors)
+        done = _in_process(pid, identity, deadline, native, layout, info.runtime, errors)
+        if done.python is not None and info.runtime is not None and layout is not None:
+            try:
+                py_threads = _python_in_process(pid, identity, info.runtime, layout, done.python)
+            except (ValueError, struct.error, IndexError, OverflowError) as e:
+                # The target's memory is not ours to trust: what does not parse is an error entry, not a crash.
+                errors.append(f"python frames: naming the frames read: {e!r}")
+        if done.native is not None:
+            native_threads = done.native
         step = "native unwind"
-        if native:
-            native_threads = _native_half(pid, deadline, errors)
+        if native and done.native is None:
+            native_threads = _native_with_eu_stack(pid, deadline, errors)
+        step = "Python frame dump"
+        if want_python and done.python is None:
+            py_threads = _python_half(pid, deadline, errors)
     except ToolTimeout as e:
         _resume_if_left_stopped(pid, was_stopped)
         if not _alive(pid, identity):
             raise _gone(pid, step) from None
         raise CaptureError(f"stacks of process {pid}: {e}; raise the action's timeout, or capture with "
                            f"{'python=False' if step.startswith('Python') else 'native=False'}") from None
+    except CaptureError as e:
+        if isinstance(e, NotPermitted | ProcessGone) or _remaining(deadline) > 0:
+            raise
+        # The freeze waits at most the time the capture has left.
+        raise CaptureError(f"stacks of process {pid}: the {step} ran past the capture's timeout of "
+                           f"{timeout:.3g} s ({e}); raise the action's timeout") from None
     if errors:
         _resume_if_left_stopped(pid, was_stopped)
     if not _alive(pid, identity):
@@ -230,24 +345,34 @@ def _capture(pid: int, identity: str | None, native: bool, python: bool | None, 
         if tid not in tids:
             tids.append(tid)
     if native and not native_threads and not py_threads and errors:
-        raise CaptureError(f"no stacks of process {pid}: " + "; ".join(errors))
+        refused = [e for e in errors if "CAP_DAC_READ_SEARCH" in e]
+        raise (NotPermitted if refused else CaptureError)(f"no stacks of process {pid}: " + "; ".join(errors))
     if native_threads:
         maps = read_maps(pid)  # a library loaded since the first read is named too
+    # One lookup for every thread's pcs: the modules' paths and tables are found once, not once a thread.
+    every = list(native_threads.values())
+    located = resolve(pid, [pc for nt in every for pc in nt.pcs],
+                      return_addresses=[r for nt in every for r in nt.return_address], maps=maps) if every else []
+    named: dict[int, list[Frame]] = {}
+    at = 0
+    for nt in every:
+        named[nt.tid] = _native_frames(located[at:at + len(nt.pcs)])
+        at += len(nt.pcs)
     threads = []
     for tid in tids:
-        nt = native_threads.get(tid)
         pt = py_threads.get(tid)
         state_fields = _stat(pid, tid)
+        if pt is not None and not pt.state:
+            pt.state = "active" if state_fields and state_fields[0] == "R" else "idle"
         state = pt.state if pt is not None else (_STATES.get(state_fields[0], state_fields[0])
                                                  if state_fields else None)
-        native_frames = (_native_frames(resolve(pid, nt.pcs, return_addresses=nt.return_address, maps=maps))
-                         if nt is not None else [])
+        native_frames = named.get(tid, [])
         python_frames = ([Frame("python", None, None, f.function, None, f.file, f.line) for f in pt.frames]
                          if pt is not None else [])
         threads.append(ThreadStack(tid, thread_name(pid, tid), pt.name if pt is not None else None, native_frames,
                                    python_frames, state))
     chain = symbolize(pid, callchain) if callchain is not None else None
-    return StackReport(pid, command, info.version, threads, chain, None,
+    return StackReport(pid, command, info.version, threads, chain, done.pause_ms,
                        (time.monotonic() - started) * 1000.0, errors)
 
 

@@ -315,6 +315,7 @@ def resolve(pid: int, addresses: Sequence[int], *, return_addresses: Sequence[bo
     entries = maps if maps is not None else read_maps(pid)
     starts = [e.start for e in entries]
     vdso: dict[int, SymbolTable | None] = {}
+    tables: dict[int, SymbolTable | None] = {}  # by mapping: module_path stats a file, once a call is enough
     found = []
     for i, address in enumerate(addresses):
         lookup_at = address - 1 if return_addresses is not None and return_addresses[i] and address else address
@@ -337,7 +338,9 @@ def resolve(pid: int, addresses: Sequence[int], *, return_addresses: Sequence[bo
             found.append(Location(address, entry.path, None, None))
             continue
         else:
-            table = load_table(module_path(pid, entry))
+            if entry.start not in tables:
+                tables[entry.start] = load_table(module_path(pid, entry))
+            table = tables[entry.start]
             vaddr = table.vaddr_of(lookup_at - entry.start + entry.offset) if table is not None else None
         hit = table.lookup(vaddr) if table is not None and vaddr is not None else None
         if hit is None:
@@ -401,10 +404,21 @@ def runtime_address(pid: int, entries: Sequence[MapEntry], path: str, vaddr: int
     table = load_table(module_path(pid, first)) if first is not None else None
     if table is None:
         return None
+    # The file can be mapped more than once: by the dynamic linker (its segments, one of them executable) and as
+    # plain copies (a process that runs libdw, as dyntel does, maps whole ELF files at offset 0 to read them). Each
+    # mapping at offset 0 starts an image; the linker's, the one with code, is searched first.
+    images: list[list[MapEntry]] = []
+    for e in entries:
+        if e.path == path:
+            if e.offset == 0 or not images:
+                images.append([])
+            images[-1].append(e)
+    images.sort(key=lambda image: not any(e.executable for e in image))
     for p_offset, p_filesz, p_vaddr in table.segments:
         if p_vaddr <= vaddr < p_vaddr + max(p_filesz, 1):
             file_offset = vaddr - p_vaddr + p_offset
-            for e in entries:
-                if e.path == path and e.offset <= file_offset < e.offset + e.size:
-                    return e.start + file_offset - e.offset
+            for image in images:
+                for e in image:
+                    if e.offset <= file_offset < e.offset + e.size:
+                        return e.start + file_offset - e.offset
     return None

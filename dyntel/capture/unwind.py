@@ -1,5 +1,8 @@
 """Every thread's native program counters, unwound by elfutils' eu-stack.
 
+The stacks capture unwinds in-process through libdw (dyntel.capture.libdw) and runs eu-stack only when libdw
+cannot be loaded. NativeThread is the shape of both.
+
 eu-stack attaches to one thread at a time (PTRACE_ATTACH), unwinds it with the modules' CFI and detaches before
 the next, so each thread is stopped only for its own unwind (a few ms) and never all at once. It runs with -q:
 the symbol names come from dyntel.capture.symbolize, which keeps the modules' tables between captures and gives

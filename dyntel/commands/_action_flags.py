@@ -56,7 +56,7 @@ def add_action_flags(parser: argparse.ArgumentParser, *, live: bool) -> None:
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings keys the user set by flag (dyntel.config.KEYS names), from this module's flags and run's."""
-    from dyntel.rules.durations import parse_size
+    from dyntel.units import parse_size
 
     a = vars(args)
     flags: dict[str, Any] = {
@@ -97,12 +97,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def forwarder_from_settings(settings: Settings, log: Callable[[str], None], queues: Any = None) -> Any:
-    """The Forwarder of the config's `forward:` section (dyntel.otel.forward), or None, its queue registered with
+    """The Forwarder of the config's `forward:` section (dyntel.forwarding), or None, its queue registered with
     `queues` (the run's dyntel.queues.QueueRegistry). The section is read again from the file for its positions
     in errors; raises RuleErrors."""
     if not settings.config_file or settings["forward"] is None:
         return None
-    from dyntel.otel.forward import Forwarder, load_forward
+    from dyntel.forwarding import Forwarder, load_forward
 
     config = load_forward(settings.config_file)
     return Forwarder(config, log=log, queues=queues) if config is not None else None

@@ -66,11 +66,12 @@ def parse_options(tokens: list[str]) -> tuple[dict[str, Any], bool, str | None]:
 def _check(action_type: str, options: dict[str, Any]) -> list[str]:
     from pydantic import ValidationError
 
-    from dyntel.rules.schema import ACTION_OPTIONS
+    from dyntel.actions.registry import UnknownAction, find_action, type_names
 
-    model = ACTION_OPTIONS.get(action_type)
-    if model is None:
-        return [f"{action_type!r} is not an action type; the types are: {', '.join(sorted(ACTION_OPTIONS))}"]
+    try:
+        model = find_action(action_type).options
+    except UnknownAction:
+        return [f"{action_type!r} is not an action type; the types are: {', '.join(sorted(type_names()))}"]
     try:
         model.model_validate({("for" if k == "for_" else k): v for k, v in options.items()})
     except ValidationError as e:
@@ -87,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from dyntel.actions import deliver_queued
+    from dyntel.actions.spec import ActionSpec
     from dyntel.event import Event
     from dyntel.firing import OK, Firing
     from dyntel.rules.errors import RuleErrors
-    from dyntel.rules.model import ActionSpec
     from dyntel.runtime.action_log import ActionLog, outcome_record
     from dyntel.runtime.limits import TypeLimits
     from dyntel.runtime.scheduler import ActionRuntime, run_actions

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.replay import DEFAULT_HOLD, ReplayOptions, replay
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     rules_paths: list[str] = list(args.rules)
     events_path: str | None = args.events
@@ -177,7 +177,7 @@ def _json_firing(out: TextIO) -> Any:
 
 def firing_line(firing: Any) -> str:
     """`TIME RULE {group} provider:event pid N: action status, ...` for people."""
-    from dyntel.engine.windows import format_group, format_time
+    from dyntel.formatting import format_group, format_time
 
     parts = [format_time(firing.time), firing.rule]
     if firing.group:

@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from dyntel.commands._action_flags import forwarder_from_settings, runtime_from_settings, settings_from_args
     from dyntel.commands.replay import firing_json, firing_line
     from dyntel.live import RunOptions, run_live
-    from dyntel.rules.durations import parse_size
     from dyntel.rules.errors import RuleErrors
     from dyntel.rules.loader import load_rules
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
+    from dyntel.units import parse_size
 
     try:
         settings = settings_from_args(args)

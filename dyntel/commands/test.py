@@ -19,8 +19,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dyntel.rules.trust import check_rule_files
     from dyntel.ruletest import exit_status, format_text, run_paths, to_json
-    from dyntel.security import check_rule_files
 
     # Only `run` refuses rule files others could write; test cases warn.
     check_rule_files(args.paths, refuse=False, command="dyntel test")

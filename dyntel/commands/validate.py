@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dyntel.rules.loader import load
-    from dyntel.security import check_rule_files
+    from dyntel.rules.trust import check_rule_files
 
     # Only `run` refuses rule files others could write; here a warning is enough (nothing acts on them).
     check_rule_files(args.rules, refuse=False, command="dyntel validate")

@@ -30,7 +30,7 @@ from dyntel.decoders.eventheader_name import TracepointName, parse_tracepoint_na
 from dyntel.decoders.eventheader_native import native_index, native_payload
 from dyntel.errors import DecodeError, defect
 from dyntel.event import SOURCE_USER_EVENTS, Event, Schema
-from dyntel.sources import Want
+from dyntel.source_types import Want
 
 __all__ = ["EventHeaderDecoder", "EventType", "NotEventHeader", "TypeCache", "set_native"]
 

@@ -1,7 +1,7 @@
 """A tree of EventHeader field definitions to a generated Python function that decodes one event's payload.
 
 The function is `decode(buf, pos, end) -> list` over `buf[pos:end]` (bytes), returning one value per top-level field
-(see `dyntel.decoders.value_format` for each format's value type). It is generated once per event type, so an event
+(see `dyntel.value_format` for each format's value type). It is generated once per event type, so an event
 costs straight-line code: consecutive fixed-size fields (scalars, constant arrays of them, structs made of them) are
 read by one precompiled `struct.Struct`, arrays of numbers by one bulk unpack, and only strings and variable arrays
 read lengths. A malformed payload raises `PayloadError` with the absolute position of the field it could not read.
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dyntel.decoders.eventheader_meta import ENCODING_STRUCT, FieldDef
-from dyntel.decoders.eventheader_text import (
+from dyntel.event import ArrayKind, Encoding, Format
+from dyntel.eventheader_text import (
     bom_or,
     code_point_text,
     latin1_text,
@@ -27,8 +28,7 @@ from dyntel.decoders.eventheader_text import (
     utf16_text,
     utf32_text,
 )
-from dyntel.decoders.value_format import SIZED_FORMATS, Float32, resolve_format
-from dyntel.event import ArrayKind, Encoding, Format
+from dyntel.value_format import SIZED_FORMATS, Float32, resolve_format
 
 MOVE_NEXT_LIMIT = 4096  # the reference's default EventEnumerator::MoveNextLimitDefault
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dyntel.decoders.eventheader_text import utf8_text
 from dyntel.event import ArrayKind, Encoding, FieldInfo, Format, Schema
+from dyntel.eventheader_text import utf8_text
 
 ENCODING_STRUCT = 1
 ENCODING_MAX = 14  # first invalid encoding value

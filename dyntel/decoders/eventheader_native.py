@@ -36,11 +36,11 @@ from dyntel.decoders.eventheader_compile import (
     _items,
 )
 from dyntel.decoders.eventheader_meta import FieldDef, parse_metadata
-from dyntel.decoders.eventheader_text import code_point_text
-from dyntel.decoders.value_format import SIZED_FORMATS
 from dyntel.event import ArrayKind
 from dyntel.event import Format as F
 from dyntel.event_json import json_string
+from dyntel.eventheader_text import code_point_text
+from dyntel.value_format import SIZED_FORMATS
 
 (K_ERROR, K_STRUCT, K_U, K_S, K_HEX, K_ERRNO, K_TIME, K_BOOL, K_F32, K_F64, K_HEXBYTES, K_CHAR8, K_UCS, K_PORT, K_IP,
  K_UUID, K_STR) = range(17)

@@ -40,7 +40,7 @@ from dyntel.event import ArrayKind, Encoding, Event, FieldInfo, Format, Schema
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from dyntel.sources import SourceStats
+    from dyntel.source_types import SourceStats
 __all__ = ["METRICS_EVENT", "METRIC_PROVIDER", "BadMetrics", "any_value", "expand", "is_otlp_metrics", "points"]
 
 METRIC_PROVIDER = "otlp_metrics"

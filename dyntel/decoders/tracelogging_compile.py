@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dyntel.decoders.eventheader_compile import PayloadError
-from dyntel.decoders.eventheader_text import code_point_text, latin1_text, utf8_text
 from dyntel.decoders.tracelogging_meta import (
     IN_ANSISTRING,
     IN_BINARY,
@@ -59,6 +58,7 @@ from dyntel.decoders.tracelogging_meta import (
     TlField,
 )
 from dyntel.event import ArrayKind, Encoding, FieldInfo, Format, Schema
+from dyntel.eventheader_text import code_point_text, latin1_text, utf8_text
 
 PayloadDecoder = Callable[[bytes, int, int], list[Any]]
 Reader = Callable[[bytes, int, int], tuple[Any, int]]

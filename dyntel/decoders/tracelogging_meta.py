@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dyntel.decoders.eventheader_text import utf8_text
 from dyntel.event import ArrayKind
+from dyntel.eventheader_text import utf8_text
 
 # In-types (_TlgIn_t)
 IN_NULL = 0

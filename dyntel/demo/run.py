@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from dyntel.engine.windows import format_group
 from dyntel.firing import Firing
+from dyntel.formatting import format_group
 
 PACKAGE = Path(__file__).resolve().parent.parent
 RECORDING = PACKAGE / "data" / "demo.perf.data"

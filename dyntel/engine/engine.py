@@ -25,25 +25,33 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dyntel.actions.recorder import FlightRecorder, keep_for
+from dyntel.actions.spec import ActionSpec
 from dyntel.engine.explain import CONDITION, COOLDOWN, ERROR, FIRED, LIMIT, WINDOW, ExplainRecord
+from dyntel.engine.groups import GroupKey
 from dyntel.engine.stats import EngineStats, RuleStats
 from dyntel.engine.windows import (
     DEFAULT_MAX_GROUPS,
     DEFAULT_VALUES_CAP,
     NEVER,
     AbsenceState,
-    GroupKey,
     Hit,
     WindowState,
-    format_duration,
-    format_time,
     new_window_state,
 )
 from dyntel.event import Event
 from dyntel.firing import Firing
+from dyntel.formatting import format_duration, format_time
 from dyntel.rules.model import CompiledRule, Limit, RuleSet
 from dyntel.rules.requirements import for_explain
-from dyntel.runtime.scheduler import ActionScheduler
+
+
+class ActionScheduler(Protocol):
+    """Where the engine hands its firings: the action runtime (dyntel.runtime) implements it, and the engine
+    knows nothing more of it, so the engine does not import the layer above it."""
+
+    def submit(self, firing: Firing, actions: Sequence[ActionSpec]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CandidateIndex(Protocol):

@@ -5,20 +5,18 @@ Each record says what stopped the event, in the order the engine looks: the cond
 or that the rule fired. An absence timer that runs out gives a record too, with the group's last event.
 
 `Engine(rules, scheduler, explain="rule-name")` keeps these records in `engine.explanations` as it processes
-events; `explain_rule` below runs a whole event stream through a dry-run engine and returns them.
+events; `explain_rule` (dyntel.engine.explain_run) runs a whole event stream through an engine and returns them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dyntel.engine.windows import format_group, format_time
 from dyntel.event import Event
 from dyntel.event_json import format_event
-from dyntel.rules.model import RuleSet
+from dyntel.formatting import format_group, format_time
 
 CONDITION = "condition"  # the condition was false
 WINDOW = "window"  # the condition held, the window did not fire (yet)
@@ -64,22 +62,3 @@ class ExplainRecord:
             "event": json.loads(format_event(self.event)) if self.event is not None else None,
             "line": self.line(),
         }
-
-
-def explain_rule(rules: RuleSet, events: Iterable[Event], rule_name: str, *, end_ns: int | None = None,
-                 max_groups: int | None = None) -> list[ExplainRecord]:
-    """Replay `events` (in time order) through a dry-run engine and return the named rule's records.
-
-    `end_ns`: the end of the recording, so absence timers that ran out by then are explained too.
-    """
-    from dyntel.engine.engine import Engine
-    from dyntel.engine.windows import DEFAULT_MAX_GROUPS
-    from dyntel.runtime.scheduler import Scheduler
-
-    engine = Engine(rules, Scheduler(dry_run=True), explain=rule_name,
-                    max_groups=max_groups if max_groups is not None else DEFAULT_MAX_GROUPS)
-    for event in events:
-        engine.process(event)
-    if end_ns is not None:
-        engine.finish(end_ns)
-    return engine.explanations

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dyntel.engine.engine import CandidateIndex, default_index
 from dyntel.rules.model import CompiledRule
 from dyntel.rules.requirements import explaining, field_tests
-from dyntel.sources import FieldFilter, FieldTest, Want
+from dyntel.source_types import FieldFilter, FieldTest, Want
 
 _MAX_MEMO = 4096  # event types whose field tests are remembered (a source asks once per type it opens)
 

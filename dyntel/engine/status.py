@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dyntel.engine.windows import format_duration, format_time
+from dyntel.formatting import format_duration, format_time
 from dyntel.rules.model import AbsenceWindow, CountWindow, SequenceWindow, ThresholdWindow
 
 if TYPE_CHECKING:

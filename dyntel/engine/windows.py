@@ -33,26 +33,21 @@ Choices, each tested in tests/test_engine_windows.py:
 
 from __future__ import annotations
 
-import bisect
-import json
-import math
 import operator
-import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dyntel.engine.aggregates import Agg, ExtremeAgg, new_agg, number
+from dyntel.engine.groups import GroupKey, Groups, group_dict, make_keyer
 from dyntel.engine.stats import RuleStats
 from dyntel.event import Event
-from dyntel.rules.model import AbsenceWindow, CountWindow, GroupKeys, SequenceWindow, ThresholdWindow, Window
+from dyntel.formatting import format_duration, format_group, format_time
+from dyntel.rules.model import AbsenceWindow, CountWindow, SequenceWindow, ThresholdWindow, Window
 
 DEFAULT_MAX_GROUPS = 10_000
 DEFAULT_VALUES_CAP = 1024
-
-GroupKey = tuple[Any, ...]
-
-_SCALARS = (int, str, float, bool, bytes, type(None))
 
 
 @dataclass(slots=True)
@@ -66,134 +61,6 @@ class Hit:
     note: str = ""
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple((k, _hashable(v)) for k, v in value.items())
-    return repr(value)
-
-
-def json_value(value: Any) -> Any:
-    """A group value as the firing's JSON shows it: GUIDs (activity) as UUID text, other bytes as hex."""
-    if isinstance(value, bytes):
-        if len(value) == 16:
-            h = value.hex()
-            return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-        return value.hex()
-    return value
-
-
-Keyer = Callable[[Event], tuple[GroupKey, tuple[Any, ...]]]
-
-
-def _no_group(event: Event) -> tuple[GroupKey, tuple[Any, ...]]:
-    return (), ()
-
-
-def make_keyer(keys: GroupKeys) -> Keyer:
-    """A function giving the hashable key of an event's group and the raw values it was built from; one or no key
-    (the usual group_by) skips the generic loop."""
-    getters = keys.getters
-    if not getters:
-        return _no_group
-    if len(getters) == 1:
-        get = getters[0]
-
-        def one(event: Event) -> tuple[GroupKey, tuple[Any, ...]]:
-            v = get(event)
-            raw = (v,)
-            return (raw if isinstance(v, _SCALARS) else (_hashable(v),)), raw
-
-        return one
-
-    def several(event: Event) -> tuple[GroupKey, tuple[Any, ...]]:
-        raw = tuple([g(event) for g in getters])
-        return tuple([v if isinstance(v, _SCALARS) else _hashable(v) for v in raw]), raw
-
-    return several
-
-
-def group_dict(keys: GroupKeys, raw: tuple[Any, ...]) -> dict[str, Any]:
-    return {name: json_value(v) for name, v in zip(keys.names, raw, strict=True)}
-
-
-def format_group(group: dict[str, Any]) -> str:
-    """`{pid: 42, fields.path: "/x"}`: as ops wrote the keys, values as JSON."""
-    return "{" + ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in group.items()) + "}"
-
-
-def format_time(ns: int) -> str:
-    """An event time for people: ISO-8601 UTC when it looks like wall time, else the raw clock in seconds."""
-    if ns < 10**17:  # before 1973: a recording's raw clock, not the epoch
-        return f"{ns / 1e9:.9f}"
-    sec, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
-
-
-def format_duration(ns: int) -> str:
-    """Back to the rule format's units: 30s, 500ms, 5m, 1h, 1m30s."""
-    if ns <= 0:
-        return "0s"
-    if ns % 1_000_000_000:
-        if ns % 1_000_000 == 0:
-            return f"{ns // 1_000_000}ms"
-        if ns % 1_000 == 0:
-            return f"{ns // 1_000}us"
-        return f"{ns}ns"
-    s = ns // 1_000_000_000
-    out = ""
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if s >= size:
-            out += f"{s // size}{unit}"
-            s %= size
-    return out
-
-
-class _Groups:
-    """The LRU map of groups every window kind shares, with the cap."""
-
-    __slots__ = ("groups", "key_of", "max_groups", "stats", "within")
-
-    def __init__(self, within: int, max_groups: int, stats: RuleStats, keys: GroupKeys) -> None:
-        self.groups: OrderedDict[GroupKey, Any] = OrderedDict()
-        self.key_of = make_keyer(keys)
-        self.within = within
-        self.max_groups = max_groups
-        self.stats = stats
-
-    def _dead(self, g: Any, now: int) -> bool:
-        return bool(g.last < now - self.within)
-
-    def rebind(self, spec: Window) -> None:
-        """Carry the state over to an equivalent window of a reloaded rule (same fingerprint), so the old rule's
-        compiled code can go."""
-        raise NotImplementedError
-
-    def purge(self, now: int) -> None:
-        """Drop groups whose every event has left the window (they would behave as new ones)."""
-        groups = self.groups
-        while groups:
-            key = next(iter(groups))
-            if not self._dead(groups[key], now):
-                break
-            del groups[key]
-
-    def _insert(self, key: GroupKey, g: Any, now: int) -> None:
-        groups = self.groups
-        if len(groups) >= self.max_groups:
-            self.purge(now)
-            while len(groups) >= self.max_groups:
-                groups.popitem(last=False)
-                self.stats.groups_evicted += 1
-        groups[key] = g
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-
 class _CountGroup:
     __slots__ = ("group", "last", "times")
 
@@ -203,7 +70,7 @@ class _CountGroup:
         self.last = 0
 
 
-class CountState(_Groups):
+class CountState(Groups):
     __slots__ = ("spec",)
 
     def __init__(self, spec: CountWindow, max_groups: int, stats: RuleStats) -> None:
@@ -251,160 +118,17 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, int | float):
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        return value
-    if isinstance(value, str):
-        try:
-            f = float(value)
-        except ValueError:
-            return None
-        return None if math.isnan(f) else f
-    return None
-
-
-class _SumAgg:
-    """sum and avg. Entries are [time of newest value, count, sum]; one per value until the cap."""
-
-    __slots__ = ("avg", "cap", "entries", "n", "total")
-
-    def __init__(self, cap: int, avg: bool) -> None:
-        self.entries: deque[list[Any]] = deque()
-        self.total: float | int = 0
-        self.n = 0
-        self.cap = cap
-        self.avg = avg
-
-    def add(self, t: int, v: float | int) -> None:
-        e = self.entries
-        if len(e) >= self.cap:
-            last = e[-1]
-            last[0] = t
-            last[1] += 1
-            last[2] += v
-        else:
-            e.append([t, 1, v])
-        self.total += v
-        self.n += 1
-
-    def expire(self, lo: int) -> None:
-        e = self.entries
-        while e and e[0][0] < lo:
-            _, c, s = e.popleft()
-            self.n -= c
-            self.total -= s
-        if not e:
-            self.total = 0  # float drift ends with the window
-            self.n = 0
-
-    def size(self) -> int:
-        return self.n
-
-    def value(self) -> float | int | None:
-        if not self.n:
-            return None
-        return self.total / self.n if self.avg else self.total
-
-
-class _ExtremeAgg:
-    """min and max: a monotonic deque of [time, value], the sliding-window extreme in O(1) amortized."""
-
-    __slots__ = ("cap", "entries", "is_min")
-
-    def __init__(self, cap: int, is_min: bool) -> None:
-        self.entries: deque[list[Any]] = deque()
-        self.cap = cap
-        self.is_min = is_min
-
-    def add(self, t: int, v: float | int) -> None:
-        e = self.entries
-        if self.is_min:
-            while e and e[-1][1] >= v:
-                e.pop()
-        else:
-            while e and e[-1][1] <= v:
-                e.pop()
-        if len(e) >= self.cap:
-            # The newest kept extreme is more extreme than v; letting it live as long as v keeps the deque bounded.
-            e[-1][0] = t
-        else:
-            e.append([t, v])
-
-    def expire(self, lo: int) -> None:
-        e = self.entries
-        while e and e[0][0] < lo:
-            e.popleft()
-
-    def size(self) -> int:
-        return len(self.entries)
-
-    def value(self) -> float | int | None:
-        return self.entries[0][1] if self.entries else None
-
-
-class _PercentileAgg:
-    """p50/p90/p99 by nearest rank over the newest `cap` values inside the window."""
-
-    __slots__ = ("cap", "fraction", "order", "sorted")
-
-    def __init__(self, cap: int, fraction: float) -> None:
-        self.order: deque[tuple[int, float | int]] = deque()
-        self.sorted: list[float | int] = []
-        self.cap = cap
-        self.fraction = fraction
-
-    def _drop_oldest(self) -> None:
-        _, v = self.order.popleft()
-        s = self.sorted
-        del s[bisect.bisect_left(s, v)]
-
-    def add(self, t: int, v: float | int) -> None:
-        if len(self.order) >= self.cap:
-            self._drop_oldest()
-        self.order.append((t, v))
-        bisect.insort(self.sorted, v)
-
-    def expire(self, lo: int) -> None:
-        o = self.order
-        while o and o[0][0] < lo:
-            self._drop_oldest()
-
-    def size(self) -> int:
-        return len(self.order)
-
-    def value(self) -> float | int | None:
-        s = self.sorted
-        if not s:
-            return None
-        return s[max(0, math.ceil(self.fraction * len(s)) - 1)]
-
-
-_Agg = _SumAgg | _ExtremeAgg | _PercentileAgg
-
-
-def _new_agg(agg: str, cap: int) -> _Agg:
-    if agg in ("sum", "avg"):
-        return _SumAgg(cap, agg == "avg")
-    if agg in ("min", "max"):
-        return _ExtremeAgg(cap, agg == "min")
-    if agg in ("p50", "p90", "p99"):
-        return _PercentileAgg(cap, int(agg[1:]) / 100)
-    raise ValueError(f"unknown threshold aggregate {agg!r}")
-
-
 class _ThresholdGroup:
     __slots__ = ("agg", "armed", "group", "last")
 
-    def __init__(self, group: dict[str, Any], agg: _Agg) -> None:
+    def __init__(self, group: dict[str, Any], agg: Agg) -> None:
         self.group = group
         self.agg = agg
         self.armed = True
         self.last = 0
 
 
-class ThresholdState(_Groups):
+class ThresholdState(Groups):
     __slots__ = ("cmp", "spec", "values_cap")
 
     def __init__(self, spec: ThresholdWindow, max_groups: int, stats: RuleStats,
@@ -413,7 +137,7 @@ class ThresholdState(_Groups):
         self.spec = spec
         self.values_cap = values_cap
         self.cmp = _OPS[spec.op]
-        _new_agg(spec.agg, 1)  # an unknown aggregate fails when the rule is installed, not at its first event
+        new_agg(spec.agg, 1)  # an unknown aggregate fails when the rule is installed, not at its first event
 
     def rebind(self, spec: Window) -> None:
         assert isinstance(spec, ThresholdWindow)
@@ -422,13 +146,13 @@ class ThresholdState(_Groups):
 
     def observe(self, event: Event, t: int) -> Hit | None:
         spec = self.spec
-        v = _number(spec.value(event))
+        v = number(spec.value(event))
         if v is None:
             return None
         key, raw = self.key_of(event)
         g: _ThresholdGroup | None = self.groups.get(key)
         if g is None:
-            g = _ThresholdGroup(group_dict(spec.group_by, raw), _new_agg(spec.agg, self.values_cap))
+            g = _ThresholdGroup(group_dict(spec.group_by, raw), new_agg(spec.agg, self.values_cap))
             self._insert(key, g, t)
         else:
             self.groups.move_to_end(key)
@@ -450,7 +174,7 @@ class ThresholdState(_Groups):
 
     def describe(self, event: Event, t: int) -> str:
         spec = self.spec
-        if _number(spec.value(event)) is None:
+        if number(spec.value(event)) is None:
             return f"threshold value `{spec.value_text}` is missing or not a number"
         key, raw = self.key_of(event)
         g: _ThresholdGroup | None = self.groups.get(key)
@@ -459,7 +183,7 @@ class ThresholdState(_Groups):
             return f"threshold: no values {where}"
         current = g.agg.value()
         # A min/max deque holds only the values that can still be the extreme: its length is no count of values.
-        over = "" if isinstance(g.agg, _ExtremeAgg) else f" over {g.agg.size()} values"
+        over = "" if isinstance(g.agg, ExtremeAgg) else f" over {g.agg.size()} values"
         text = f"threshold {spec.agg} of `{spec.value_text}` = {current}{over} {where}"
         if current is not None and self.cmp(current, spec.limit):
             return text + f": {spec.op} {spec.limit} holds but already fired; fires again once it has been false"
@@ -481,7 +205,7 @@ class _AbsenceGroup:
 NEVER = 1 << 127  # a deadline no clock reaches
 
 
-class AbsenceState(_Groups):
+class AbsenceState(Groups):
     __slots__ = ("spec",)
 
     def __init__(self, spec: AbsenceWindow, max_groups: int, stats: RuleStats) -> None:
@@ -552,7 +276,7 @@ class _SequenceGroup:
         self.last = 0
 
 
-class SequenceState(_Groups):
+class SequenceState(Groups):
     __slots__ = ("spec",)
 
     def __init__(self, spec: SequenceWindow, max_groups: int, stats: RuleStats) -> None:

@@ -35,8 +35,6 @@ from dyntel.otel.records import STATUS_ERROR, STATUS_UNSET, OtelLog, OtelSpan
 __all__ = [
     "CS_VERSION",
     "SPAN_WELL_KNOWN_ATTRIBUTES",
-    "format_time",
-    "fraction_text",
     "hex_id",
     "is_common_schema",
     "parse_time",
@@ -82,24 +80,6 @@ def severity_level(severity_number: int) -> int:
     if severity_number <= 20:  # ERROR*
         return 2
     return 1  # FATAL*
-
-
-def format_time(unix_nano: int) -> str:
-    """RFC 3339 in UTC with 'Z', and 0, 3, 6 or 9 fraction digits, the fewest that hold the value (chrono's
-    `SecondsFormat::AutoSi`, which the Rust exporters use)."""
-    seconds, nanos = divmod(unix_nano, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction_text(nanos)
-
-
-def fraction_text(nanos: int) -> str:
-    """The part after the seconds, as chrono's AutoSi writes it: none, milli-, micro- or nanoseconds, then Z."""
-    if nanos == 0:
-        return "Z"
-    if nanos % 1_000_000 == 0:
-        return f".{nanos // 1_000_000:03d}Z"
-    if nanos % 1000 == 0:
-        return f".{nanos // 1000:06d}Z"
-    return f".{nanos:09d}Z"
 
 
 def parse_time(value: Any) -> int | None:

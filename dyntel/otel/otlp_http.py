@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from dyntel.otel.otlp_export import LOGS, METRICS, ExportError, ExportResult
 from dyntel.otel.otlp_proto import ExportLogsServiceResponse, ExportTraceServiceResponse
-from dyntel.otel.otlp_transport import LOGS, METRICS, ExportError, ExportResult
 
 _RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
 _PATHS = {"logs": "/v1/logs", "traces": "/v1/traces", "metrics": "/v1/metrics"}

@@ -3,46 +3,41 @@
 A transport sends one already-encoded export request (bytes) for a signal (`logs`, `traces` or `metrics`) and
 either returns what the collector rejected or raises ExportError saying whether trying again may help. Requests
 travel as bytes so that a batch of records stored or encoded one by one is sent without being parsed back into
-messages.
+messages. The names of that contract are defined in otlp_export and exported from here too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dyntel.otel.otlp_export import (
+    DEFAULT_GRPC_ENDPOINT,
+    DEFAULT_HTTP_ENDPOINT,
+    GRPC,
+    HTTP,
+    LOGS,
+    METRICS,
+    PROTOCOLS,
+    TRACES,
+    ExportError,
+    ExportResult,
+    Transport,
+)
 
-LOGS = "logs"
-TRACES = "traces"
-METRICS = "metrics"
-HTTP = "http/protobuf"
-GRPC = "grpc"
-PROTOCOLS = (HTTP, GRPC)
-DEFAULT_HTTP_ENDPOINT = "http://127.0.0.1:4318"
-DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
-
-
-class ExportError(Exception):
-    """An export that did not succeed. `retriable`: the collector may take the same request later (it was down,
-    overloaded, or the answer never came); otherwise it refused the data itself and resending cannot help."""
-
-    def __init__(self, message: str, retriable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-        self.retry_after = retry_after
-
-
-@dataclass(slots=True)
-class ExportResult:
-    rejected: int = 0  # records the collector accepted the request for but dropped (partial success)
-    message: str = ""
-
-
-class Transport(Protocol):
-    endpoint: str
-
-    def export(self, signal: str, payload: bytes, timeout: float) -> ExportResult: ...
-
-    def close(self) -> None: ...
+__all__ = [
+    "DEFAULT_GRPC_ENDPOINT",
+    "DEFAULT_HTTP_ENDPOINT",
+    "GRPC",
+    "HTTP",
+    "LOGS",
+    "METRICS",
+    "PROTOCOLS",
+    "TRACES",
+    "ExportError",
+    "ExportResult",
+    "Transport",
+    "check_protocol",
+    "default_endpoint",
+    "make_transport",
+]
 
 
 def default_endpoint(protocol: str) -> str:
@@ -58,6 +53,8 @@ def check_protocol(protocol: str) -> str:
 def make_transport(endpoint: str, protocol: str) -> Transport:
     """A transport for `endpoint` (checked now, so a wrong address is an error at load time, not at export)."""
     if check_protocol(protocol) == GRPC:
+        # Imported on use (no cycle: the transports import only otlp_export): grpc costs a quarter of a second to
+        # import, and the HTTP client and the protobuf messages are not needed by those that only read the names.
         from dyntel.otel.otlp_grpc import GrpcTransport
 
         return GrpcTransport(endpoint)

@@ -3,7 +3,7 @@
 Building a message object per record and attribute, then serializing it, is most of what an OTLP exporter costs in
 Python. Here a record is written straight to its wire bytes, and everything that repeats is encoded once and kept:
 an attribute key's bytes, a resource, a scope, and for events of one schema the keys of all their fields (see
-dyntel.otel.forward). The output is the same protobuf that dyntel.otel.otlp_proto builds with the generated classes
+dyntel.forwarding). The output is the same protobuf that dyntel.otel.otlp_proto builds with the generated classes
 (tests/test_otlp_forward.py parses both and compares them). Field numbers are those of opentelemetry-proto's
 logs.proto, trace.proto and common.proto.
 """

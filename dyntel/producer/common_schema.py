@@ -34,7 +34,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from dyntel.otel.common_schema import CS_VERSION, SPAN_WELL_KNOWN_ATTRIBUTES, fraction_text
+from dyntel.formatting import fraction_text
+from dyntel.otel.common_schema import CS_VERSION, SPAN_WELL_KNOWN_ATTRIBUTES
 
 __all__ = ["LogShapes", "SpanShapes", "encode_log", "encode_span", "format_time_cached", "metadata"]
 
@@ -109,7 +110,8 @@ def attribute(value: Any) -> tuple[bytes, bytes]:
 
 
 class _TimeText:
-    """format_time with the seconds part kept from the last call: most records of a busy process share it."""
+    """dyntel.formatting.format_time_rfc3339 with the seconds part kept from the last call: most records of a
+    busy process share it."""
 
     __slots__ = ("_prefix", "_second")
 

@@ -11,25 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported: a compiled rule carries both, and they live below the rules so that the actions can use them too.
+from dyntel.actions.spec import ActionSpec as ActionSpec
+from dyntel.errors import Position as Position
 from dyntel.event import Event
-from dyntel.sources import FieldTest
+from dyntel.source_types import FieldTest
 
 # A compiled condition: true when the event matches. Reading a missing field makes a comparison false, never raises.
 Predicate = Callable[[Event], bool]
 # Reads one value from an event (a group_by key, a threshold's value, a sequence's `by`); None when missing.
 Getter = Callable[[Event], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where something was written: file, 1-based line and column."""
-
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +121,6 @@ Window = CountWindow | ThresholdWindow | AbsenceWindow | SequenceWindow
 class Limit:
     actions: int
     per_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSpec:
-    """One action of a rule: its type (`dump`, `log`, ...) and its options as written (placeholders unexpanded)."""
-
-    type: str
-    options: dict[str, Any]
-    position: Position | None = None
 
 
 @dataclass(slots=True, eq=False)

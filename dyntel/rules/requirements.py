@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dyntel.rules.codegen import Generator, Value
 from dyntel.rules.language import CMP_OPS, FOLD, MIRROR, Names, Parsed
 from dyntel.rules.model import CompiledRule, Match, Requirement
-from dyntel.sources import FieldTest
+from dyntel.source_types import FieldTest
 
 # A rule's requirement: alternatives, any one of which an event it takes meets. None: nothing is required (any
 # event may do); (): no event can meet it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dyntel.event_json import format_uuid
+from dyntel.otel.common_schema import parse_time
 from dyntel.rules import process
 
 NUM = frozenset({int, float, bool})
@@ -159,8 +160,6 @@ def _time_ns(v: Any) -> int | None:
     if cls is int:
         return v  # type: ignore[no-any-return]
     if cls is str:
-        from dyntel.otel.common_schema import parse_time
-
         return parse_time(v)
     return None
 

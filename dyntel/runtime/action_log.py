@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from dyntel.engine.windows import format_time, json_value
 from dyntel.firing import ActionOutcome, Firing
+from dyntel.formatting import format_time, json_value
 
 
 def outcome_record(firing: Firing, outcome: ActionOutcome, duration_s: float) -> dict[str, Any]:

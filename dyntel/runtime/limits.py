@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from dyntel.engine.windows import format_duration
+from dyntel.formatting import format_duration
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,7 +82,7 @@ def parse_limit(text: str) -> tuple[str, dict[str, object]]:
     """`dump=3/1h`, `dump=concurrent:2`, `stacks=timeout:10s`, `dump=none` (no rate limit), comma-separated.
 
     Returns (type, changes) for ActionGate.set."""
-    from dyntel.rules.durations import parse_duration
+    from dyntel.units import parse_duration
 
     action_type, sep, spec = text.partition("=")
     if not sep or not action_type or not spec:

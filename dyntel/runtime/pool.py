@@ -24,9 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import SKIPPED, ActionOutcome, Firing
 from dyntel.queues import QUEUE_FULL, SHUTDOWN, QueueCounts
-from dyntel.rules.model import ActionSpec
 from dyntel.runtime.scheduler import ActionRuntime, run_actions
 
 _STOP = None

@@ -22,25 +22,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-from dyntel.actions import ActionContext, LogWriter, find_action
+from dyntel.actions import ActionContext, LogWriter
 from dyntel.actions.artifacts import DEFAULT_ARTIFACT_DIR, ArtifactStores, StoreSettings
 from dyntel.actions.placeholders import expand
+from dyntel.actions.registry import UnknownAction, find_action
+from dyntel.actions.spec import ActionSpec
 from dyntel.firing import DRY_RUN, FAILED, SKIPPED, ActionOutcome, Firing
 from dyntel.queues import QueueRegistry
-from dyntel.rules.durations import parse_duration
-from dyntel.rules.model import ActionSpec
 from dyntel.runtime.action_log import ActionLog
 from dyntel.runtime.limits import ActionGate, TypeLimits
-
-
-class ActionScheduler(Protocol):
-    """What the engine needs of a scheduler."""
-
-    def submit(self, firing: Firing, actions: Sequence[ActionSpec]) -> None: ...
-
-    def close(self) -> None: ...
+from dyntel.units import parse_duration
 
 
 class ActionRuntime:
@@ -104,9 +97,10 @@ def _run_one(spec: ActionSpec, firing: Firing, runtime: ActionRuntime,
         return ActionOutcome(spec.type, SKIPPED, {"reason": f"{spec.type} actions are not allowed by the config "
                                                             f"(actions.allow: {', '.join(context.allowed)}; "
                                                             f"{how} to actions.allow to run them)"})
-    module = find_action(spec.type)
-    if isinstance(module, str):
-        return ActionOutcome(spec.type, SKIPPED, {"reason": module})
+    try:
+        module = find_action(spec.type).module
+    except UnknownAction as e:
+        return ActionOutcome(spec.type, SKIPPED, {"reason": e.reason})
     try:
         timeout = _timeout(options, runtime.gate.limits_for(spec.type).timeout_s)
     except ValueError as e:

@@ -6,8 +6,11 @@ over virtio), so the host's Python, the checkout and its .venv run inside unchan
 (a fresh host directory) carries the job in and the test output and exit status out. guest-init.sh is PID 1.
 
     scripts/vm/run-tests.py [--kernel BZIMAGE] [--build] [--timeout S] [--keep] [-- PYTEST-ARGS...]
+    scripts/vm/run-tests.py --run [...] -- PYTHON-ARGS...   e.g. --run -- -m benchmarks.latency_user_events
 
-Without PYTEST-ARGS it runs `pytest -m 'user_events and not container' tests/vm -p no:cacheprovider`. Exit status: the tests' own, or
+Without PYTEST-ARGS it runs `pytest -m 'user_events and not container' tests/vm -p no:cacheprovider`. With --run
+the arguments are the checkout's Python's instead of pytest's (a benchmark in the guest), and its output is shown
+the same way. Exit status: the tests' own, or
 3 when there is no kernel (build one with scripts/vm/build-kernel.sh or pass --build), 4 when qemu is missing or
 the guest ended without reporting, 124 on timeout. Standard library only: it must not need dyntel to run.
 """
@@ -96,7 +99,19 @@ def pump(stream: TextIO, sink: TextIO, marks: dict[str, float], started: float, 
             sys.stderr.write(line)
 
 
-def boot(cmd: list[str], results: Path, timeout: float, echo: bool) -> tuple[dict[str, float], bool, int]:
+def prioritize(pid: int, nice: int) -> None:
+    """Give qemu (a session of its own) the niceness `nice` for the whole session: with sched_autogroup on, each
+    session is scheduled as one group and a process's own nice counts only inside it (benchmarks/live.prioritize)."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as e:
+        log(f"cannot set qemu's niceness to {nice}: {e}")
+
+
+def boot(cmd: list[str], results: Path, timeout: float, echo: bool,
+         nice: int = 0) -> tuple[dict[str, float], bool, int]:
     """Run qemu once, its console into results/console.log. Returns the marks seen (boot: seconds to init),
     whether it timed out, and qemu's status."""
     marks: dict[str, float] = {}
@@ -106,6 +121,8 @@ def boot(cmd: list[str], results: Path, timeout: float, echo: bool) -> tuple[dic
         vm = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace", start_new_session=True)
         assert vm.stdout is not None
+        if nice:
+            prioritize(vm.pid, nice)
         reader = threading.Thread(target=pump, args=(vm.stdout, console, marks, started, echo), daemon=True)
         reader.start()
         try:
@@ -161,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="directory for the job, console log, output and status (default: a new one)")
     p.add_argument("--keep", action="store_true", help="keep the results directory")
     p.add_argument("--verbose", "-v", action="store_true", help="echo the guest console while it runs")
-    p.add_argument("pytest_args", nargs="*", help="arguments for pytest inside (after --)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="qemu's niceness for its whole session (sched_autogroup), e.g. -10 for a benchmark on a shared "
+                        "machine; the guest's vCPUs are qemu's threads")
+    p.add_argument("--run", action="store_true",
+                   help="run the checkout's python with the arguments after -- instead of pytest (a benchmark)")
+    p.add_argument("pytest_args", nargs="*", help="arguments for pytest inside (after --), or python's with --run")
     args = p.parse_args(argv)
 
     repo = Path(args.repo).resolve()
@@ -181,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     # Not the `container` tests (tests/vm/test_container_vm.py): loading the image alone takes minutes under TCG;
     # they run when asked for (docs/deploy.md, "Tried for real").
     pytest_args = args.pytest_args or ["-m", "user_events and not container", str(repo / "tests" / "vm")]
-    job = ["-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
+    if args.run and not args.pytest_args:
+        log("--run needs the python arguments after --, e.g. --run -- -m benchmarks.latency_user_events")
+        return 2
+    job = args.pytest_args if args.run else ["-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
     results = Path(args.results) if args.results else Path(tempfile.mkdtemp(prefix="dyntel-vm-"))
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("status", "output.txt", "uptime", "console.log"):
@@ -196,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The guest cannot write .pyc files (read-only root), and compiling every module from source under emulation
     # took a fresh checkout's run from 60 to 120 s: compile them here, as any host-side run would.
-    subprocess.run([str(python), "-m", "compileall", "-q", str(repo / "dyntel"), str(repo / "tests")],
+    subprocess.run([str(python), "-m", "compileall", "-q", str(repo / "dyntel"), str(repo / "tests"),
+                    str(repo / "benchmarks")],
                    stdout=subprocess.DEVNULL, check=False)
     cmd = qemu_command(kernel, results, repo, export_repo, args.cpus, args.memory)
     # One more boot when the guest dies before its init script runs: that is no test's doing (a kernel panic in
@@ -204,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for attempt in (1, 2):
         log(f"booting {kernel} ({args.cpus} CPUs, TCG); results in {results}")
-        marks, timed_out, returncode = boot(cmd, results, args.timeout, args.verbose)
+        marks, timed_out, returncode = boot(cmd, results, args.timeout, args.verbose, args.nice)
         if "boot" in marks or timed_out or attempt == 2:
             break
         failed = results / "console-failed-boot.log"
@@ -218,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     to_init = f"{marks['boot']:.1f} s" if "boot" in marks else "never reached init"
     uptime = (results / "uptime").read_text().strip() if (results / "uptime").exists() else "?"
     sys.stdout.write(output)
-    log(f"boot to init: {to_init}; guest uptime at the end: {uptime} s; total: {total:.1f} s")
+    log(f"boot to init: {to_init}; guest uptime at the end: {uptime} s; total: {total:.1f} s; host load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if timed_out:
         log(f"timed out after {args.timeout:.0f} s; guest console:\n{(results / 'console.log').read_text()}")
         status = EXIT_TIMEOUT

@@ -33,6 +33,9 @@ at PerfFreq a second, CPU cycles at CpuSpeedInMHz, or system time; ticks are the
 
 Nothing here runs on Linux but the parts that need no DLL (`record_parts`, `EtwClock`, `RecordPump`), which the
 tests drive with EVENT_RECORDs built in memory. advapi32 is loaded on first open, never at import.
+
+The parts: providers (ProviderSpec, provider), pump (the callback's side: EVENT_RECORD -> Event -> queue, and the
+clock), enable (the `enable` action's EtwEnabler); this module holds the session and exports all of their names.
 """
 
 from __future__ import annotations
@@ -41,213 +44,36 @@ import atexit
 import contextlib
 import ctypes
 import logging
-import queue
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
-from time import time_ns
+from dataclasses import replace
 from typing import Any
 
-from dyntel.decoders.etw_header import (
-    EVENT_HEADER_FLAG_32_BIT_HEADER,
-    EVENT_HEADER_FLAG_PROCESSOR_INDEX,
-    EtwEventHeader,
-)
-from dyntel.decoders.tracelogging import decode_etw_event
-from dyntel.encoders.tracelogging import provider_id
-from dyntel.errors import DecodeError, defect
 from dyntel.event import Event
-from dyntel.queues import QUEUE_FULL, QueueCounts, QueueRegistry
-from dyntel.sources import SourceStats, Want
-from dyntel.sources.enabler import ALL_KEYWORDS as GRANT_ALL_KEYWORDS
-from dyntel.sources.enabler import EnableBook, EnableError, EnableResult, Grant
+from dyntel.queues import QueueCounts, QueueRegistry
+from dyntel.sources import Want
 from dyntel.sources.etw import structs as s
+from dyntel.sources.etw.enable import EtwEnabler, EtwSession
+from dyntel.sources.etw.providers import ALL_KEYWORDS, LEVEL_VERBOSE, ProviderSpec, provider
+from dyntel.sources.etw.pump import (
+    DEFAULT_QUEUE,
+    EVENT_RECORD_CALLBACK,
+    FILETIME_UNIX_EPOCH,
+    EtwClock,
+    EtwLiveStats,
+    RecordPump,
+    clock_for,
+    record_parts,
+    record_pointer_size,
+)
 from dyntel.sources.perf.tracefs import LiveSetupError
 
 log = logging.getLogger("dyntel.etw")
 
 SESSION_PREFIX = "dyntel-"
 DEFAULT_SESSION = "dyntel-live"
-DEFAULT_QUEUE = 65536
 DEFAULT_BUFFER_KB = 256
-ALL_KEYWORDS = 0xFFFFFFFFFFFFFFFF
-LEVEL_VERBOSE = 5
-FILETIME_UNIX_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns ticks since 1601-01-01
-_ITEM_SIZE = ctypes.sizeof(s.EVENT_HEADER_EXTENDED_DATA_ITEM)
-
-# The callback's C type: WINAPI is the one x64 calling convention, so CFUNCTYPE where WINFUNCTYPE does not exist.
-_FUNCTYPE: Any = getattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE)
-EVENT_RECORD_CALLBACK = _FUNCTYPE(None, ctypes.POINTER(s.EVENT_RECORD))
-
-
-@dataclass(slots=True)
-class EtwLiveStats(SourceStats):
-    dropped: int = 0  # events decoded but dropped for a full queue (the consumer fell behind)
-    header_events: int = 0  # the session's own EventTrace header events, not handed on
-
-
-@dataclass(slots=True, frozen=True)
-class ProviderSpec:
-    """One provider to enable and how."""
-
-    guid: bytes  # 16 bytes as stored
-    name: str = ""
-    level: int = LEVEL_VERBOSE
-    match_any: int = ALL_KEYWORDS
-    match_all: int = 0
-    stack: bool = False
-
-    @property
-    def guid_text(self) -> str:
-        return str(uuid.UUID(bytes_le=self.guid))
-
-
-def provider(ident: str, *, level: int = LEVEL_VERBOSE, match_any: int = ALL_KEYWORDS, match_all: int = 0,
-             stack: bool = False) -> ProviderSpec:
-    """A provider by GUID ("{...}" or bare) or by TraceLogging provider name (its GUID derived from the name)."""
-    text = ident.strip()
-    try:
-        guid = uuid.UUID(text.strip("{}")).bytes_le
-        name = ""
-    except ValueError:
-        guid, name = provider_id(text), text
-    if not 0 <= level <= 255:
-        raise ValueError(f"level {level} is not 0..255")
-    return ProviderSpec(guid, name, level, match_any & ALL_KEYWORDS, match_all & ALL_KEYWORDS, stack)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# EVENT_RECORD -> decoder input (no DLL needed)
-
-
-@dataclass(slots=True, frozen=True)
-class EtwClock:
-    """How EVENT_HEADER.TimeStamp maps to Unix-epoch nanoseconds.
-
-    `kind` 0 is FILETIME (what ProcessTrace delivers unless timestamps are raw, and a raw CLOCK_SYSTEM_TIME
-    session too); CLOCK_QPC and CLOCK_CPU_CYCLE are ticks at `frequency` a second, placed on the wall clock by a
-    reference pair: the tick count `ref_ticks` was the Unix time `ref_unix_ns`.
-    """
-
-    kind: int = 0
-    frequency: int = 0
-    ref_ticks: int = 0
-    ref_unix_ns: int = 0
-
-    def to_unix_ns(self, stamp: int) -> int:
-        if self.kind in (0, s.CLOCK_SYSTEM_TIME):
-            return (stamp - FILETIME_UNIX_EPOCH) * 100
-        # Split whole seconds from the remainder so that the product stays exact for any uptime.
-        whole, rest = divmod(stamp - self.ref_ticks, self.frequency)
-        return self.ref_unix_ns + whole * 1_000_000_000 + rest * 1_000_000_000 // self.frequency
-
-
-def clock_for(header: s.TRACE_LOGFILE_HEADER, *, raw: bool, ref_ticks: int = 0, ref_unix_ns: int = 0) -> EtwClock:
-    """The clock of a session whose logfile header OpenTraceW filled in."""
-    if not raw:
-        return EtwClock()
-    kind = header.ReservedFlags
-    if kind == s.CLOCK_QPC:
-        if header.PerfFreq <= 0:
-            raise LiveSetupError(f"the session reports a QPC clock with frequency {header.PerfFreq}")
-        return EtwClock(s.CLOCK_QPC, header.PerfFreq, ref_ticks, ref_unix_ns)
-    if kind == s.CLOCK_CPU_CYCLE:
-        if header.CpuSpeedInMHz <= 0:
-            raise LiveSetupError("the session reports a CPU-cycle clock and no CPU speed")
-        return EtwClock(s.CLOCK_CPU_CYCLE, header.CpuSpeedInMHz * 1_000_000, ref_ticks, ref_unix_ns)
-    return EtwClock(s.CLOCK_SYSTEM_TIME)
-
-
-def record_parts(rec: s.EVENT_RECORD, clock: EtwClock) -> tuple[EtwEventHeader, list[tuple[int, bytes]], bytes]:
-    """What decode_etw_event takes, copied out of an EVENT_RECORD (whose pointers live only during the callback)."""
-    h = rec.EventHeader
-    d = h.EventDescriptor
-    flags = h.Flags
-    ctx = rec.BufferContext
-    processor = ctx.ProcessorIndex if flags & EVENT_HEADER_FLAG_PROCESSOR_INDEX else ctx.ProcessorNumber
-    header = EtwEventHeader(
-        provider_id=bytes(h.ProviderId), event_id=d.Id, version=d.Version, channel=d.Channel, level=d.Level,
-        opcode=d.Opcode, task=d.Task, keyword=d.Keyword, time_ns=clock.to_unix_ns(h.TimeStamp), pid=h.ProcessId,
-        tid=h.ThreadId, processor=processor, activity_id=bytes(h.ActivityId), flags=flags,
-        event_property=h.EventProperty)
-    extended: list[tuple[int, bytes]] = []
-    base = rec.ExtendedData
-    if rec.ExtendedDataCount and base:
-        for i in range(rec.ExtendedDataCount):
-            item = s.EVENT_HEADER_EXTENDED_DATA_ITEM.from_address(base + i * _ITEM_SIZE)
-            data = ctypes.string_at(item.DataPtr, item.DataSize) if item.DataSize and item.DataPtr else b""
-            extended.append((item.ExtType, data))
-    n = rec.UserDataLength
-    user_data = ctypes.string_at(rec.UserData, n) if n and rec.UserData else b""
-    return header, extended, user_data
-
-
-def record_pointer_size(rec: s.EVENT_RECORD) -> int:
-    return 4 if rec.EventHeader.Flags & EVENT_HEADER_FLAG_32_BIT_HEADER else 8
-
-
-class RecordPump:
-    """The EventRecordCallback's side: EVENT_RECORD -> Event -> a bounded queue, and the counts of what happened.
-
-    `callback` is the C function pointer to give EVENT_TRACE_LOGFILEW.EventRecordCallback; it runs in
-    ProcessTrace's thread. `get` runs in the consumer's thread.
-    """
-
-    def __init__(self, stats: EtwLiveStats, clock: EtwClock = EtwClock(), maxsize: int = DEFAULT_QUEUE) -> None:
-        self.stats = stats
-        self.clock = clock
-        self.want: Want | None = None
-        self.queue: queue.Queue[Event] = queue.Queue(maxsize)
-        # The queue's counts (dyntel.queues): events in, out (to the consumer), dropped (`queue full`); copied from
-        # `stats` when read, so the callback counts nothing twice.
-        self.counts = QueueCounts("etw queue", kind="etw", unit="events", capacity=maxsize,
-                                  size_of=self.queue.qsize, refresh=self._refresh)
-        self.callback = EVENT_RECORD_CALLBACK(self._on_record)  # kept here: ETW calls it for as long as we live
-
-    def _refresh(self, counts: QueueCounts) -> None:
-        st = self.stats
-        counts.out = st.events
-        counts.dropped[QUEUE_FULL] = st.dropped
-        counts.put = st.events + st.dropped + self.queue.qsize()
-
-    def _on_record(self, ptr: Any) -> None:
-        # An exception must not leave a ctypes callback (it would be printed and lost), so everything is caught.
-        stats = self.stats
-        stats.records += 1
-        try:
-            rec = ptr.contents
-            if bytes(rec.EventHeader.ProviderId) == s.EVENT_TRACE_GUID:
-                stats.header_events += 1
-                stats.skip("session header")
-                return
-            event = self.decode(rec)
-        except DecodeError as e:
-            stats.problem(stats.records, f"event {stats.records} of the session: {e.message}")
-            return
-        except Exception as e:
-            defect(e)
-            stats.problem(stats.records, f"event {stats.records} of the session: {type(e).__name__}: {e}")
-            return
-        want = self.want
-        if want is not None and not want(event.provider, event.name, event.level):
-            stats.skip("filtered")
-            return
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            stats.dropped += 1
-
-    def decode(self, rec: s.EVENT_RECORD) -> Event:
-        header, extended, data = record_parts(rec, self.clock)
-        return decode_etw_event(header, extended, data, pointer_size=record_pointer_size(rec))
-
-    def get(self, timeout: float) -> Event | None:
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -572,99 +398,18 @@ class EtwLiveSource:
                 log.warning("ProcessTrace for %s did not return within 5 s of the session's stop", self.session)
 
 
-class EtwEnabler:
-    """The `enable` action's service on Windows (dyntel.sources.enabler.ProviderEnabler): a grant turns a provider
-    on in the running session at the merged level and keywords of its live grants (EnableTraceEx2 through
-    `set_provider`), and when the last grant of a provider ends it goes back to how rules or the command line had
-    it, or off. EnableTraceEx2 may be called from any thread, so `enable` applies at once; `poll` (the engine
-    thread, between events and when idle, while `armed`) applies expiries.
-    """
-
-    def __init__(self, source: EtwLiveSource, *, log: Callable[[str], None] | None = None) -> None:
-        self.source = source
-        self.log = log
-        self.book = EnableBook()
-        self.armed = False
-        self._lock = threading.Lock()
-        self._base: dict[bytes, ProviderSpec | None] = {}  # how each granted provider was before its first grant
-        self._closed = False
-
-    def enable(self, provider_name: str, level: int, keyword: int, until_ns: int, *, event: str | None = None,
-               timeout: float = 5.0) -> EnableResult:
-        if event is not None:
-            raise EnableError(f"event {event!r}: an ETW provider is enabled by level and keyword, not by event name")
-        if not 0 <= level <= 255:
-            raise EnableError(f"level {level} is not 0-255")
-        if keyword < 0 or keyword >= 1 << 64:
-            raise EnableError(f"keyword {keyword:#x} is not a 64-bit mask")
-        try:
-            spec = provider(provider_name)
-        except ValueError as e:
-            raise EnableError(f"provider {provider_name!r}: {e}") from None
-        with self._lock:
-            if self._closed:
-                raise EnableError("dyntel is stopping: nothing more is turned on")
-            opened = spec.guid not in self.source.providers
-            self._base.setdefault(spec.guid, self.source.providers.get(spec.guid))
-            self.book.add(Grant(provider_name, level, keyword, until_ns))
-            try:
-                self._apply(provider_name, spec.guid)
-            except LiveSetupError as e:
-                raise EnableError(str(e)) from None
-            self.armed = True
-            merged = self.book.merged(provider_name)
-            name = spec.name or spec.guid_text
-            return EnableResult(names=[name], opened=[name] if opened else [],
-                                until_ns=merged.until_ns if merged is not None else until_ns)
-
-    def _apply(self, provider_name: str, guid: bytes) -> None:
-        """Set the provider to its base merged with its live grants, or back to its base when none is left."""
-        merged = self.book.merged(provider_name)
-        base = self._base.get(guid)
-        if merged is None:
-            self._base.pop(guid, None)
-            if base is None:
-                self.source.remove(guid)
-            else:
-                self.source.add(base)
-            return
-        grant_any = ALL_KEYWORDS if merged.keyword == GRANT_ALL_KEYWORDS else merged.keyword
-        if base is None:
-            self.source.set_provider(provider_name, level=merged.level, match_any=grant_any, match_all=0)
-        else:
-            self.source.add(replace(base, level=max(base.level, merged.level), match_any=base.match_any | grant_any,
-                                    match_all=0))
-
-    def poll(self) -> None:
-        if self.book.next_expiry() <= time_ns():
-            self.apply()
-
-    def apply(self, now_ns: int | None = None) -> None:
-        """End the grants that are over by `now_ns` and put their providers back."""
-        with self._lock:
-            gone = self.book.expire(time_ns() if now_ns is None else now_ns)
-            for name in dict.fromkeys(g.provider for g in gone):
-                try:
-                    self._apply(name, provider(name).guid)
-                except (LiveSetupError, ValueError) as e:
-                    if self.log is not None:
-                        self.log(f"dyntel: enable: {name}: {e}")
-            self.armed = bool(self.book.grants)
-
-    def close(self) -> None:
-        """Put every granted provider back (at exit, on the engine thread) and refuse new grants."""
-        with self._lock:
-            self._closed = True
-        self.apply(now_ns=1 << 127)
-
-
 __all__ = [
+    "ALL_KEYWORDS",
+    "DEFAULT_QUEUE",
     "DEFAULT_SESSION",
+    "EVENT_RECORD_CALLBACK",
+    "LEVEL_VERBOSE",
     "SESSION_PREFIX",
     "EtwClock",
     "EtwEnabler",
     "EtwLiveSource",
     "EtwLiveStats",
+    "EtwSession",
     "ProviderSpec",
     "RecordPump",
     "clock_for",

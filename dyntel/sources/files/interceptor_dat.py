@@ -19,9 +19,9 @@ from typing import BinaryIO
 
 from dyntel.decoders.eventheader import EventHeaderDecoder
 from dyntel.decoders.eventheader_name import parse_tracepoint_name
-from dyntel.decoders.eventheader_text import utf8_text
 from dyntel.errors import DecodeError
 from dyntel.event import Event
+from dyntel.eventheader_text import utf8_text
 from dyntel.sources import SourceStats, Want
 
 _READ_CHUNK = 1 << 20

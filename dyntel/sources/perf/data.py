@@ -27,10 +27,6 @@ where the clock started (and despite its name holds the clock's resolution).
 from __future__ import annotations
 
 import contextlib
-import io
-import mmap
-import os
-import stat
 import struct
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -64,6 +60,9 @@ from dyntel.sources.perf.header import (
     parse_header_attr_record,
     parse_pipe_header,
 )
+from dyntel.sources.perf.raw_tests import WALKABLE, raw_alternatives
+from dyntel.sources.perf.records import header_time as make_header_time
+from dyntel.sources.perf.records import refill, resync, whole_file
 from dyntel.sources.perf.sample import Recipe, SampleError, SampleParser, compile_sample_parser, eventheader_builder
 from dyntel.sources.perf.tracing_data import TracingData, parse_tracing_data
 from dyntel.sources.perf.zstd import (
@@ -80,7 +79,6 @@ from dyntel.sources.perf.zstd import (
 DEFAULT_ORDER = "file"
 
 CHUNK = 4 << 20  # pipe-mode read size: large enough that the per-read cost vanishes, small enough to stream
-MAX_RECORD = 0xFFFF  # perf_event_header.size is a u16
 
 # Events with no tracepoint format still show their payload, as the reference does: one hex-bytes field.
 RAW_SCHEMA = Schema((FieldInfo("raw", Encoding.BINARY_LENGTH16_CHAR8, Format.HEX_BYTES),))
@@ -90,9 +88,16 @@ RAW_SCHEMA = Schema((FieldInfo("raw", Encoding.BINARY_LENGTH16_CHAR8, Format.HEX
 _FORMATS: dict[tuple[str, str, int], Any] = {}
 _MAX_FORMATS = 4096
 
+# sources.perf.live takes the native pre-filter's raw tests from here (they are defined in sources.perf.raw_tests).
+__all__ = ["DEFAULT_ORDER", "RAW_SCHEMA", "PerfDataSource", "open_source", "raw_alternatives", "sniff"]
+_WALKABLE = WALKABLE
+
 _OFFSET_MASK = (1 << 48) - 1  # a sample's file offset, as packed in the sort keys
 
 _SAMPLE_SKIPS = ("SAMPLE without a matching attr", "SAMPLE with an unknown sample id", "filtered")
+
+# What the record loop does after a record that is not a complete sample (PerfDataSource._other_record).
+_NEXT, _MORE, _ROUND_END, _NEW_METADATA = range(4)
 
 _METADATA_RECORDS = frozenset({abi.RECORD_HEADER_ATTR, abi.RECORD_HEADER_TRACING_DATA, abi.RECORD_HEADER_FEATURE,
                                abi.RECORD_EVENT_UPDATE})
@@ -169,7 +174,7 @@ class PerfDataSource:
         closers: list[Callable[[], None]] = [] if self._stream is sys.stdin.buffer else [self._stream.close]
         plan: tuple[Any, int, int, Callable[[int], bytes] | None, int] | None = None
         try:
-            buf = self._whole_file(closers)
+            buf = whole_file(self._stream, closers)
             plan = self._prepare_buffer(buf) if buf is not None else self._prepare_stream()
         finally:
             if plan is None:
@@ -200,33 +205,6 @@ class PerfDataSource:
             message += where
         self.stats.problem(offset, message)
 
-    def _whole_file(self, closers: list[Callable[[], None]]) -> Any:
-        """The recording as one buffer when it can be had without reading a pipe: a mapped regular file, or the
-        bytes of an in-memory stream. None for pipes (read as a stream instead)."""
-        stream = self._stream
-        if isinstance(stream, io.BytesIO):
-            return stream.getvalue()
-        try:
-            fd = stream.fileno()
-            st = os.fstat(fd)
-        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        if st.st_size == 0:
-            return b""
-        try:
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            try:
-                stream.seek(0)
-                return stream.read()
-            except OSError:
-                return None
-        closers.append(mm.close)
-        with contextlib.suppress(AttributeError, OSError):  # a hint only, and not on every platform
-            mm.madvise(mmap.MADV_SEQUENTIAL)
-        return mm
 
     def _prepare_buffer(self, buf: Any) -> tuple[Any, int, int, None, int] | None:
         """Header and metadata of a recording held whole; the data section's bounds, or None when unreadable."""
@@ -331,6 +309,11 @@ class PerfDataSource:
         thousands of samples, and that many live objects make every garbage collection pass slow.
 
         In file order no sorting is needed and samples become Events as they are read.
+
+        It stays one function on purpose: what happens to each sample (the drop test, the sort key, the parser look-up
+        and call) is written out in place, twice (file order and the second pass), because a function call per
+        sample would cost more than the rest of the loop's own work on it. Records other than samples go to
+        `_other_record`, and the counting at the end to `_count_read`.
         """
         be = int(self.big_endian)
         header = abi.RECORD_HEADER[be].unpack_from
@@ -341,7 +324,6 @@ class PerfDataSource:
         add_key = keys.append
         parsers = self._parsers
         problem = self._problem
-        stats = self.stats
         failed = 0  # samples that were problems
         yielded = 0
         self._base = base
@@ -352,7 +334,7 @@ class PerfDataSource:
         # Samples without a time keep file order (the reference sorts them all as time 0).
         sort = self.order == "round" and time_off > 0
         # The record header and, for a sample, its time, in one unpack (for other records `t` means nothing).
-        header_time = _header_time(be, time_off)
+        header_time = make_header_time(be, time_off)
         eof = read is None
         flush = False  # a FINISHED_ROUND ended the first pass over a round
         try:
@@ -402,47 +384,18 @@ class PerfDataSource:
                         continue
 
                     # Not a complete sample: everything else, at a slower pace.
-                    if size < 8:
-                        found = self._resync(buf, pos, end, header, eof)
-                        if found is None and not eof:
-                            break  # look again with more of the stream
-                        bad = f"record of type {rtype} has size {size}, less than its 8-byte header"
-                        if found is None:
-                            problem(base + pos, bad + "; no record boundary follows, the rest is not read")
-                            pos = end
-                            break
-                        problem(base + pos, f"{bad}; skipped {found - pos} bytes to the next record boundary")
-                        pos = found
+                    pos, then = self._other_record(buf, pos, end, rtype, size, eof, header, u32, u64, counts,
+                                                   bool(keys))
+                    if then == _NEXT:
                         continue
-                    if nxt > end:
-                        break  # incomplete: refill, or report the truncation below
-                    extra = 0
-                    if rtype == abi.RECORD_HEADER_TRACING_DATA and size >= 12:
-                        extra = u32(buf, pos + 8)[0]  # the tracing data follows the record
-                    elif rtype == abi.RECORD_AUXTRACE and size >= 16:
-                        extra = u64(buf, pos + 8)[0]  # so does the AUX area data
-                    if nxt + extra > end:
-                        break  # incomplete: refill, or report the truncation below
-                    counts[rtype] = counts.get(rtype, 0) + 1
-                    if rtype in COMPRESSED_TYPES:
-                        # Expanded before this loop when the recording says it is compressed (HEADER_COMPRESSED in
-                        # file mode; any pipe). One that was not announced is lost, and each is counted.
-                        problem(base + pos, "COMPRESSED (zstd) record in a recording whose header does not say it is "
-                                            "compressed (HEADER_COMPRESSED); its records are skipped")
-                    if rtype == abi.RECORD_FINISHED_ROUND:
-                        self.position = base + nxt
-                        self.rounds += 1
-                        if keys:
-                            pos = nxt
-                            flush = True
-                            break
-                    elif rtype in _METADATA_RECORDS:
-                        self._metadata_record(rtype, buf, pos, nxt, extra)
+                    if then == _NEW_METADATA:
                         id_off, default, time_off = self._dispatch()
                         drop = self._dropped_ids() if id_off else frozenset()
                         sort = self.order == "round" and time_off > 0
-                        header_time = _header_time(be, time_off)
-                    pos = nxt + extra
+                        header_time = make_header_time(be, time_off)
+                        continue
+                    flush = then == _ROUND_END
+                    break
 
                 if not flush and eof and pos < end:
                     self._report_truncated(buf, pos, end, header)
@@ -482,7 +435,7 @@ class PerfDataSource:
                 # Pipe mode: keep the unread tail (and this round's samples) and append what the stream has.
                 assert read is not None
                 keep = min(pos, (keys[0] >> 16 & _OFFSET_MASK) - base) if keys else pos
-                filled = _refill(read, bytes(buf[keep:end]), pos - keep, header, u32, u64)
+                filled = refill(read, bytes(buf[keep:end]), pos - keep, header, u32, u64, CHUNK)
                 if filled is None:
                     eof = True
                     continue
@@ -493,19 +446,71 @@ class PerfDataSource:
                 self._base = base
         finally:
             self.position = base + pos
-            if filtered:
-                stats.skipped["filtered"] = stats.skipped.get("filtered", 0) + filtered
-                if time_off and max_dropped > self._max_filtered_time:
-                    self._max_filtered_time = max_dropped
-            stats.events += yielded
-            samples = yielded + len(keys) + failed + sum(stats.skipped.get(r, 0) for r in _SAMPLE_SKIPS)
-            stats.records += samples + sum(counts.values())
-            skipped = stats.skipped
-            for rtype, n in counts.items():
-                if n:
-                    name = abi.record_name(rtype)
-                    skipped[name] = skipped.get(name, 0) + n
+            self._count_read(counts, yielded, len(keys) + failed, filtered, max_dropped if time_off else 0)
             _close_all(closers)
+
+    def _other_record(self, buf: Any, pos: int, end: int, rtype: int, size: int, eof: bool,
+                      header: Callable[..., tuple[int, int]], u32: Callable[..., tuple[int]],
+                      u64: Callable[..., tuple[int]], counts: dict[int, int], round_has_samples: bool
+                      ) -> tuple[int, int]:
+        """A record at buf[pos:] that is not a complete sample: metadata, a round's end, another record type
+        (counted in `counts`), a bad or an incomplete one. (where the record loop goes on, what it does next:
+        _NEXT, _MORE (more data first, or the end), _ROUND_END (sort and yield the round), _NEW_METADATA)."""
+        base = self._base
+        problem = self._problem
+        nxt = pos + size
+        if size < 8:
+            found = resync(buf, pos, end, header, eof)
+            if found is None and not eof:
+                return pos, _MORE  # look again with more of the stream
+            bad = f"record of type {rtype} has size {size}, less than its 8-byte header"
+            if found is None:
+                problem(base + pos, bad + "; no record boundary follows, the rest is not read")
+                return end, _MORE
+            problem(base + pos, f"{bad}; skipped {found - pos} bytes to the next record boundary")
+            return found, _NEXT
+        if nxt > end:
+            return pos, _MORE  # incomplete: refill, or report the truncation
+        extra = 0
+        if rtype == abi.RECORD_HEADER_TRACING_DATA and size >= 12:
+            extra = u32(buf, pos + 8)[0]  # the tracing data follows the record
+        elif rtype == abi.RECORD_AUXTRACE and size >= 16:
+            extra = u64(buf, pos + 8)[0]  # so does the AUX area data
+        if nxt + extra > end:
+            return pos, _MORE  # incomplete: refill, or report the truncation
+        counts[rtype] = counts.get(rtype, 0) + 1
+        if rtype in COMPRESSED_TYPES:
+            # Expanded before the record loop when the recording says it is compressed (HEADER_COMPRESSED in file
+            # mode; any pipe). One that was not announced is lost, and each is counted.
+            problem(base + pos, "COMPRESSED (zstd) record in a recording whose header does not say it is "
+                                "compressed (HEADER_COMPRESSED); its records are skipped")
+        if rtype == abi.RECORD_FINISHED_ROUND:
+            self.position = base + nxt
+            self.rounds += 1
+            if round_has_samples:
+                return nxt, _ROUND_END
+        elif rtype in _METADATA_RECORDS:
+            self._metadata_record(rtype, buf, pos, nxt, extra)
+            return nxt + extra, _NEW_METADATA
+        return nxt + extra, _NEXT
+
+    def _count_read(self, counts: dict[int, int], yielded: int, other_samples: int, filtered: int,
+                    max_dropped: int) -> None:
+        """Add what a record loop read to `stats`: the samples yielded, the others it read (kept for sorting when
+        reading stopped, or problems), the filtered ones (and their latest time), and the other records by type."""
+        stats = self.stats
+        if filtered:
+            stats.skipped["filtered"] = stats.skipped.get("filtered", 0) + filtered
+            if max_dropped > self._max_filtered_time:
+                self._max_filtered_time = max_dropped
+        stats.events += yielded
+        samples = yielded + other_samples + sum(stats.skipped.get(r, 0) for r in _SAMPLE_SKIPS)
+        stats.records += samples + sum(counts.values())
+        skipped = stats.skipped
+        for rtype, n in counts.items():
+            if n:
+                name = abi.record_name(rtype)
+                skipped[name] = skipped.get(name, 0) + n
 
     def _report_truncated(self, buf: Any, pos: int, end: int, header: Callable[..., tuple[int, int]]) -> None:
         base = self._base
@@ -516,31 +521,6 @@ class PerfDataSource:
         rtype, size = header(buf, pos)
         self._problem(base + pos, f"{abi.record_name(rtype)} record of {size} bytes runs past the end of the data "
                                   f"({left} bytes left): the recording is truncated")
-
-    def _resync(self, buf: Any, pos: int, end: int, header: Callable[..., tuple[int, int]],
-                eof: bool) -> int | None:
-        """The next offset after a bad record header where two plausible records follow each other.
-
-        A record is at most 64 KiB, so the search looks no further than that. In pipe mode, before the end of the
-        stream, the window must hold the whole search range; otherwise None asks for more data first.
-        """
-        limit = pos + 8 + MAX_RECORD
-        if not eof and end < limit + 16:
-            return None
-        known = abi.RECORD_NAMES
-        stop = min(limit, end - 8)
-        for cand in range(pos + 1, stop + 1):
-            rtype, size = header(buf, cand)
-            if rtype not in known or size < 8 or cand + size > end:
-                continue
-            after = cand + size
-            if after == end:
-                return cand
-            if after + 8 <= end:
-                t2, s2 = header(buf, after)
-                if t2 in known and s2 >= 8 and after + s2 <= end:
-                    return cand
-        return None
 
     # ----------------------------------------------------------------------------------------------------------
     # Metadata
@@ -641,7 +621,6 @@ class PerfDataSource:
 
     @staticmethod
     def _common_type_of(fmt: Any) -> tuple[int, int] | None:
-        from dyntel.event import ArrayKind
 
         for f in fmt.fields[: fmt.common_field_count]:
             if f.name == "common_type":
@@ -789,7 +768,7 @@ class PerfDataSource:
         if not self._wants_attr(attr):
             return None
         keep_all = (attr.sample_type, ())
-        if self.field_filter is None or not attr.sample_type & abi.SAMPLE_RAW or attr.sample_type & ~_WALKABLE:
+        if self.field_filter is None or not attr.sample_type & abi.SAMPLE_RAW or attr.sample_type & ~WALKABLE:
             return keep_all
         fmt = self.formats.get(attr.config & 0xFFFFFFFF) if attr.type == abi.TYPE_TRACEPOINT else None
         if fmt is None or fmt.kind != "tracefs":
@@ -900,102 +879,6 @@ class PerfDataSource:
             self._eventheader = EventHeaderDecoder()
         return eventheader_builder(fmt, tracefs, self._eventheader, self.want, self.stats.skip,
                                    self.stats.not_eventheader)
-
-
-# Sample layouts whose raw data the C scan can find (fixed fields, the call chain, RAW).
-_WALKABLE = (abi.SAMPLE_IP | abi.SAMPLE_TID | abi.SAMPLE_TIME | abi.SAMPLE_ADDR | abi.SAMPLE_CALLCHAIN
-             | abi.SAMPLE_ID | abi.SAMPLE_CPU | abi.SAMPLE_PERIOD | abi.SAMPLE_STREAM_ID | abi.SAMPLE_RAW
-             | abi.SAMPLE_IDENTIFIER)
-_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "in": 6, "not in": 7}
-_WIDE_MIN, _WIDE_MAX = -(1 << 63), (1 << 64) - 1
-
-
-def raw_alternatives(fmt: Any, alternatives: Any) -> tuple[tuple[Any, ...], ...] | None:
-    """The native pre-filter's tests on raw bytes for a tracepoint's field-test alternatives (any one may let a
-    sample through), or None when a sample cannot be dropped: no alternatives, or one with nothing checkable, which
-    might hold for any sample. Shared by the recording and the live paths."""
-    if not alternatives:
-        return None
-    compiled = []
-    for alternative in alternatives:
-        tests = tuple(t for t in (_raw_test(fmt, *test) for test in alternative) if t is not None)
-        if not tests:
-            return None
-        compiled.append(tests)
-    return tuple(compiled)
-
-
-def _raw_test(fmt: Any, field: str, op: str, values: tuple[int, ...]) -> tuple[int, int, bool, int,
-                                                                             tuple[int, ...]] | None:
-    """A field test as the C scan reads it: (offset, element size, signed, op, values), or None when the field is
-    not an integer the decoder reads at a fixed place, or the test is not one the scan knows."""
-    from dyntel.decoders.tracefs_format import FieldShow
-
-    code = _OPS.get(op)
-    if code is None or not values or (code < 6 and len(values) != 1):
-        return None
-    if any(type(v) is not int or not _WIDE_MIN <= v <= _WIDE_MAX for v in values):
-        return None
-    for f in fmt.user_fields:
-        if f.name != field:
-            continue
-        # The first field of the name is the one `fields.NAME` reads (Event.fields keeps the first).
-        if (f.dynamic is not None or f.array != ArrayKind.NONE or f.element_size not in (1, 2, 4, 8)
-                or f.size < f.element_size or f.show not in (FieldShow.SIGNED, FieldShow.UNSIGNED, FieldShow.HEX)):
-            return None
-        # Read signed exactly where the decoder does (tracefs_format._reads_signed).
-        signed = f.show == FieldShow.SIGNED and f.element_size >= 4
-        return f.offset, f.element_size, signed, code, tuple(values)
-    return None
-
-
-def _refill(read: Callable[[int], bytes], tail: bytes, pos: int, header: Callable[..., tuple[int, int]],
-            u32: Callable[..., tuple[int]], u64: Callable[..., tuple[int]]) -> tuple[bytes, bool] | None:
-    """`tail` followed by more of the stream: (buffer, stream ended), or None when the stream has ended already.
-
-    Reads what the stream has now rather than waiting for a full chunk, so that a live `perf record -o -` is
-    decoded as it comes. Two cases gather more before joining, so that the bytes copied stay proportional to the
-    stream's size: a tail that is already large (a long round kept for sorting) grows at least twofold, and a
-    record bigger than what is at hand (tracing data can be megabytes) is read whole.
-    """
-    first = read(CHUNK)
-    if not first:
-        return None
-    pieces = [tail, first]
-    have = len(tail) + len(first)
-    want = 2 * len(tail) if len(tail) > CHUNK else 0
-    head = (tail[pos : pos + 16] + first[:16])[:16]  # the first unread record's header
-    want = max(want, pos + _record_size(head, header, u32, u64))
-    eof = False
-    while have < want:
-        more = read(max(CHUNK, want - have))
-        if not more:
-            eof = True
-            break
-        pieces.append(more)
-        have += len(more)
-    return b"".join(pieces), eof
-
-
-def _record_size(head: bytes, header: Callable[..., tuple[int, int]], u32: Callable[..., tuple[int]],
-                 u64: Callable[..., tuple[int]]) -> int:
-    """Bytes the record starting `head` needs, counting data that follows some records (8 without a header)."""
-    if len(head) < 8:
-        return 8
-    rtype, size = header(head, 0)
-    if rtype == abi.RECORD_HEADER_TRACING_DATA and size >= 12 and len(head) >= 12:
-        return int(size + u32(head, 8)[0])
-    if rtype == abi.RECORD_AUXTRACE and size >= 16 and len(head) >= 16:
-        return int(size + u64(head, 8)[0])
-    return max(size, 8)
-
-
-def _header_time(big_endian: int, time_off: int) -> Callable[[Any, int], tuple[int, int, int]]:
-    """unpack_from for (type, size, u64 at time_off) of a record; the u64 is the time when the record is a sample."""
-    at = max(time_off, 8)
-    fmt = (">" if big_endian else "<") + f"I2xH{at - 8}xQ"
-    unpack: Callable[[Any, int], tuple[int, int, int]] = struct.Struct(fmt).unpack_from
-    return unpack
 
 
 def _no_events() -> Generator[Event, None, None]:

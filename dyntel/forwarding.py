@@ -32,10 +32,10 @@ from dyntel.otel.otlp_events import EventEncoder
 from dyntel.otel.otlp_transport import HTTP, PROTOCOLS, ExportError, Transport, default_endpoint, make_transport
 from dyntel.queues import QueueCounts, QueueRegistry
 from dyntel.rules.condition import Compiler
-from dyntel.rules.durations import parse_duration
 from dyntel.rules.errors import RuleError, RuleErrors, unique_sorted
 from dyntel.rules.model import Position, Predicate
 from dyntel.rules.yaml_read import YamlDoc, YamlPath, read_yaml
+from dyntel.units import parse_duration
 
 SECTION = "forward"
 _KEYS = ("endpoint", "protocol", "select", "batch", "max_delay", "queue", "timeout", "retries")

@@ -1,4 +1,5 @@
-"""Durations ("500ms", "30s", "5m", "1h") and sizes ("512MB", "2G") as written in rule files."""
+"""Durations ("500ms", "30s", "5m", "1h") and sizes ("512MB", "2G") as written in rule files and configs; below
+every layer that reads them (rules, actions, the action runtime, config)."""
 
 from __future__ import annotations
 

@@ -28,13 +28,25 @@ import math
 import socket
 import struct
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
-from dyntel.decoders.eventheader_text import latin1_text, utf8_text
 from dyntel.event import Encoding, FieldInfo, Format
-from dyntel.event_json import format_uuid, json_string
+from dyntel.eventheader_text import latin1_text, utf8_text
 
 Formatter = Callable[[Any], str]
+
+_encode_str: Callable[[str], str] = encode_basestring
+
+
+def json_string(s: str) -> str:
+    """A JSON string literal; non-ASCII text stays as it is (the output is UTF-8, like the reference's)."""
+    return _encode_str(s)
+
+
+def format_uuid(b: bytes) -> str:
+    h = b.hex()
+    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 class Float32(float):
