@@ -117,8 +117,8 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
              options: RunOptions) -> RunResult:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings and the summary."""
     from dyntel.actions.recorder import FlightRecorder
+    from dyntel.engine.prefilter import make_field_filter, make_want
     from dyntel.engine.reload import RuleReloader
-    from dyntel.replay import make_filters, make_want
     from dyntel.runtime.pool import PooledScheduler
     from dyntel.runtime.scheduler import ActionRuntime
 
@@ -139,7 +139,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
 
     def fields_for(current: Sequence[CompiledRule]) -> Any:
         # The rules' raw field tests, for the source's native pre-filter (what the forwarder takes is kept whole).
-        rules_fields = make_filters(current)[1]
+        rules_fields = make_field_filter(current)
         if forwarder is None:
             return rules_fields
         return lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)

@@ -3,9 +3,10 @@ have seen it.
 
 The pieces, and why each is here:
 
-- The source is told which events the rules can use at all (`want`, from the engine's own candidate index), so
-  that samples of tracepoints no rule matches are dropped before they are decoded: most events of a production
-  recording match no rule, and not decoding them is most of replay's speed.
+- The source is told which events the rules can use at all (`want`, from the engine's own candidate index), and
+  which field tests a tracepoint's raw payload must pass for some rule to take it (dyntel.engine.prefilter, from
+  the requirements the rule compiler derived), so that samples no rule can take are dropped before they are
+  decoded: most events of a production recording match no rule, and not decoding them is most of replay's speed.
 - perf.data is read in perf's round order (each FINISHED_ROUND's samples sorted by time). Rounds can still overlap
   by a little (a CPU's buffer flushed late), so events pass through a small reorder buffer: `hold` events are kept
   back and handed on in time order. An event older than one already handed on (rare; it would need a round to run
@@ -17,11 +18,10 @@ The pieces, and why each is here:
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
@@ -29,14 +29,15 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from dyntel.decoders.otlp_metrics import METRICS_EVENT
 from dyntel.decoders.otlp_metrics import expand as expand_metrics
-from dyntel.engine.engine import Engine, default_index
+from dyntel.engine.engine import Engine
 from dyntel.engine.explain import ExplainRecord
+from dyntel.engine.prefilter import make_filters
 from dyntel.engine.stats import EngineStats
 from dyntel.event import Event
 from dyntel.firing import Firing
 from dyntel.progress import ClearingStream, Progress
-from dyntel.rules.model import CompiledRule, RuleSet
-from dyntel.sources import FieldFilter, FieldTest, Source, SourceStats, Want
+from dyntel.rules.model import RuleSet
+from dyntel.sources import Source, SourceStats, Want
 from dyntel.sources.recordings import open_recording
 
 if TYPE_CHECKING:
@@ -79,118 +80,6 @@ class ReplayResult:
     @property
     def filtered(self) -> int:
         return self.source_stats.skipped.get("filtered", 0)
-
-
-def make_want(rules: Sequence[CompiledRule]) -> Want:
-    """Whether any rule can take events of (provider, event, level): the engine's own index decides, so the filter
-    can never drop an event the engine would have given a rule."""
-    return make_filters(rules)[0]
-
-
-def make_filters(rules: Sequence[CompiledRule], explain: str | None = None) -> tuple[Want, FieldFilter]:
-    """The source's pre-decode filters for these rules: `want` by event type (from the engine's own index), and
-    field tests for typed events (see `rule_field_tests`). `explain`: a rule whose every candidate event must
-    reach the engine, so that each can be explained."""
-    index = default_index(list(rules))
-    wants = getattr(index, "wants", None)
-    want: Want
-    if callable(wants):
-        want = wants
-    else:
-        candidates = index.candidates
-        want = lambda provider, event, level: bool(candidates(provider, event, level))  # noqa: E731
-    tests: dict[str, tuple[FieldTest, ...]] = {}
-
-    def field_filter(provider: str, event: str) -> Sequence[Sequence[FieldTest]] | None:
-        alternatives = []
-        for rule in index.candidates(provider, event, None):
-            t = tests.get(rule.name)
-            if t is None:
-                t = tests[rule.name] = () if rule.name == explain else rule_field_tests(rule)
-            if not t:
-                return None  # this rule may want any event of the type
-            alternatives.append(t)
-        return alternatives or None
-
-    return want, field_filter
-
-
-_COMPARE_OPS: dict[type[ast.cmpop], str] = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
-                                             ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in"}
-_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
-def rule_field_tests(rule: CompiledRule) -> tuple[FieldTest, ...]:
-    """The top-level conjuncts of a rule's condition that compare a payload field with integer literals
-    (`fields.id == 59`, `fields.nr in [1, 2]`, `400 <= fields.status`), as tests a source can run on raw bytes.
-
-    Each is a necessary condition of the rule: when one is false the engine passes the event over for this rule
-    (its window, sequence, absence and stats never see it), so a source may drop the event unread when every
-    rule of its type has a false one. Anything else (macros, named lists, other properties) is simply not a test.
-    """
-    out: list[FieldTest] = []
-    for text, _predicate in rule.explain_parts:
-        test = _field_test(text)
-        if test is not None:
-            out.append(test)
-    return tuple(out)
-
-
-def _field_test(text: str) -> FieldTest | None:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        return None
-    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
-        return None
-    op = _COMPARE_OPS.get(type(node.ops[0]))
-    if op is None:
-        return None
-    left, right = node.left, node.comparators[0]
-    name = _field_name(left)
-    if name is not None:
-        if op in ("in", "not in"):
-            values = _int_list(right)
-        else:
-            value = _int_literal(right)
-            values = None if value is None else (value,)
-    else:
-        name = _field_name(right)
-        if name is None or op in ("in", "not in"):
-            return None
-        value = _int_literal(left)
-        values = None if value is None else (value,)
-        op = _FLIPPED[op]
-    if values is None:
-        return None
-    return name, op, values
-
-
-def _field_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "fields":
-        return node.attr
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "fields"
-            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
-        return node.slice.value
-    return None
-
-
-def _int_literal(node: ast.expr) -> int | None:
-    negative = False
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        negative, node = True, node.operand
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return -node.value if negative else node.value
-    return None
-
-
-def _int_list(node: ast.expr) -> tuple[int, ...] | None:
-    if not isinstance(node, ast.List | ast.Tuple | ast.Set) or not node.elts:
-        return None
-    values = tuple(_int_literal(e) for e in node.elts)
-    if any(v is None for v in values):
-        return None
-    return values  # type: ignore[return-value]
 
 
 def time_ordered(events: Iterable[Event], hold: int, late: list[int],

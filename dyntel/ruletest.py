@@ -341,11 +341,12 @@ class CaseResult:
     forbidden: list[tuple[Expected, Fired]] = field(default_factory=list)  # fired where count: 0 said it must not
     fired: list[Fired] = field(default_factory=list)
     events: int = 0
+    warnings: list[str] = field(default_factory=list)  # the loader's, as file:line:column: warning: message
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "path": str(self.path), "status": self.status, "errors": self.errors,
-            "events": self.events,
+            "events": self.events, "warnings": self.warnings,
             "missing": [{**m.expected.to_json(), "fired": m.fired} for m in self.missing],
             "unexpected": [f.to_json() for f in self.unexpected],
             "forbidden": [{"expected": e.to_json(), "fired": f.to_json()} for e, f in self.forbidden],
@@ -399,6 +400,7 @@ def run_case(case: Case) -> CaseResult:
         result.status = ERROR
         result.errors = _rule_error_lines(err)
         return result
+    result.warnings = [str(w) for w in ruleset.warnings]
     names = {r.name for r in ruleset.rules}
     for x in case.expect:
         if x.rule not in names:

@@ -17,10 +17,11 @@ MAX_KEPT_PROBLEMS = 100
 # it once per event type, before decoding payloads, and counts what it drops in `stats.skipped["filtered"]`.
 Want = Callable[[str, str, int | None], bool]
 
-# A finer pre-decode filter for events with typed payloads (tracefs formats): for (provider, event), None when every
-# event of that type is wanted, or alternatives of tests `(field name, op, values)` with op one of == != < <= > >=
-# (one value) or in / not in (any number): an event is wanted when all tests of some alternative hold. The tests are
-# necessary conditions, so a source may apply them where it can read the fields cheaply, and ignore them elsewhere.
+# A finer pre-decode filter for events with typed payloads (tracefs formats; such events have no level): for
+# (provider, event), None when every event of that type is wanted, or alternatives of tests
+# `(field name, op, values)` with op one of == != < <= > >= (one value) or in / not in (any number): an event is
+# wanted when all tests of some alternative hold. The tests are necessary conditions, so a source may apply them
+# where it can read the fields cheaply, and ignore them elsewhere.
 FieldTest = tuple[str, str, tuple[int, ...]]
 FieldFilter = Callable[[str, str], Sequence[Sequence[FieldTest]] | None]
 

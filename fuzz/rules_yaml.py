@@ -13,7 +13,8 @@ import tempfile
 from fuzz.common import Finding, entry
 
 MODULES = ["dyntel.rules.loader", "dyntel.rules.schema", "dyntel.rules.schema_errors", "dyntel.rules.action_checks",
-           "dyntel.rules.condition", "dyntel.rules.yaml_read"]
+           "dyntel.rules.condition", "dyntel.rules.language", "dyntel.rules.codegen", "dyntel.rules.requirements",
+           "dyntel.rules.yaml_read"]
 _DIR: list[str] = []
 
 

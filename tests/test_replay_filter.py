@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rule_helpers import compiled_rule
 from support import ROOT, corpus_file, native_module
 
+from dyntel.engine.prefilter import make_filters
 from dyntel.event import ArrayKind, Event
 from dyntel.event_json import format_event
-from dyntel.replay import _by_rounds, make_filters, rule_field_tests
+from dyntel.replay import _by_rounds
 from dyntel.rules.model import CompiledRule, Match
 from dyntel.sources import FieldTest
 from dyntel.sources.perf.data import PerfDataSource
@@ -162,46 +164,46 @@ def test_a_damaged_recording_falls_back_to_the_record_loop() -> None:
 
 
 # -- rules to field tests -----------------------------------------------------------------------------------------
+# (the derivation itself: tests/test_rules_requirements.py)
 
-def rule(condition_parts: Sequence[str], name: str = "r", provider: str = "raw_syscalls",
-         event: str = "sys_enter") -> CompiledRule:
-    return CompiledRule(name, Match(provider, event), lambda e: True, " and ".join(condition_parts),
-                        explain_parts=tuple((p, lambda e: True) for p in condition_parts))
-
-
-@pytest.mark.parametrize(("text", "test"), [
-    ("fields.id == 59", ("id", "==", (59,))),
-    ('fields["id"] != 0', ("id", "!=", (0,))),
-    ("500 <= fields.status", ("status", ">=", (500,))),
-    ("fields.ret < -1", ("ret", "<", (-1,))),
-    ("fields.nr in [1, 2, 3]", ("nr", "in", (1, 2, 3))),
-    ("fields.nr not in (4,)", ("nr", "not in", (4,))),
-])
-def test_pushable_conjuncts(text: str, test: FieldTest) -> None:
-    assert rule_field_tests(rule([text])) == (test,)
-
-
-@pytest.mark.parametrize("text", [
-    "fields.id == 1.5", "fields.id == True", "fields.path == '/x'", "pid == 4", "fields.id in noisy_ids",
-    "http_server_error", "not fields.id == 5", "1 < fields.id < 5", "fields.a == fields.b", "fields.x.y == 1",
-    "fields.id in []", "len(fields.path) > 3", "fields.id == 1 or fields.id == 2",
-])
-def test_unpushable_conjuncts(text: str) -> None:
-    assert rule_field_tests(rule([text])) == ()
+def rule(condition: str, name: str = "r", provider: str = "raw_syscalls", event: str = "sys_enter") -> CompiledRule:
+    return compiled_rule(condition, name, Match(provider, event))
 
 
 def test_filters_from_rules() -> None:
-    rules = [rule(["fields.id == 59", "pid > 1"], "a"), rule(["fields.id in [0, 1]"], "b"),
-             rule(["fields.prev_prio < 10"], "c", "sched", "sched_switch"),
-             rule(["process.name == 'x'"], "d", "sched", "sched_wakeup")]
+    rules = [rule("fields.id == 59 and pid > 1", "a"), rule("fields.id in [0, 1]", "b"),
+             rule("fields.prev_prio < 10", "c", "sched", "sched_switch"),
+             rule("process.name == 'x'", "d", "sched", "sched_wakeup")]
     want, field_filter = make_filters(rules)
     assert want("raw_syscalls", "sys_enter", None) and not want("raw_syscalls", "sys_exit", None)
-    assert field_filter("raw_syscalls", "sys_enter") == [(("id", "==", (59,)),), (("id", "in", (0, 1)),)]
-    assert field_filter("sched", "sched_switch") == [(("prev_prio", "<", (10,)),)]
+    assert field_filter("raw_syscalls", "sys_enter") == ((("id", "==", (59,)),), (("id", "in", (0, 1)),))
+    assert field_filter("sched", "sched_switch") == ((("prev_prio", "<", (10,)),),)
     assert field_filter("sched", "sched_wakeup") is None  # rule d may want any wakeup
     # The explained rule sees every event of its type.
     _, explaining = make_filters(rules, explain="a")
     assert explaining("raw_syscalls", "sys_enter") is None
+
+
+def test_filters_from_conditions_without_match() -> None:
+    rules = [compiled_rule('provider == "raw_syscalls" and event == "sys_enter" and fields.id == 59', "a", Match()),
+             compiled_rule('event in ["sched_switch", "sched_wakeup"] and fields.prev_prio < 10', "b", Match())]
+    want, field_filter = make_filters(rules)
+    assert want("raw_syscalls", "sys_enter", None) and not want("raw_syscalls", "sys_exit", None)
+    assert want("sched", "sched_wakeup", None) and not want("sched", "sched_waking", None)
+    assert field_filter("raw_syscalls", "sys_enter") == ((("id", "==", (59,)),),)
+    assert field_filter("sched", "sched_wakeup") == ((("prev_prio", "<", (10,)),),)
+    # Explained, rule a is taken by its match alone (here: none), as the docs say of --explain.
+    want, field_filter = make_filters(rules, explain="a")
+    assert want("raw_syscalls", "sys_exit", None) and field_filter("raw_syscalls", "sys_enter") is None
+    # A rule that compares the level takes only events that have one, of any type; tracefs events, which the field
+    # filter is for, have none: such a rule does not keep them.
+    levelled = compiled_rule("level <= 2", "c", Match())
+    want, field_filter = make_filters([*rules, levelled])
+    assert want("MyService", "Error", 2) and not want("MyService", "Info", 4) and not want("x", "y", None)
+    assert field_filter("raw_syscalls", "sys_enter") == ((("id", "==", (59,)),),)
+    # A level ceiling in `match` is passed by an event without a level: that rule keeps every event of its types.
+    ceiling = compiled_rule("True", "d", Match(level=2))
+    assert make_filters([*rules, ceiling])[1]("raw_syscalls", "sys_enter") is None
 
 
 # -- time order by rounds ----------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         for error in e.errors:
             print(error, file=err)
         return 1
+    for warning in rules.warnings:
+        print(warning, file=err)
     if args.explain is not None and args.explain not in {r.name for r in rules.rules}:
         print(f"dyntel replay: --explain {args.explain}: no rule of that name in {', '.join(rules_paths)}",
               file=err)

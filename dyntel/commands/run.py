@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         for error in e.errors:
             print(error, file=sys.stderr)
         return 1
+    for warning in rules.warnings:
+        print(warning, file=sys.stderr)
     runtime = runtime_from_settings(settings, dry_run=args.dry_run, log=sys.stderr, live=True)
     try:
         forwarder = forwarder_from_settings(settings, lambda line: print(f"dyntel run: {line}", file=sys.stderr),

@@ -25,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
     # Only `run` refuses rule files others could write; test cases warn.
     check_rule_files(args.paths, refuse=False, command="dyntel test")
     results = run_paths(args.paths)
+    # The loader's warnings once each (cases often load the same rule files), on stderr: they fail no case.
+    for warning in dict.fromkeys(w for r in results for w in r.warnings):
+        print(warning, file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json.dumps(to_json(results), indent=2) + "\n")
     else:

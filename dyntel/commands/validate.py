@@ -10,7 +10,8 @@ from typing import Any
 
 def register(sub: Any) -> None:
     v = sub.add_parser("validate", help="check rule files: exit 0 when they load, else each error as "
-                                        "file:line:column: message")
+                                        "file:line:column: message (warnings, as file:line:column: warning: "
+                                        "message, on stderr either way)")
     v.add_argument("rules", nargs="+", metavar="RULES", help="rule file, or a directory of *.yaml / *.yml files")
     v.add_argument("--format", choices=("text", "json"), default="text",
                    help="text: a summary, or errors on stderr; json: a list of {file, line, column, message} on "
@@ -25,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     # Only `run` refuses rule files others could write; here a warning is enough (nothing acts on them).
     check_rule_files(args.rules, refuse=False, command="dyntel validate")
     result = load(args.rules)
+    # Warnings (a rule evaluated for every event, ...) go to stderr in either format: they do not change the exit
+    # status, and the JSON on stdout stays the list of errors.
+    for w in result.warnings:
+        print(w, file=sys.stderr)
     if args.format == "json":
         json.dump([e.to_json() for e in result.errors], sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -44,6 +44,7 @@ from dyntel.event import Event
 from dyntel.firing import Firing
 from dyntel.formatting import format_duration, format_time
 from dyntel.rules.model import CompiledRule, Limit, RuleSet
+from dyntel.rules.requirements import for_explain
 
 
 class ActionScheduler(Protocol):
@@ -201,6 +202,8 @@ class Engine:
         states: dict[CompiledRule, _RuleState] = {}
         seen: set[str] = set()
         for rule in rules.rules:
+            if rule.name == self._explain_name:
+                rule = for_explain(rule)  # a candidate for every event its `match` takes, so each can be explained
             if rule.name in seen:
                 raise ValueError(f"two rules named {rule.name!r}")
             seen.add(rule.name)
@@ -216,7 +219,7 @@ class Engine:
                 st.fire_times = old.fire_times
             st.explain = rule.name == self._explain_name
             states[rule] = st
-        return _Active(self._index_factory(list(rules.rules)), states)
+        return _Active(self._index_factory(list(states)), states)
 
     def replace_rules(self, new: RuleSet) -> None:
         """Swap in a new rule set between two events. Rules whose name and fingerprint are unchanged keep their

@@ -157,6 +157,8 @@ class RuleReloader:
         self.stats.reloads += 1
         self.stats.last_reload_time = time.time()
         log.info("rules reloaded (%s): %s", reason, describe_change(old, ruleset))
+        for warning in ruleset.warnings:
+            log.warning("%s", warning)
         return True
 
     # -- requests (any thread, signal handlers) -------------------------------------------------------------

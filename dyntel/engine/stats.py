@@ -12,7 +12,7 @@ from typing import Any
 
 @dataclass(slots=True)
 class RuleStats:
-    candidates: int = 0  # events the index handed to the rule (met its `match` pre-filter)
+    candidates: int = 0  # events the index handed to the rule (met what its `match` and condition require)
     matched: int = 0  # of those, events whose condition held
     fired: int = 0  # firings handed to the scheduler
     suppressed_cooldown: int = 0  # firings a window or the condition asked for, held back by the cooldown

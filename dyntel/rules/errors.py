@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dyntel.errors import DyntelError
-from dyntel.rules.model import Position
+from dyntel.rules.model import Position, RuleWarning
+
+__all__ = ["RuleError", "RuleErrors", "RuleWarning", "unique_sorted"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dyntel.rules.condition import Compiler, Macro, NamedList, Names
-from dyntel.rules.errors import RuleError, RuleErrors, unique_sorted
+from dyntel.rules.errors import RuleError, RuleErrors, RuleWarning, unique_sorted
 from dyntel.rules.model import (
     AbsenceWindow,
     CompiledRule,
@@ -27,6 +27,7 @@ from dyntel.rules.model import (
     ThresholdWindow,
     Window,
 )
+from dyntel.rules.requirements import unrestricted, with_match
 from dyntel.rules.schema import FileParts, RuleDef, file_parts
 from dyntel.rules.yaml_read import YamlPath, read_yaml
 
@@ -38,6 +39,11 @@ class LoadResult:
     ruleset: RuleSet
     errors: list[RuleError]
     disabled: list[str] = field(default_factory=list)  # names of rules with `enabled: false` (checked, not loaded)
+
+    @property
+    def warnings(self) -> list[RuleWarning]:
+        """What the loaded rules' authors should know (rules that are evaluated for every event, ...)."""
+        return self.ruleset.warnings
 
 
 def load_rules(paths: Sequence[str]) -> RuleSet:
@@ -112,11 +118,13 @@ def load(paths: Sequence[str]) -> LoadResult:
                 continue
             if rule_def.model.enabled:
                 ruleset.rules.append(rule)
+                ruleset.warnings += _warnings(rule, rule_def)
             else:
                 disabled.append(name)
     errors = unique_sorted(errors, files)
     if errors:
         ruleset.rules.clear()
+        ruleset.warnings.clear()
     return LoadResult(ruleset, errors, disabled)
 
 
@@ -199,9 +207,30 @@ def _compile_rule(d: RuleDef, compiler: Compiler) -> tuple[CompiledRule | None, 
         name=m.name, match=match, predicate=compiled.predicate, condition_text=text.strip(), window=window,
         cooldown_ns=m.cooldown or 0, limit=limit, actions=d.actions, description=m.description,
         tags=tuple(m.tags), position=doc.at(path), explain_parts=compiled.parts,
+        requires=with_match(match, compiled.requires),
     )
     rule.fingerprint = _fingerprint(d, compiled.digest, digests)
     return rule, []
+
+
+def _warnings(rule: CompiledRule, d: RuleDef) -> list[RuleWarning]:
+    """A rule the index has to offer every event (it names no provider or event, in `match` or in its condition)
+    costs a condition call per event, whatever the source: said at load, so that it is a choice, not an accident.
+    A rule no event can meet is most likely a mistake: said too."""
+    where = rule.position or d.doc.at(d.path)
+    if rule.requires == ():
+        return [RuleWarning(where, f"rule '{rule.name}' can never fire: no event can meet both its match and its "
+                                   "condition (two providers, two event names, levels that exclude each other, or a "
+                                   "condition that is always false)")]
+    if not unrestricted(rule):
+        return []
+    level = rule.match.level
+    has = "no match" if level is None else "a match with only a level"
+    cond = "no condition" if d.model.condition is None else "a condition that requires no provider or event name"
+    which = "every event" if level is None else f"every event at level {level} or more severe and every event " \
+                                                "without a level"
+    return [RuleWarning(where, f"rule '{rule.name}' has {has} and {cond}: it is evaluated for {which}; add "
+                               "match: {provider: ..., event: ...} if it is meant for some events only")]
 
 
 def _fingerprint(d: RuleDef, condition_digest: str, digests: list[str]) -> str:
