@@ -5,22 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dyntel.rules.condition import CompiledCondition, Compiler, Macro, NamedList, Names
+from dyntel.rules.condition import CompiledCondition, Compiler, standalone_names
 from dyntel.rules.errors import RuleErrors
-from dyntel.rules.model import CompiledRule, Match, Position
+from dyntel.rules.model import CompiledRule, Match
 from dyntel.rules.requirements import with_match
 from dyntel.rules.yaml_read import TextMap
 
 
 def compile_text(text: str, lists: Mapping[str, Iterable[Any]] | None = None,
                  macros: Mapping[str, str] | None = None) -> CompiledCondition:
-    names = Names()
-    for name, values in (lists or {}).items():
-        names.lists[name] = NamedList(name, tuple(values), Position("<lists>", 1, 1))
-    for name, body in (macros or {}).items():
-        names.macros[name] = Macro(name, body, TextMap.standalone(body, f"<macro {name}>"),
-                                   Position(f"<macro {name}>", 1, 1))
-    compiler = Compiler(names)
+    compiler = Compiler(standalone_names(lists, macros))
     compiled, errors = compiler.condition(text, TextMap.standalone(text))
     if errors or compiled is None:
         raise RuleErrors(errors)

@@ -127,15 +127,22 @@ class Compiler:
         return gen.build(v.code, wrap="_key" if kind == "key" else "_number"), []
 
 
-def compile_condition(text: str, lists: Mapping[str, Iterable[Any]] | None = None,
-                      macros: Mapping[str, str] | None = None) -> Predicate:
-    """One condition from text, for tests and tools; raises RuleErrors (positions inside the text)."""
+def standalone_names(lists: Mapping[str, Iterable[Any]] | None = None,
+                     macros: Mapping[str, str] | None = None) -> Names:
+    """Named lists and macros given as plain values (not from a rule file), for tests and tools."""
     names = Names()
     for name, values in (lists or {}).items():
         names.lists[name] = NamedList(name, tuple(values), Position("<lists>", 1, 1))
     for name, body in (macros or {}).items():
         names.macros[name] = Macro(name, body, TextMap.standalone(body, f"<macro {name}>"),
                                    Position(f"<macro {name}>", 1, 1))
+    return names
+
+
+def compile_condition(text: str, lists: Mapping[str, Iterable[Any]] | None = None,
+                      macros: Mapping[str, str] | None = None) -> Predicate:
+    """One condition from text, for tests and tools; raises RuleErrors (positions inside the text)."""
+    names = standalone_names(lists, macros)
     compiler = Compiler(names)
     errors = [e for m in names.macros.values() for e in compiler.check_macro(m)]
     compiled, more = compiler.condition(text, TextMap.standalone(text))
