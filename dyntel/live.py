@@ -26,6 +26,8 @@ from dyntel.firing import Firing
 from dyntel.rules.model import CompiledRule, RuleSet
 
 if TYPE_CHECKING:
+    from dyntel.forwarding import Forwarder
+    from dyntel.runtime.pool import PooledScheduler
     from dyntel.runtime.scheduler import ActionRuntime
 
 SWITCH_INTERVAL = 0.001
@@ -117,7 +119,6 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
              options: RunOptions) -> RunResult:
     """Listen until the duration ends or a signal asks to stop. Returns the number of firings and the summary."""
     from dyntel.actions.recorder import FlightRecorder
-    from dyntel.engine.prefilter import make_field_filter, make_want
     from dyntel.engine.reload import RuleReloader
     from dyntel.runtime.pool import PooledScheduler
     from dyntel.runtime.scheduler import ActionRuntime
@@ -131,22 +132,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     live = (_open_etw if sys.platform == "win32" else _open_perf)(rules, options, runtime.context.log, queues)
     source = live.source
 
-    def want_for(current: Sequence[CompiledRule]) -> Any:
-        rules_want = with_metrics(make_want(current))
-        if forwarder is None:
-            return rules_want
-        return lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
-
-    def fields_for(current: Sequence[CompiledRule]) -> Any:
-        # The rules' raw field tests, for the source's native pre-filter (what the forwarder takes is kept whole).
-        rules_fields = make_field_filter(current)
-        if forwarder is None:
-            return rules_fields
-        return lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)
-
-    source.want = want_for(rules.rules)
-    if hasattr(source, "field_filter"):
-        source.field_filter = fields_for(rules.rules)
+    _set_filters(source, rules.rules, forwarder)
     printing = threading.Lock()
 
     def done(firing: Firing) -> None:
@@ -191,9 +177,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
             return
         # New rules may name providers nothing listens to yet, and want events the filter drops.
         current = engine.rules
-        source.want = want_for(current)
-        if hasattr(source, "field_filter"):
-            source.field_filter = fields_for(current)
+        _set_filters(source, current, forwarder)
         live.open_for(current)
 
     def on_idle() -> None:
@@ -236,16 +220,7 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     finally:
         if observe is not None:
             observe.health.stopped = True
-        # What enable actions turned on goes off first; enables still queued are refused ("dyntel is stopping").
-        enabler.close()
-        # Queued actions still run (each bounded by its own timeout) before the sources' resources go; then what
-        # waits for a collector is sent (or stays in the spool for the next start).
-        scheduler.close()
-        if forwarder is not None:
-            forwarder.close(timeout=5.0)  # what it sent and dropped is its queue's counts, in the summary
-        from dyntel.actions import deliver_queued
-
-        delivery = deliver_queued(timeout=5.0)
+        delivery = _wind_down(enabler, scheduler, forwarder)
         if timer is not None:
             timer.cancel()
         if reloader is not None:
@@ -261,6 +236,38 @@ def run_live(rules: RuleSet, rule_paths: Sequence[str], on_firing: Callable[[Fir
     summary = exit_summary(f"dyntel run: {fired} firing(s)", source_stats=source.stats, engine=engine.stats,
                            queues=queues, delivery=delivery)
     return RunResult(fired, summary)
+
+
+def _set_filters(source: Any, rules: Sequence[CompiledRule], forwarder: Forwarder | None) -> None:
+    """What the source may skip before decoding: what no rule can take (dyntel.engine.prefilter) and the forwarder
+    does not want either; the rules' raw field tests go to the native pre-filter where the source has one (what the
+    forwarder takes is kept whole). At the start and after each reload."""
+    from dyntel.engine.prefilter import make_field_filter, make_want
+
+    rules_want = with_metrics(make_want(rules))
+    rules_fields = make_field_filter(rules)
+    if forwarder is None:
+        source.want = rules_want
+        field_filter: Any = rules_fields
+    else:
+        source.want = lambda p, e, lv: rules_want(p, e, lv) or forwarder.wants(p, e, lv)
+        field_filter = lambda p, e: None if forwarder.wants(p, e, None) else rules_fields(p, e)  # noqa: E731
+    if hasattr(source, "field_filter"):
+        source.field_filter = field_filter
+
+
+def _wind_down(enabler: Any, scheduler: PooledScheduler, forwarder: Forwarder | None) -> list[str]:
+    """The end of a run, in the order that loses nothing: what enable actions turned on goes off first (enables
+    still queued are refused, "dyntel is stopping"); queued actions still run, each bounded by its own timeout,
+    before the sources' resources go; then what waits for a collector is sent (or stays in the spool for the next
+    start). Returns the delivery lines for the exit summary."""
+    from dyntel.actions import deliver_queued
+
+    enabler.close()
+    scheduler.close()
+    if forwarder is not None:
+        forwarder.close(timeout=5.0)  # what it sent and dropped is its queue's counts, in the summary
+    return deliver_queued(timeout=5.0)
 
 
 def _trusted_loader(options: RunOptions) -> Callable[[Sequence[str]], RuleSet]:
