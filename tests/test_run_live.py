@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from otlp_receiver import free_port
 
 RULES = """\
 version: 1
@@ -20,6 +24,41 @@ rules:
     actions:
       - log: {message: "getppid burst in pid {pid}"}
 """
+
+FIRED = "dyntel_rule_firings_total{"  # one line per rule
+
+
+def _wait_ready(port: int, run: subprocess.Popen[str]) -> None:
+    """Until `dyntel run` answers /readyz with 200 (a hang guard of 60 s, not a speed test)."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        assert run.poll() is None, run.communicate()[1]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("dyntel run never became ready")
+
+
+def _wait_firings(port: int, n: int, run: subprocess.Popen[str]) -> None:
+    """Until dyntel's /metrics counts `n` firings (a hang guard of 60 s)."""
+    end = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < end:
+        assert run.poll() is None, run.communicate()[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        if FIRED in text and _firings(text) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} firings counted:\n{text}")
+
+
+def _firings(metrics: str) -> int:
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines() if line.startswith(FIRED))
 
 
 def _need_root() -> None:
@@ -38,17 +77,19 @@ def test_run_fires_on_what_a_child_does(tmp_path: Path) -> None:
     assert child.stdin is not None
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("CHILD", str(child.pid)))
-    run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--duration", "6",
-                            "--format", "json", "--no-reload"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    port = free_port()
+    run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--duration", "120",
+                            "--format", "json", "--no-reload", "--metrics-listen", f"127.0.0.1:{port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        import time
-
-        time.sleep(2.5)  # the source opens its rings and tracepoints
+        # Ready once the source has opened its rings and tracepoints: only then may the child make its calls.
+        _wait_ready(port, run)
         child.stdin.write("go\n")
         child.stdin.close()
-        child.wait(timeout=10)
-        out, err = run.communicate(timeout=30)
+        child.wait(timeout=60)
+        _wait_firings(port, 2, run)  # both firings made (their lines follow on stdout), then stop
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
     finally:
         run.kill()
         child.kill()
