@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from otlp_receiver import free_port
 
 RULES = """\
 version: 1
@@ -26,21 +25,6 @@ rules:
 """
 
 FIRED = "dyntel_rule_firings_total{"  # one line per rule
-
-
-def _wait_ready(port: int, run: subprocess.Popen[str]) -> None:
-    """Until `dyntel run` answers /readyz with 200 (a hang guard of 60 s, not a speed test)."""
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        assert run.poll() is None, run.communicate()[1]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("dyntel run never became ready")
 
 
 def _wait_firings(port: int, n: int, run: subprocess.Popen[str]) -> None:
@@ -77,7 +61,7 @@ def test_run_fires_on_what_a_child_does(tmp_path: Path) -> None:
     assert child.stdin is not None
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("CHILD", str(child.pid)))
-    port = free_port()
+    port = _free_port()
     run = subprocess.Popen([sys.executable, "-m", "dyntel.cli", "run", "--rules", str(rules), "--duration", "120",
                             "--format", "json", "--no-reload", "--metrics-listen", f"127.0.0.1:{port}"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
