@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE_MODULES = ("_speedups", "_prefilter")
@@ -102,6 +103,23 @@ def entry(run: Callable[[bytes], None], modules: Iterable[str]) -> None:
         run_file(run)
     else:
         fuzz_main(run, modules)
+
+
+def drain(source: Any, size: int) -> list[str]:
+    """Every event of an opened perf source as JSON, to its end. A DecodeError must name its byte offset (it ends
+    the reading there); the problems counted must lie inside the input's `size` bytes."""
+    from dyntel.errors import DecodeError
+    from dyntel.event_json import format_event
+
+    lines: list[str] = []
+    try:
+        for event in source.events():
+            lines.append(format_event(event))
+    except DecodeError as e:
+        if e.offset is None:
+            raise Finding(f"DecodeError without a byte offset: {e}") from e
+    check_problems(source.stats.problems, size)
+    return lines
 
 
 def read_recording(module: str, data: bytes, name: str = "fuzz.input") -> list[str]:

@@ -19,7 +19,7 @@ import os
 from collections import Counter
 from typing import Any
 
-from fuzz.common import Finding, check_problems, entry
+from fuzz.common import Finding, drain, entry
 
 MODULES = ["dyntel.sources.recordings", "dyntel.sources.perf.data", "dyntel.sources.perf.records",
            "dyntel.sources.perf.fast",
@@ -45,22 +45,12 @@ def _open(data: bytes) -> Any:
 
 def decode(data: bytes, **settings: Any) -> tuple[list[str], Any] | None:
     """Each event as JSON, and the source (its stats checked); None when refused."""
-    from dyntel.errors import DecodeError
-    from dyntel.event_json import format_event
-
     source = _open(data)
     if source is None:
         return None
     for k, v in settings.items():
         setattr(source, k, v)
-    lines = []
-    try:
-        for event in source.events():
-            lines.append(format_event(event))
-    except DecodeError as e:
-        if e.offset is None:
-            raise Finding(f"DecodeError without a byte offset: {e}") from e
-    check_problems(source.stats.problems, len(data))
+    lines = drain(source, len(data))
     return lines, source
 
 

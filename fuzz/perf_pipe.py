@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 
-from fuzz.common import Finding, check_problems, entry
+from fuzz.common import Finding, drain, entry
 from fuzz.perf_file import decode
 
 MODULES = ["dyntel.sources.perf.data", "dyntel.sources.perf.records", "dyntel.event_json"]
@@ -37,19 +37,10 @@ class Trickle(io.RawIOBase):
 
 
 def stream_decode(data: bytes) -> tuple[list[str], int]:
-    from dyntel.errors import DecodeError
-    from dyntel.event_json import format_event
     from dyntel.sources.perf.data import PerfDataSource
 
     source = PerfDataSource("stdin", Trickle(data))  # type: ignore[arg-type]
-    lines = []
-    try:
-        for event in source.events():
-            lines.append(format_event(event))
-    except DecodeError as e:
-        if e.offset is None:
-            raise Finding(f"DecodeError without a byte offset: {e}") from e
-    check_problems(source.stats.problems, len(data))
+    lines = drain(source, len(data))
     return lines, source.stats.bad
 
 
