@@ -19,7 +19,6 @@ A rule whose compiled code raises on an event skips that event; the error is cou
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from dyntel.engine.windows import (
 from dyntel.event import Event
 from dyntel.firing import Firing
 from dyntel.formatting import format_duration, format_time
+from dyntel.rules.index import RuleIndex
 from dyntel.rules.model import CompiledRule, Limit, RuleSet
 from dyntel.rules.requirements import for_explain
 
@@ -70,32 +70,8 @@ _NO_FIRINGS: list[Firing] = []  # what process() returns when nothing fired; cal
 
 
 def default_index(rules: Sequence[CompiledRule]) -> CandidateIndex:
-    try:
-        module = importlib.import_module("dyntel.rules.index")
-    except ImportError:  # a build without the loader's index: the plain one below gives the same candidates
-        return MatchIndex(rules)
-    index: CandidateIndex = module.RuleIndex(list(rules))
-    return index
-
-
-class MatchIndex:
-    """A plain candidate index on `match`: rules by (provider, event name), cached per pair, level checked per
-    event. An event with no level passes a level ceiling (nothing says it is more verbose)."""
-
-    def __init__(self, rules: Sequence[CompiledRule]) -> None:
-        self._rules = tuple(rules)
-        self._by_name: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
-
-    def candidates(self, provider: str, event: str, level: int | None) -> Sequence[CompiledRule]:
-        found = self._by_name.get((provider, event))
-        if found is None:
-            found = self._by_name[(provider, event)] = tuple(
-                r for r in self._rules
-                if (r.match.provider is None or r.match.provider == provider)
-                and (r.match.event is None or r.match.event == event))
-        if level is None:
-            return found
-        return tuple(r for r in found if r.match.level is None or level <= r.match.level) if found else found
+    """The rules' candidate index: each rule under what its compiled rule requires (dyntel.rules.index)."""
+    return RuleIndex(list(rules))
 
 
 class _RuleState:
